@@ -1,0 +1,464 @@
+//! The node's one SQLite database: schema, pragmas and the queries the node needs.
+//!
+//! Calls block; the node runs them on tokio's blocking pool. One connection writes and one
+//! reads, so WAL lets reads (entry pages, catch-up ranges) proceed while a write commits.
+
+mod lock;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+pub use lock::DirLock;
+
+use crate::error::{CoveyError, Result};
+use crate::wire::entry::{Id32, SignedEntry};
+use crate::wire::frame::Head;
+
+/// How hard commits push to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// WAL with `synchronous = NORMAL`: a commit survives a process crash; the last few may
+    /// be lost on power failure.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every commit is fsynced before it returns.
+    Full,
+}
+
+/// A group as the store remembers it (its secret lives in the key store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    /// Group id.
+    pub group_id: Id32,
+    /// Human name given at join.
+    pub name: String,
+    /// 0 passphrase, 1 managed.
+    pub kind: u8,
+    /// Current epoch.
+    pub epoch: u64,
+}
+
+/// A stored entry: its local cursor and encoding.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    /// Local, strictly increasing position.
+    pub cursor: u64,
+    /// The encoded signed entry.
+    pub raw: Vec<u8>,
+}
+
+/// The database file name inside a data dir.
+pub const DB_FILE: &str = "covey.db";
+
+/// One SQLite database with a writer and a reader connection.
+#[derive(Debug)]
+pub struct Store {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn configure(conn: &Connection, durability: Durability) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        },
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| CoveyError::invalid(format!("{v} does not fit the store")))
+}
+
+fn blob32(bytes: Vec<u8>) -> Result<Id32> {
+    bytes
+        .try_into()
+        .map_err(|_| CoveyError::storage("corrupt store: id is not 32 bytes"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir` and migrates it to the current schema.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self> {
+        let path = dir.join(DB_FILE);
+        let mut writer = Connection::open(&path).map_err(|e| {
+            CoveyError::storage(format!("cannot open database {}: {e}", path.display()))
+        })?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CoveyError::storage(format!(
+                "{} could not switch to WAL (got {mode})",
+                path.display()
+            )));
+        }
+        configure(&writer, durability)?;
+        schema::migrate(&mut writer)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&reader, durability)?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            path,
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one write transaction, committed when `f` returns `Ok`.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| CoveyError::internal("store writer lock poisoned"))?;
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on the read connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| CoveyError::internal("store reader lock poisoned"))?;
+        f(&conn)
+    }
+}
+
+/// Remembers a joined group; joining again is a no-op.
+pub fn insert_group(conn: &Connection, group: &GroupRow, now_ms: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO groups (group_id, name, kind, epoch, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(group_id) DO NOTHING",
+    )?
+    .execute(params![
+        group.group_id,
+        group.name,
+        group.kind,
+        to_i64(group.epoch)?,
+        to_i64(now_ms)?
+    ])?;
+    Ok(())
+}
+
+/// Every joined group, oldest first.
+pub fn groups(conn: &Connection) -> Result<Vec<GroupRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT group_id, name, kind, epoch FROM groups ORDER BY joined_ms, name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, u8>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, name, kind, epoch) = row?;
+        out.push(GroupRow {
+            group_id: blob32(id)?,
+            name,
+            kind,
+            epoch: epoch as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// The author's newest entry in a group: its seq and id.
+pub fn head(conn: &Connection, group: &Id32, author: &Id32) -> Result<Option<(u64, Id32)>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT seq, entry_id FROM entries WHERE group_id = ?1 AND author = ?2
+             ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![group, author], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?;
+    row.map(|(seq, id)| Ok((seq as u64, blob32(id)?)))
+        .transpose()
+}
+
+/// The group's version vector. Logs are stored contiguously (only seq = head + 1 is ever
+/// accepted), so the highest seq per author is the highest contiguous one.
+pub fn frontier(conn: &Connection, group: &Id32) -> Result<Vec<Head>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT author, MAX(seq) FROM entries WHERE group_id = ?1 GROUP BY author ORDER BY author",
+    )?;
+    let rows = stmt.query_map(params![group], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (author, seq) = row?;
+        out.push(Head {
+            author: blob32(author)?,
+            seq: seq as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// The highest lamport clock stored for a group, 0 if none.
+pub fn max_lamport(conn: &Connection, group: &Id32) -> Result<u64> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT MAX(lamport) FROM entries WHERE group_id = ?1")?
+        .query_row(params![group], |r| r.get(0))?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+/// Whether an entry with this id is stored.
+pub fn has_entry(conn: &Connection, entry_id: &Id32) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM entries WHERE entry_id = ?1")?
+        .query_row(params![entry_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Stores a verified entry and returns its cursor.
+pub fn insert_entry(conn: &Connection, entry: &SignedEntry) -> Result<u64> {
+    let h = entry.header();
+    conn.prepare_cached(
+        "INSERT INTO entries (entry_id, group_id, author, seq, lamport, timestamp_ms, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        entry.id(),
+        h.group_id,
+        h.author,
+        to_i64(h.seq)?,
+        to_i64(h.lamport)?,
+        to_i64(h.timestamp_ms)?,
+        entry.raw()
+    ])?;
+    Ok(conn.last_insert_rowid() as u64)
+}
+
+fn stored_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredRow>> {
+    let rows = stmt.query_map(params, |r| {
+        Ok(StoredRow {
+            cursor: r.get::<_, i64>(0)? as u64,
+            raw: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Entries of a group after a local cursor, oldest first.
+pub fn entries_after(
+    conn: &Connection,
+    group: &Id32,
+    after_cursor: u64,
+    limit: u32,
+) -> Result<Vec<StoredRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT cursor, raw FROM entries WHERE group_id = ?1 AND cursor > ?2
+         ORDER BY cursor LIMIT ?3",
+    )?;
+    stored_rows(&mut stmt, params![group, to_i64(after_cursor)?, limit])
+}
+
+/// One entry by id.
+pub fn entry_by_id(conn: &Connection, group: &Id32, entry_id: &Id32) -> Result<Option<StoredRow>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT cursor, raw FROM entries WHERE group_id = ?1 AND entry_id = ?2")?;
+    Ok(stored_rows(&mut stmt, params![group, entry_id])?.pop())
+}
+
+/// Encoded entries of one author in `(after_seq, up_to_seq]`, at most `max_count` of them and
+/// no more bytes than `max_bytes` (but always at least one, so progress is made).
+pub fn log_range(
+    conn: &Connection,
+    group: &Id32,
+    author: &Id32,
+    after_seq: u64,
+    up_to_seq: u64,
+    max_count: u32,
+    max_bytes: usize,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, raw FROM entries WHERE group_id = ?1 AND author = ?2 AND seq > ?3 AND seq <= ?4
+         ORDER BY seq LIMIT ?5",
+    )?;
+    let mut rows = stmt.query(params![
+        group,
+        author,
+        to_i64(after_seq)?,
+        to_i64(up_to_seq.min(i64::MAX as u64))?,
+        max_count
+    ])?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let raw: Vec<u8> = row.get(1)?;
+        if !out.is_empty() && bytes + raw.len() > max_bytes {
+            break;
+        }
+        bytes += raw.len();
+        out.push((row.get::<_, i64>(0)? as u64, raw));
+    }
+    Ok(out)
+}
+
+/// Distinct authors seen in a group.
+pub fn authors(conn: &Connection, group: &Id32) -> Result<Vec<Id32>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT author FROM entries WHERE group_id = ?1 ORDER BY author",
+    )?;
+    let rows = stmt.query_map(params![group], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|r| blob32(r?)).collect()
+}
+
+/// Number of entries stored, in all groups.
+pub fn entry_count(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM entries")?
+        .query_row([], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// The entry previously published under a client id, with the MAC of its payload.
+pub fn client_id(
+    conn: &Connection,
+    group: &Id32,
+    client_id: &str,
+) -> Result<Option<(Id32, Vec<u8>)>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT entry_id, payload_mac FROM client_ids WHERE group_id = ?1 AND client_id = ?2",
+        )?
+        .query_row(params![group, client_id], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?;
+    row.map(|(id, mac)| Ok((blob32(id)?, mac))).transpose()
+}
+
+/// Records the entry published under a client id.
+pub fn put_client_id(
+    conn: &Connection,
+    group: &Id32,
+    client_id: &str,
+    entry_id: &Id32,
+    payload_mac: &[u8; 32],
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO client_ids (group_id, client_id, entry_id, payload_mac) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![group, client_id, entry_id, payload_mac])?;
+    Ok(())
+}
+
+/// Remembers a peer's address ticket, replacing an older one.
+pub fn put_peer(conn: &Connection, node_id: &Id32, ticket: &str, now_ms: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO peers (node_id, ticket, added_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(node_id) DO UPDATE SET ticket = excluded.ticket",
+    )?
+    .execute(params![node_id, ticket, to_i64(now_ms)?])?;
+    Ok(())
+}
+
+/// Every remembered peer's ticket.
+pub fn peers(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT ticket FROM peers ORDER BY added_ms")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_from_empty_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), Durability::Normal).unwrap();
+            let v = store.read(schema::version).unwrap();
+            assert_eq!(v, schema::SCHEMA_VERSION);
+            store
+                .write(|tx| {
+                    insert_group(
+                        tx,
+                        &GroupRow {
+                            group_id: [1; 32],
+                            name: "g".into(),
+                            kind: 0,
+                            epoch: 0,
+                        },
+                        5,
+                    )
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), Durability::Full).unwrap();
+        assert_eq!(store.read(groups).unwrap().len(), 1);
+        let fk: i64 = store
+            .read(|c| Ok(c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn every_migration_applies_from_every_earlier_version() {
+        for start in 0..=schema::SCHEMA_VERSION as usize {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for (i, sql) in schema::MIGRATIONS.iter().enumerate().take(start) {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", i as u32 + 1)
+                    .unwrap();
+            }
+            drop(conn);
+            let store = Store::open(dir.path(), Durability::Normal).unwrap();
+            assert_eq!(store.read(schema::version).unwrap(), schema::SCHEMA_VERSION);
+        }
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(conn);
+        let err = Store::open(dir.path(), Durability::Normal).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Storage);
+        assert!(err.message().contains("newer"));
+    }
+
+    #[test]
+    fn second_lock_on_a_dir_is_a_conflict_naming_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = DirLock::acquire(dir.path()).unwrap();
+        let err = DirLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Conflict);
+        assert!(err.message().contains(&dir.path().display().to_string()));
+        drop(_first);
+        DirLock::acquire(dir.path()).unwrap();
+    }
+}

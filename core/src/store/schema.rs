@@ -1,0 +1,74 @@
+//! Schema migrations, tracked with `PRAGMA user_version`, each applied in one transaction.
+
+use rusqlite::Connection;
+
+use crate::error::{CoveyError, Result};
+
+/// Every migration, in order; migration `i` moves the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: groups, entries, idempotency keys and remembered peers.
+    "
+    CREATE TABLE groups (
+        group_id   BLOB PRIMARY KEY NOT NULL CHECK (length(group_id) = 32),
+        name       TEXT NOT NULL,
+        kind       INTEGER NOT NULL,
+        epoch      INTEGER NOT NULL,
+        joined_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE entries (
+        cursor        INTEGER PRIMARY KEY AUTOINCREMENT,
+        entry_id      BLOB NOT NULL UNIQUE CHECK (length(entry_id) = 32),
+        group_id      BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
+        author        BLOB NOT NULL CHECK (length(author) = 32),
+        seq           INTEGER NOT NULL CHECK (seq >= 1),
+        lamport       INTEGER NOT NULL,
+        timestamp_ms  INTEGER NOT NULL,
+        raw           BLOB NOT NULL,
+        UNIQUE (group_id, author, seq)
+    );
+    CREATE INDEX entries_group_cursor ON entries(group_id, cursor);
+    CREATE INDEX entries_group_lamport ON entries(group_id, lamport);
+
+    CREATE TABLE client_ids (
+        group_id      BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
+        client_id     TEXT NOT NULL,
+        entry_id      BLOB NOT NULL REFERENCES entries(entry_id) ON DELETE CASCADE,
+        payload_mac   BLOB NOT NULL,
+        PRIMARY KEY (group_id, client_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE peers (
+        node_id    BLOB PRIMARY KEY NOT NULL CHECK (length(node_id) = 32),
+        ticket     TEXT NOT NULL,
+        added_ms   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Reads the current schema version.
+pub fn version(conn: &Connection) -> Result<u32> {
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
+/// Applies every migration past the database's version, each in its own transaction, so a
+/// crash leaves the database at a whole version.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current = version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(CoveyError::storage(format!(
+            "database schema version {current} is newer than this build ({SCHEMA_VERSION}); upgrade Covey"
+        )));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", from as u32 + 1)?;
+        tx.commit()?;
+        log::info!("store migrated to schema version {}", from + 1);
+    }
+    Ok(())
+}
