@@ -174,6 +174,9 @@ impl Node {
     /// with remembered and bootstrap peers.
     pub async fn open(config: NodeConfig) -> Result<Self> {
         config.validate()?;
+        for ticket in &config.bootstrap {
+            parse_ticket(ticket)?;
+        }
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| {
             CoveyError::storage(format!("cannot create data dir {}: {e}", dir.display()))
@@ -571,19 +574,10 @@ impl Node {
         }
         self.inner.sessions.clear();
         let store = self.inner.store.clone();
-        blocking(move || {
-            store.write(|tx| {
-                tx.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-                Ok(())
-            })
-        })
-        .await
-        .or_else(|e| {
-            // A checkpoint cannot run inside a transaction on some builds; the WAL is still
-            // durable, so this is only logged.
-            log::debug!("wal checkpoint skipped: {e}");
-            Ok::<_, CoveyError>(())
-        })?;
+        if let Err(e) = blocking(move || store.checkpoint()).await {
+            // The WAL is durable on its own; a failed checkpoint only leaves it un-merged.
+            log::warn!("wal checkpoint at shutdown failed: {e}");
+        }
         if let Ok(mut lock) = self.inner.lock.lock() {
             lock.take();
         }

@@ -20,6 +20,7 @@ use crate::wire::frame::{self, LENGTH_PREFIX, Message};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH_MAX_ENTRIES: u32 = 1024;
 
 /// Which side opened the connection.
@@ -341,8 +342,23 @@ async fn read_loop(
     machine: &Arc<Mutex<SyncSession>>,
     handle: &SessionHandle,
 ) {
+    let mut first = true;
     loop {
-        let message = match read_frame(&mut recv, inner.config.max_frame_bytes).await {
+        let next = read_frame(&mut recv, inner.config.max_frame_bytes);
+        let result = if first {
+            // A peer that connects and never says hello must not hold a session forever.
+            match tokio::time::timeout(HELLO_TIMEOUT, next).await {
+                Ok(r) => r,
+                Err(_) => {
+                    inner.warn("handshake-timeout", format!("{} sent no hello", peer.fmt_short()));
+                    return;
+                }
+            }
+        } else {
+            next.await
+        };
+        first = false;
+        let message = match result {
             Ok(m) => m,
             Err(ReadFailure::Ended) => return,
             Err(ReadFailure::Bad(e)) => {
@@ -397,10 +413,10 @@ async fn handle_outputs(
     let mut queue: std::collections::VecDeque<Output> = outputs.into();
     let mut keep_going = true;
     while let Some(output) = queue.pop_front() {
-        let Some(output) = handle.forward(output.clone()).or(None) else {
-            if matches!(output, Output::Close { .. }) {
-                keep_going = false;
-            }
+        if matches!(output, Output::Close { .. }) {
+            keep_going = false;
+        }
+        let Some(output) = handle.forward(output) else {
             continue;
         };
         match output {

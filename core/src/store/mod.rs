@@ -132,6 +132,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Folds the write-ahead log back into the database file (at shutdown), so the data dir
+    /// is one self-contained file when the node is closed.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = self
+            .writer
+            .lock()
+            .map_err(|_| CoveyError::internal("store writer lock poisoned"))?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Runs `f` on the read connection.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self
@@ -428,7 +439,7 @@ mod tests {
     fn every_migration_applies_from_every_earlier_version() {
         for start in 0..=schema::SCHEMA_VERSION as usize {
             let dir = tempfile::tempdir().unwrap();
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
             for (i, sql) in schema::MIGRATIONS.iter().enumerate().take(start) {
                 conn.execute_batch(sql).unwrap();
                 conn.pragma_update(None, "user_version", i as u32 + 1)
