@@ -200,3 +200,19 @@ async fn node_id_is_stable_and_addr_is_a_dialable_ticket() {
     a.shutdown().await.unwrap();
     let _ = Node::open; // the facade is the only way in
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_config_binds_all_interfaces_and_still_syncs() {
+    // NodeConfig::new binds every interface (API.md default); inside the test namespace only
+    // loopback exists, so the ticket must still carry a dialable address.
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Node::open(covey_core::NodeConfig::new(da.path())).await.unwrap();
+    let b = Node::open(covey_core::NodeConfig::new(db.path())).await.unwrap();
+    let group = a.join_passphrase(PASS, GROUP).await.unwrap().group_id;
+    b.join_passphrase(PASS, GROUP).await.unwrap();
+    a.publish(&group, b"over the default bind", None).await.unwrap();
+    connect(&b, &a).await;
+    wait_for_count(&b, &group, 1, 20).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
