@@ -350,7 +350,10 @@ async fn read_loop(
             match tokio::time::timeout(HELLO_TIMEOUT, next).await {
                 Ok(r) => r,
                 Err(_) => {
-                    inner.warn("handshake-timeout", format!("{} sent no hello", peer.fmt_short()));
+                    inner.warn(
+                        "handshake-timeout",
+                        format!("{} sent no hello", peer.fmt_short()),
+                    );
                     return;
                 }
             }
@@ -382,7 +385,7 @@ async fn read_loop(
                 .groups_read()
                 .map(|g| g.keys().copied().collect())
                 .unwrap_or_default(),
-            Message::Frontier { group, .. } => vec![*group],
+            Message::Frontier { group, .. } | Message::Announce { group, .. } => vec![*group],
             _ => Vec::new(),
         };
         let view = match inner.snapshot(load).await {

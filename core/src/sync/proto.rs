@@ -84,6 +84,9 @@ struct PeerGroup {
     peer_has: HashMap<Id32, u64>,
     /// Authors for which the peer advertised more than we hold, and how much.
     awaiting: HashMap<Id32, u64>,
+    /// Local entries committed after our frontier was read but before the peer's arrived;
+    /// merged into the catch-up so none waits for its author's next entry.
+    pending_local: HashMap<Id32, u64>,
     sent_frontier: bool,
     frontier_received: bool,
 }
@@ -186,6 +189,12 @@ impl SyncSession {
             }
             _ if self.phase != Phase::Ready => self.violation("message before hello".to_string()),
             Message::Frontier { group, heads } => self.on_frontier(group, heads, view),
+            Message::Announce { group, heads } => {
+                if let Some(state) = self.groups.get_mut(&group) {
+                    state.sent_frontier = false;
+                }
+                self.on_frontier(group, heads, view)
+            }
             Message::Entries { group, entries } => {
                 if !view.has_group(&group) {
                     return vec![Output::Warn {
@@ -257,13 +266,17 @@ impl SyncSession {
             return Vec::new();
         }
         let mut out = self.send_frontier(group, view);
-        let local: HashMap<Id32, u64> = view
+        let mut local: HashMap<Id32, u64> = view
             .frontier(&group)
             .into_iter()
             .map(|h| (h.author, h.seq))
             .collect();
         let state = self.groups.entry(group).or_default();
         state.frontier_received = true;
+        for (author, seq) in state.pending_local.drain() {
+            let ours = local.entry(author).or_insert(0);
+            *ours = (*ours).max(seq);
+        }
         for head in &heads {
             let known = state.peer_has.entry(head.author).or_insert(0);
             *known = (*known).max(head.seq);
@@ -341,6 +354,8 @@ impl SyncSession {
             return Vec::new();
         };
         if !state.frontier_received {
+            let pending = state.pending_local.entry(author).or_insert(0);
+            *pending = (*pending).max(seq);
             return Vec::new();
         }
         let known = state.peer_has.entry(author).or_insert(0);
@@ -357,11 +372,21 @@ impl SyncSession {
         }]
     }
 
-    /// This node joined a group while the session was live: announce it.
+    /// This node joined a group while the session was live: announce it, asking the peer
+    /// for its frontier in return (the one it sent at hello was dropped, as we were not in the
+    /// group then).
     pub fn on_group_joined(&mut self, group: Id32, view: &impl LocalView) -> Vec<Output> {
         if self.phase != Phase::Ready {
             return Vec::new();
         }
-        self.send_frontier(group, view)
+        let state = self.groups.entry(group).or_default();
+        if state.sent_frontier {
+            return Vec::new();
+        }
+        state.sent_frontier = true;
+        vec![Output::Send(Message::Announce {
+            group,
+            heads: view.frontier(&group),
+        })]
     }
 }

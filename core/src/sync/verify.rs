@@ -14,6 +14,10 @@ use crate::error::Result;
 use crate::store;
 use crate::wire::entry::{Id32, SignedEntry};
 
+/// Largest lamport clock accepted: far beyond any real history, and low enough that the next
+/// publish (`max + 1`) still fits SQLite's signed 64-bit integers.
+pub const MAX_LAMPORT: u64 = 1 << 62;
+
 /// What a batch must satisfy to be stored.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
@@ -72,6 +76,17 @@ pub fn ingest(conn: &Connection, rules: &Rules, raws: Vec<Vec<u8>>) -> Result<Ou
                     "entry of group {} sent as {}",
                     hex8(&h.group_id),
                     hex8(&rules.group_id)
+                ),
+            );
+            continue;
+        }
+        if h.lamport > MAX_LAMPORT || h.timestamp_ms > i64::MAX as u64 {
+            reject(
+                &mut out,
+                "out-of-range",
+                format!(
+                    "entry lamport {} or timestamp {} is beyond what any honest clock reaches",
+                    h.lamport, h.timestamp_ms
                 ),
             );
             continue;

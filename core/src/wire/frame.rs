@@ -43,6 +43,15 @@ pub enum Message {
         /// Encoded [`super::entry::SignedEntry`]s.
         entries: Vec<Vec<u8>>,
     },
+    /// Like `Frontier`, sent when the sender joins a group mid-session: the receiver answers
+    /// with its own frontier even if it sent one before (the sender was not in the group then,
+    /// so it dropped it).
+    Announce {
+        /// The group just joined.
+        group: Id32,
+        /// Highest contiguous seq per author.
+        heads: Vec<Head>,
+    },
     /// The sender refuses the session, saying why, and closes it.
     Refuse {
         /// A stable code from [`RefuseCode`].
@@ -131,6 +140,10 @@ mod tests {
         roundtrip(Message::Entries {
             group: [3; 32],
             entries: vec![vec![1, 2, 3], vec![]],
+        });
+        roundtrip(Message::Announce {
+            group: [5; 32],
+            heads: vec![],
         });
         roundtrip(Message::Refuse {
             code: RefuseCode::IncompatibleVersion as u16,
