@@ -514,6 +514,10 @@ impl Sim {
                 }
                 Output::StateChanged { group, state } => node.states.push((peer, group, state)),
                 Output::Warn { kind, message } => node.warns.push((peer, kind, message)),
+                Output::Rejected { reason, detail, .. } => {
+                    node.warns
+                        .push((peer, "rejected-entry", format!("{reason}: {detail}")))
+                }
                 Output::Close { reason } => node.closes.push((peer, reason)),
             }
         }
@@ -843,8 +847,9 @@ fn peer_outside_a_group_gets_nothing_and_reveals_nothing() {
     assert!(
         matches!(
             &out[0],
-            Output::Warn {
-                kind: "rejected-entry",
+            Output::Rejected {
+                count: 2,
+                reason: "not-in-group",
                 ..
             }
         ),

@@ -15,10 +15,17 @@ async fn two_nodes_sync_both_ways_and_live() {
     let b = open(db.path()).await;
     let ga = a.join_passphrase(PASS, GROUP).await.unwrap();
     let gb = b.join_passphrase(PASS, GROUP).await.unwrap();
-    assert_eq!(ga.group_id, gb.group_id, "same passphrase and name, same group");
+    assert_eq!(
+        ga.group_id, gb.group_id,
+        "same passphrase and name, same group"
+    );
     for i in 0..5 {
-        a.publish(&ga.group_id, format!("a{i}").as_bytes(), None).await.unwrap();
-        b.publish(&gb.group_id, format!("b{i}").as_bytes(), None).await.unwrap();
+        a.publish(&ga.group_id, format!("a{i}").as_bytes(), None)
+            .await
+            .unwrap();
+        b.publish(&gb.group_id, format!("b{i}").as_bytes(), None)
+            .await
+            .unwrap();
     }
     let mut sub_b = b.subscribe();
     connect(&a, &b).await;
@@ -26,11 +33,20 @@ async fn two_nodes_sync_both_ways_and_live() {
     wait_for_count(&b, &gb.group_id, 10, 20).await;
     // Live push after catch-up.
     let meta = a.publish(&ga.group_id, b"live", None).await.unwrap();
-    let ev = wait_event(&mut sub_b, 10, |e| matches!(e, Event::EntryReceived { entry_id, .. } if *entry_id == meta.entry_id)).await;
+    let ev = wait_event(
+        &mut sub_b,
+        10,
+        |e| matches!(e, Event::EntryReceived { entry_id, .. } if *entry_id == meta.entry_id),
+    )
+    .await;
     if let Event::EntryReceived { author, .. } = ev {
         assert_eq!(author, a.node_id());
     }
-    let got = b.entry(&gb.group_id, &meta.entry_id).await.unwrap().unwrap();
+    let got = b
+        .entry(&gb.group_id, &meta.entry_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.payload, b"live");
     let status = b.status().await.unwrap();
     assert_eq!(status.connected_peers, vec![a.node_id()]);
@@ -61,7 +77,10 @@ async fn three_nodes_concurrent_publishing_converge_in_identical_order() {
         let nodes = nodes.clone();
         handles.push(tokio::spawn(async move {
             for j in 0..per_node {
-                nodes[i].publish(&group, format!("n{i}-{j}").as_bytes(), None).await.unwrap();
+                nodes[i]
+                    .publish(&group, format!("n{i}-{j}").as_bytes(), None)
+                    .await
+                    .unwrap();
                 if j % 7 == 0 {
                     tokio::time::sleep(Duration::from_millis(3)).await;
                 }
@@ -80,7 +99,12 @@ async fn three_nodes_concurrent_publishing_converge_in_identical_order() {
         let ids: BTreeSet<_> = entries.iter().map(|e| e.meta.entry_id).collect();
         assert_eq!(ids.len(), 3 * per_node, "no duplicates");
         entries.sort_by_key(|e| (e.meta.lamport, e.meta.author, e.meta.seq));
-        orders.push(entries.iter().map(|e| (e.meta.entry_id, e.payload.clone())).collect::<Vec<_>>());
+        orders.push(
+            entries
+                .iter()
+                .map(|e| (e.meta.entry_id, e.payload.clone()))
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(orders[0], orders[1]);
     assert_eq!(orders[1], orders[2]);
@@ -103,13 +127,18 @@ async fn restarted_node_keeps_history_and_catches_up() {
     b.shutdown().await.unwrap();
     drop(b);
     for i in 0..20 {
-        a.publish(&group, format!("while-away-{i}").as_bytes(), None).await.unwrap();
+        a.publish(&group, format!("while-away-{i}").as_bytes(), None)
+            .await
+            .unwrap();
     }
     // b reopens with the same identity and its remembered peer, and catches up on its own.
     let b = open(db.path()).await;
     assert_eq!(b.node_id(), b_id);
     assert_eq!(b.groups().await.unwrap().len(), 1);
-    assert!(!all_entries(&b, &group).await.is_empty(), "history kept across restart");
+    assert!(
+        !all_entries(&b, &group).await.is_empty(),
+        "history kept across restart"
+    );
     wait_for_count(&b, &group, 21, 30).await;
     let mine = b.publish(&group, b"after restart", None).await.unwrap();
     assert_eq!(mine.seq, 1);
@@ -124,13 +153,19 @@ async fn wrong_passphrase_node_receives_nothing() {
     let a = open(da.path()).await;
     let b = open(db.path()).await;
     let ga = a.join_passphrase(PASS, GROUP).await.unwrap().group_id;
-    let gb = b.join_passphrase("a different passphrase", GROUP).await.unwrap().group_id;
+    let gb = b
+        .join_passphrase("a different passphrase", GROUP)
+        .await
+        .unwrap()
+        .group_id;
     assert_ne!(ga, gb);
     let mut sub = b.subscribe();
     connect(&b, &a).await;
     wait_event(&mut sub, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
     for i in 0..10 {
-        a.publish(&ga, format!("secret {i}").as_bytes(), None).await.unwrap();
+        a.publish(&ga, format!("secret {i}").as_bytes(), None)
+            .await
+            .unwrap();
     }
     b.publish(&gb, b"mine", None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -156,7 +191,9 @@ async fn published_plaintext_never_reaches_the_database_file() {
     for i in 0..50u8 {
         let mut payload = marker.to_vec();
         payload.push(i);
-        a.publish(&group, &payload, Some(&format!("c{i}"))).await.unwrap();
+        a.publish(&group, &payload, Some(&format!("c{i}")))
+            .await
+            .unwrap();
     }
     wait_for_count(&b, &group, 50, 20).await;
     a.shutdown().await.unwrap();
@@ -206,11 +243,17 @@ async fn default_config_binds_all_interfaces_and_still_syncs() {
     // NodeConfig::new binds every interface (API.md default); inside the test namespace only
     // loopback exists, so the ticket must still carry a dialable address.
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Node::open(covey_core::NodeConfig::new(da.path())).await.unwrap();
-    let b = Node::open(covey_core::NodeConfig::new(db.path())).await.unwrap();
+    let a = Node::open(covey_core::NodeConfig::new(da.path()))
+        .await
+        .unwrap();
+    let b = Node::open(covey_core::NodeConfig::new(db.path()))
+        .await
+        .unwrap();
     let group = a.join_passphrase(PASS, GROUP).await.unwrap().group_id;
     b.join_passphrase(PASS, GROUP).await.unwrap();
-    a.publish(&group, b"over the default bind", None).await.unwrap();
+    a.publish(&group, b"over the default bind", None)
+        .await
+        .unwrap();
     connect(&b, &a).await;
     wait_for_count(&b, &group, 1, 20).await;
     a.shutdown().await.unwrap();

@@ -11,8 +11,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(super) fn new(rx: broadcast::Receiver<Event>) -> Self {
-        Self { rx: Some(rx) }
+    pub(super) fn new(rx: Option<broadcast::Receiver<Event>>) -> Self {
+        Self { rx }
     }
 
     /// The next event; `None` once cancelled or the node is gone. A subscriber too slow to

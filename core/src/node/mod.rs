@@ -83,7 +83,8 @@ struct Inner {
     store: Arc<Store>,
     groups: RwLock<HashMap<Id32, Arc<GroupState>>>,
     sessions: Sessions,
-    events: broadcast::Sender<Event>,
+    /// Taken at shutdown, which ends every subscription.
+    events: Mutex<Option<broadcast::Sender<Event>>>,
     counters: Counters,
     endpoint: Endpoint,
     closed: AtomicBool,
@@ -223,7 +224,7 @@ impl Node {
             store,
             groups: RwLock::new(groups),
             sessions: Sessions::default(),
-            events,
+            events: Mutex::new(Some(events)),
             counters: Counters::default(),
             endpoint: endpoint.clone(),
             closed: AtomicBool::new(false),
@@ -313,7 +314,11 @@ impl Node {
 
     /// Events from now on, until the subscription is dropped.
     pub fn subscribe(&self) -> Subscription {
-        Subscription::new(self.inner.events.subscribe())
+        let rx = match self.inner.events.lock() {
+            Ok(events) => events.as_ref().map(|tx| tx.subscribe()),
+            Err(_) => None,
+        };
+        Subscription::new(rx)
     }
 
     /// Joins (or re-opens) the passphrase group `name`: the same passphrase and name give the
@@ -578,6 +583,7 @@ impl Node {
             // The WAL is durable on its own; a failed checkpoint only leaves it un-merged.
             log::warn!("wal checkpoint at shutdown failed: {e}");
         }
+        self.inner.close_events();
         if let Ok(mut lock) = self.inner.lock.lock() {
             lock.take();
         }
@@ -597,6 +603,7 @@ impl Drop for Node {
             }
         }
         self.inner.sessions.close_all("node dropped");
+        self.inner.close_events();
     }
 }
 
@@ -636,7 +643,8 @@ fn publish_in(
         author: me,
         seq,
         prev,
-        lamport: store::max_lamport(tx, &gid)? + 1,
+        // Capped so every honest clock stays within what peers accept.
+        lamport: (store::max_lamport(tx, &gid)? + 1).min(verify::MAX_LAMPORT),
         epoch: group.row.epoch,
         timestamp_ms: now_ms(),
         nonce: aead::random_nonce(),
@@ -699,7 +707,35 @@ impl crate::sync::proto::LocalView for Snapshot {
 impl Inner {
     fn emit(&self, event: Event) {
         // No subscribers is fine: events are a notification, the store is the truth.
-        let _ = self.events.send(event);
+        if let Ok(events) = self.events.lock()
+            && let Some(tx) = events.as_ref()
+        {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Counts refused entries and reports them as one `rejected-entry` warning per batch (not
+    /// per entry: a frame of tiny bad entries must not become a flood of events and logs).
+    fn report_rejected(&self, peer: EndpointId, reasons: &[(&str, usize)], first_detail: &str) {
+        let total: usize = reasons.iter().map(|(_, n)| n).sum();
+        self.counters
+            .rejected_entries
+            .fetch_add(total as u64, Ordering::Relaxed);
+        let summary: Vec<String> = reasons.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        self.warn(
+            "rejected-entry",
+            format!(
+                "from {}: rejected {total} entries ({}); first: {first_detail}",
+                peer.fmt_short(),
+                summary.join(", ")
+            ),
+        );
+    }
+
+    fn close_events(&self) {
+        if let Ok(mut events) = self.events.lock() {
+            events.take();
+        }
     }
 
     fn warn(&self, kind: &str, message: String) {
@@ -786,7 +822,8 @@ impl Inner {
         };
         let (outcome, frontier) = self
             .store_write(move |tx| {
-                let outcome = verify::ingest(tx, &rules, entries)?;
+                let outcome =
+                    verify::ingest_as_member(tx, &rules, Some(&state.keys.content_key), entries)?;
                 let frontier = store::frontier(tx, &group)?;
                 Ok((outcome, frontier))
             })
@@ -796,13 +833,15 @@ impl Inner {
             .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
         c.duplicates
             .fetch_add(outcome.duplicates, Ordering::Relaxed);
-        c.rejected_entries
-            .fetch_add(outcome.rejected.len() as u64, Ordering::Relaxed);
-        for r in &outcome.rejected {
-            self.warn(
-                "rejected-entry",
-                format!("from {}: {} ({})", peer.fmt_short(), r.reason, r.detail),
-            );
+        if let Some(first) = outcome.rejected.first() {
+            let mut reasons: Vec<(&str, usize)> = Vec::new();
+            for r in &outcome.rejected {
+                match reasons.iter_mut().find(|(k, _)| *k == r.reason) {
+                    Some((_, n)) => *n += 1,
+                    None => reasons.push((r.reason, 1)),
+                }
+            }
+            self.report_rejected(peer, &reasons, &first.detail);
         }
         let mut newest: HashMap<Id32, u64> = HashMap::new();
         for (cursor, entry) in &outcome.stored {

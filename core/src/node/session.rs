@@ -443,18 +443,17 @@ async fn handle_outputs(
                 }
             },
             Output::StateChanged { group, state } => inner.sync_state_changed(group, state),
+            Output::Rejected {
+                count,
+                reason,
+                detail,
+            } => inner.report_rejected(peer, &[(reason, count)], &detail),
             Output::Warn { kind, message } => {
                 match kind {
                     "incompatible-version" => {
                         inner
                             .counters
                             .incompatible_peers
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    "rejected-entry" => {
-                        inner
-                            .counters
-                            .rejected_entries
                             .fetch_add(1, Ordering::Relaxed);
                     }
                     "protocol-violation" => {

@@ -64,6 +64,16 @@ pub enum Output {
         /// Its new state.
         state: SyncState,
     },
+    /// Entries refused without being looked at (a group this node is not in); the session
+    /// goes on.
+    Rejected {
+        /// How many entries.
+        count: usize,
+        /// Stable reason, such as `not-in-group`.
+        reason: &'static str,
+        /// Human detail.
+        detail: String,
+    },
     /// Something the app should hear about; the session goes on.
     Warn {
         /// Stable kind, such as `rejected-frame`.
@@ -197,12 +207,10 @@ impl SyncSession {
             }
             Message::Entries { group, entries } => {
                 if !view.has_group(&group) {
-                    return vec![Output::Warn {
-                        kind: "rejected-entry",
-                        message: format!(
-                            "{} entries for a group this node is not in",
-                            entries.len()
-                        ),
+                    return vec![Output::Rejected {
+                        count: entries.len(),
+                        reason: "not-in-group",
+                        detail: "entries for a group this node is not in".to_string(),
                     }];
                 }
                 vec![Output::Ingest { group, entries }]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 
+use crate::crypto::Secret32;
 use crate::error::Result;
 use crate::store;
 use crate::wire::entry::{Id32, SignedEntry};
@@ -55,8 +56,21 @@ fn reject(out: &mut Outcome, reason: &'static str, detail: String) {
     out.rejected.push(Rejection { reason, detail });
 }
 
-/// Verifies `raws` under `rules` and stores the valid ones through `conn` (a transaction).
+/// Verifies `raws` under `rules` and stores the valid ones through `conn` (a transaction),
+/// as a node without the group key (a relay) does: signatures, chains and limits only.
 pub fn ingest(conn: &Connection, rules: &Rules, raws: Vec<Vec<u8>>) -> Result<Outcome> {
+    ingest_as_member(conn, rules, None, raws)
+}
+
+/// Like [`ingest`], and when `content_key` is given (a member), also authenticates every
+/// payload, so an entry signed by a real author but sealed under another key is refused
+/// instead of stored where it would break every later read.
+pub fn ingest_as_member(
+    conn: &Connection,
+    rules: &Rules,
+    content_key: Option<&Secret32>,
+    raws: Vec<Vec<u8>>,
+) -> Result<Outcome> {
     let mut out = Outcome::default();
     let mut by_author: BTreeMap<Id32, Vec<SignedEntry>> = BTreeMap::new();
     for raw in raws {
@@ -172,13 +186,36 @@ pub fn ingest(conn: &Connection, rules: &Rules, raws: Vec<Vec<u8>>) -> Result<Ou
             head_id = *entry.id();
             run.push(entry);
         }
-        let accepted = authenticate_run(run, &mut out);
+        let mut accepted = authenticate_run(run, &mut out);
+        if let Some(key) = content_key {
+            keep_decryptable(&mut accepted, key, &mut out);
+        }
         for entry in accepted {
             let cursor = store::insert_entry(conn, &entry)?;
             out.stored.push((cursor, entry));
         }
     }
     Ok(out)
+}
+
+/// Truncates an authenticated run at its first entry whose payload does not open; later
+/// entries link to it, so they cannot be stored without it.
+fn keep_decryptable(run: &mut Vec<SignedEntry>, key: &Secret32, out: &mut Outcome) {
+    let Some(bad) = run.iter().position(|e| e.open(key).is_err()) else {
+        return;
+    };
+    for entry in run.drain(bad..) {
+        let h = entry.header();
+        reject(
+            out,
+            "undecryptable",
+            format!(
+                "author {} seq {}: payload does not open under the group key, or follows one that does not",
+                hex8(&h.author),
+                h.seq
+            ),
+        );
+    }
 }
 
 /// Returns the authenticated prefix of a hash-linked run.

@@ -13,7 +13,9 @@ pub const PASS: &str = "correct horse battery staple";
 
 /// Opens a loopback node in `dir`.
 pub async fn open(dir: &std::path::Path) -> Node {
-    Node::open(NodeConfig::loopback(dir)).await.expect("open node")
+    Node::open(NodeConfig::loopback(dir))
+        .await
+        .expect("open node")
 }
 
 /// Connects `a` to `b` by ticket.
@@ -32,7 +34,10 @@ pub async fn wait_for_count(node: &Node, group: &GroupId, count: usize, secs: u6
             return;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("node {} has {n} of {count} entries after {secs}s", node.node_id().fmt_short());
+            panic!(
+                "node {} has {n} of {count} entries after {secs}s",
+                node.node_id().fmt_short()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -65,4 +70,74 @@ pub async fn wait_event(sub: &mut Subscription, secs: u64, pred: impl Fn(&Event)
     })
     .await
     .expect("event did not arrive in time")
+}
+
+/// Asserts that `result` failed with `kind` and returns the error; `what` names the call.
+pub fn expect_err<T: std::fmt::Debug>(
+    result: covey_core::Result<T>,
+    kind: covey_core::ErrorKind,
+    what: &str,
+) -> covey_core::CoveyError {
+    match result {
+        Ok(v) => panic!("{what}: expected a {kind:?} error, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(e.kind(), kind, "{what}: wrong error kind ({e})");
+            e
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true, or panics after `secs` naming `what`.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The sync counters of `node`.
+pub async fn counters(node: &Node) -> covey_core::SyncCounters {
+    node.status().await.expect("status").counters
+}
+
+/// Waits for a `Warning` of `kind` and returns its message, or panics after `secs`.
+pub async fn wait_warning(sub: &mut Subscription, secs: u64, kind: &str) -> String {
+    let ev = wait_event(
+        sub,
+        secs,
+        |e| matches!(e, Event::Warning { kind: k, .. } if k == kind),
+    )
+    .await;
+    match ev {
+        Event::Warning { message, .. } => message,
+        _ => unreachable!(),
+    }
+}
+
+/// A raw iroh endpoint bound the way a default-config node binds: 127.0.0.1 only, no relay,
+/// no address lookup, no port mapping, no net-report probes. Nothing leaves the machine.
+pub async fn loopback_endpoint(secret: iroh::SecretKey) -> iroh::Endpoint {
+    use iroh::endpoint::{PortmapperConfig, presets};
+    iroh::Endpoint::builder(presets::Minimal)
+        .clear_address_lookup()
+        .portmapper_config(PortmapperConfig::Disabled)
+        .net_report_config(iroh::NetReportConfig::minimal())
+        .relay_mode(iroh::RelayMode::Disabled)
+        .secret_key(secret)
+        .clear_ip_transports()
+        .bind_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind addr")
+        .bind()
+        .await
+        .expect("bind raw endpoint")
 }

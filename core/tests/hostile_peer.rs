@@ -1,0 +1,1605 @@
+//! Hostile peers at the network level: a raw iroh client on loopback speaks `covey/sync/1`
+//! frame by frame and sends what a correct node never would. Each case checks the node's
+//! observable reaction (a `Warning` event, a counter, a `Refuse` frame, a closed connection),
+//! that valid entries sent alongside are stored, and that nothing stored before is lost.
+//! Version negotiation, which two real nodes of one build cannot exercise, is tested on the
+//! sans-IO session at the end.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use covey_core::crypto::{Secret32, aead, kdf};
+use covey_core::group::GroupKeys;
+use covey_core::node::{FRAME_OVERHEAD, SYNC_ALPN};
+use covey_core::sync::proto::{
+    LocalView, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession,
+};
+use covey_core::wire::entry::{
+    ENTRY_VERSION, EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LABEL, SIGNATURE_LEN,
+    SignedEntry,
+};
+use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
+use covey_core::{Entry, EntryId, Event, GroupId, Node, NodeConfig, Subscription, SyncCounters};
+use iroh::endpoint::{Connection, ReadExactError, RecvStream, SendStream};
+use iroh::{Endpoint, SecretKey};
+use iroh_tickets::endpoint::EndpointTicket;
+
+/// The victim's payload limit; small so the frame limit is small too.
+const LIMIT: usize = 4096;
+/// How long a raw peer waits for one frame.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a node's reaction.
+const REACT_SECS: u64 = 5;
+
+// ---------------------------------------------------------------------------------------------
+// Keys and crafted entries
+// ---------------------------------------------------------------------------------------------
+
+/// The keys of the shared test group, derived once per test binary (Argon2id is slow).
+fn group_keys() -> GroupKeys {
+    static ROOT: OnceLock<Secret32> = OnceLock::new();
+    GroupKeys::from_root(
+        ROOT.get_or_init(|| kdf::passphrase_root(PASS, GROUP).expect("derive group root")),
+    )
+}
+
+/// Keys of a group the victim never joined.
+fn foreign_keys() -> GroupKeys {
+    GroupKeys::from_root(&Secret32::from_bytes([0x33; 32]))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The v1 header layout, written out independently of the crate (see `wire::entry` docs).
+fn encode_header(h: &EntryHeader, ciphertext_len: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    out.push(h.version);
+    out.push(match h.kind {
+        EntryKind::Data => 0,
+        EntryKind::Control => 1,
+    });
+    out.extend_from_slice(&h.group_id);
+    out.extend_from_slice(&h.author);
+    out.extend_from_slice(&h.seq.to_be_bytes());
+    out.extend_from_slice(&h.prev);
+    out.extend_from_slice(&h.lamport.to_be_bytes());
+    out.extend_from_slice(&h.epoch.to_be_bytes());
+    out.extend_from_slice(&h.timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&h.nonce);
+    out.extend_from_slice(&ciphertext_len.to_be_bytes());
+    assert_eq!(out.len(), HEADER_LEN);
+    out
+}
+
+/// An entry whose header says whatever `h` says (author included), sealed under `key` and
+/// signed by `signer`, who need not be the author it claims.
+fn forge(h: &EntryHeader, key: &Secret32, signer: &SecretKey, plaintext: &[u8]) -> Vec<u8> {
+    let ct_len = u32::try_from(plaintext.len() + aead::TAG_LEN).unwrap();
+    let mut raw = encode_header(h, ct_len);
+    let ciphertext = aead::seal(key, &h.nonce, &raw[..HEADER_LEN], plaintext).unwrap();
+    raw.extend_from_slice(&ciphertext);
+    let mut message = SIGNATURE_LABEL.to_vec();
+    message.extend_from_slice(blake3::hash(&raw).as_bytes());
+    raw.extend_from_slice(&signer.sign(&message).to_bytes());
+    raw
+}
+
+/// `raw` with one bit flipped.
+fn flipped(raw: &[u8], byte: usize, bit: u8) -> Vec<u8> {
+    let mut out = raw.to_vec();
+    out[byte] ^= 1 << bit;
+    out
+}
+
+/// One author's log in one group, built with the crate's own `SignedEntry::seal`.
+struct Author {
+    secret: SecretKey,
+    group: Id32,
+    key: Secret32,
+    seq: u64,
+    prev: Id32,
+}
+
+impl Author {
+    fn new(keys: &GroupKeys) -> Self {
+        Self {
+            secret: SecretKey::generate(),
+            group: keys.id.0,
+            key: keys.content_key.clone(),
+            seq: 0,
+            prev: [0; 32],
+        }
+    }
+
+    fn id(&self) -> Id32 {
+        *self.secret.public().as_bytes()
+    }
+
+    /// A header for `seq` after `prev`; the author field is filled in by `seal`.
+    fn header(&self, seq: u64, prev: Id32) -> EntryHeader {
+        EntryHeader {
+            version: ENTRY_VERSION,
+            kind: EntryKind::Data,
+            group_id: self.group,
+            author: self.id(),
+            seq,
+            prev,
+            lamport: 1_000 + seq,
+            epoch: 0,
+            timestamp_ms: now_ms(),
+            nonce: aead::random_nonce(),
+        }
+    }
+
+    fn seal(&self, header: EntryHeader, payload: &[u8]) -> SignedEntry {
+        SignedEntry::seal(header, &self.key, &self.secret, payload).expect("seal")
+    }
+
+    /// The next entry of the log, without advancing it (a candidate to tamper with).
+    fn peek(&self, payload: &[u8]) -> SignedEntry {
+        self.seal(self.header(self.seq + 1, self.prev), payload)
+    }
+
+    /// The next entry of the log, advancing it.
+    fn next(&mut self, payload: &[u8]) -> SignedEntry {
+        let entry = self.peek(payload);
+        self.seq = entry.header().seq;
+        self.prev = *entry.id();
+        entry
+    }
+}
+
+fn raws(entries: &[&SignedEntry]) -> Vec<Vec<u8>> {
+    entries.iter().map(|e| e.raw().to_vec()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The victim node
+// ---------------------------------------------------------------------------------------------
+
+/// A node in the test group holding three entries of its own, watched through a subscription.
+struct Victim {
+    _dir: tempfile::TempDir,
+    node: Node,
+    group: GroupId,
+    keys: GroupKeys,
+    sub: Subscription,
+    /// What the node held before any abuse.
+    baseline: Vec<Entry>,
+    /// How many entries the node should hold now.
+    expected: usize,
+}
+
+async fn victim() -> Victim {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(NodeConfig::loopback(dir.path()).with_max_payload(LIMIT))
+        .await
+        .expect("open victim");
+    let info = node.join_passphrase(PASS, GROUP).await.unwrap();
+    let keys = group_keys();
+    assert_eq!(info.group_id, keys.id, "test derivation matches the node's");
+    for i in 0..3 {
+        node.publish(&info.group_id, format!("victim-{i}").as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    let baseline = all_entries(&node, &info.group_id).await;
+    let sub = node.subscribe();
+    Victim {
+        _dir: dir,
+        group: info.group_id,
+        keys,
+        sub,
+        expected: baseline.len(),
+        baseline,
+        node,
+    }
+}
+
+impl Victim {
+    async fn counters(&self) -> SyncCounters {
+        counters(&self.node).await
+    }
+
+    /// Waits for a `Warning` of `kind` and returns its message.
+    async fn warning(&mut self, kind: &str) -> String {
+        wait_warning(&mut self.sub, REACT_SECS, kind).await
+    }
+
+    /// Waits until the counters equal `want` (they are updated around the store commit).
+    async fn expect_counters(&self, want: SyncCounters) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(REACT_SECS);
+        loop {
+            let now = self.counters().await;
+            if now == want {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("counters are {now:?}, expected {want:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Expects `more` newly stored entries and checks the baseline is untouched.
+    async fn expect_stored(&mut self, more: usize) -> Vec<Entry> {
+        self.expected += more;
+        wait_for_count(&self.node, &self.group, self.expected, REACT_SECS).await;
+        self.assert_intact().await
+    }
+
+    /// Everything stored before the abuse is still there, byte for byte, and readable.
+    async fn assert_intact(&self) -> Vec<Entry> {
+        let now = self
+            .node
+            .entries(&self.group, 0, 10_000)
+            .await
+            .expect("the group's entries are still readable");
+        assert_eq!(now.len(), self.expected, "entry count");
+        assert_eq!(
+            &now[..self.baseline.len()],
+            &self.baseline[..],
+            "entries stored before the abuse changed"
+        );
+        assert_eq!(
+            self.node.status().await.unwrap().entries,
+            self.expected as u64
+        );
+        now
+    }
+
+    /// Warnings arriving within `ms`, as (kind, message): context for failure messages.
+    async fn warnings_for(&mut self, ms: u64) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.sub.recv()).await {
+            if let Event::Warning { kind, message } = ev {
+                out.push((kind, message));
+            }
+        }
+        out
+    }
+
+    async fn has(&self, entry: &SignedEntry) -> bool {
+        self.node
+            .entry(&self.group, &EntryId(*entry.id()))
+            .await
+            .unwrap()
+            .is_some()
+    }
+}
+
+/// `before` with `change` applied: the exact counters a case expects.
+fn plus(before: &SyncCounters, change: impl FnOnce(&mut SyncCounters)) -> SyncCounters {
+    let mut c = before.clone();
+    change(&mut c);
+    c
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw peer
+// ---------------------------------------------------------------------------------------------
+
+/// What a raw peer read next.
+#[derive(Debug)]
+enum Incoming {
+    Frame(Message),
+    /// The node finished its send stream.
+    Ended,
+    /// The stream or connection was closed or reset.
+    Closed,
+    /// Nothing within `RECV_TIMEOUT`.
+    TimedOut,
+    /// The node sent something that is not a frame (a bug in the node).
+    Bad(String),
+}
+
+/// A bare iroh client speaking `covey/sync/1` frame by frame.
+struct RawPeer {
+    endpoint: Endpoint,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+}
+
+impl RawPeer {
+    async fn connect(node: &Node) -> Self {
+        Self::connect_as(node, SecretKey::generate()).await
+    }
+
+    async fn connect_as(node: &Node, secret: SecretKey) -> Self {
+        let ticket: EndpointTicket = node.addr().await.unwrap().parse().unwrap();
+        let endpoint = loopback_endpoint(secret).await;
+        let conn = tokio::time::timeout(
+            RECV_TIMEOUT,
+            endpoint.connect(ticket.endpoint_addr().clone(), SYNC_ALPN),
+        )
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+        let (send, recv) = conn.open_bi().await.expect("open_bi");
+        Self {
+            endpoint,
+            conn,
+            send,
+            recv,
+        }
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.expect("write");
+    }
+
+    async fn send(&mut self, message: &Message) {
+        self.send_raw(&frame::encode(message).unwrap()).await;
+    }
+
+    async fn entries(&mut self, group: Id32, entries: Vec<Vec<u8>>) {
+        self.send(&Message::Entries { group, entries }).await;
+    }
+
+    /// Finishes our half of the stream.
+    fn finish(&mut self) {
+        self.send.finish().expect("finish");
+    }
+
+    async fn next(&mut self) -> Incoming {
+        let recv = &mut self.recv;
+        let read = async {
+            let mut prefix = [0u8; LENGTH_PREFIX];
+            match recv.read_exact(&mut prefix).await {
+                Ok(()) => {}
+                Err(ReadExactError::FinishedEarly(0)) => return Incoming::Ended,
+                Err(ReadExactError::FinishedEarly(n)) => {
+                    return Incoming::Bad(format!("stream ended {n} bytes into a prefix"));
+                }
+                Err(ReadExactError::ReadError(_)) => return Incoming::Closed,
+            }
+            let len = u32::from_be_bytes(prefix) as usize;
+            if len > 16 << 20 {
+                return Incoming::Bad(format!("frame of {len} bytes"));
+            }
+            let mut body = vec![0u8; len];
+            if let Err(e) = recv.read_exact(&mut body).await {
+                return Incoming::Bad(format!("frame body: {e}"));
+            }
+            match frame::decode(&body) {
+                Ok(m) => Incoming::Frame(m),
+                Err(e) => Incoming::Bad(e.to_string()),
+            }
+        };
+        tokio::time::timeout(RECV_TIMEOUT, read)
+            .await
+            .unwrap_or(Incoming::TimedOut)
+    }
+
+    /// The next frame, or `None` when the stream ended, closed or went quiet.
+    async fn recv(&mut self) -> Option<Message> {
+        match self.next().await {
+            Incoming::Frame(m) => Some(m),
+            Incoming::Bad(e) => panic!("node sent a bad frame: {e}"),
+            _ => None,
+        }
+    }
+
+    /// Expects the node's hello, which it sends first whatever we do.
+    async fn expect_hello(&mut self) {
+        match self.recv().await {
+            Some(Message::Hello {
+                version,
+                min_version,
+                ..
+            }) => {
+                assert_eq!(version, PROTOCOL_VERSION);
+                assert_eq!(min_version, MIN_PROTOCOL_VERSION);
+            }
+            other => panic!("expected the node's hello, got {other:?}"),
+        }
+    }
+
+    /// A valid v1 hello, with a feature nobody knows (which must be ignored).
+    async fn hello(&mut self) {
+        self.send(&Message::Hello {
+            version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
+            features: vec!["run-signatures".into(), "x-unknown-feature/42".into()],
+        })
+        .await;
+        self.expect_hello().await;
+    }
+
+    /// Reads until the node's `Refuse`, then expects the session to end (stream finished
+    /// and connection closed); returns the refusal's code and reason.
+    async fn expect_refuse(&mut self) -> (u16, String) {
+        let refusal = loop {
+            match self.next().await {
+                Incoming::Frame(Message::Refuse { code, reason }) => break (code, reason),
+                Incoming::Frame(_) => continue,
+                other => panic!("expected a Refuse frame, got {other:?}"),
+            }
+        };
+        match self.next().await {
+            Incoming::Ended | Incoming::Closed => {}
+            other => panic!("expected the session to end after Refuse, got {other:?}"),
+        }
+        tokio::time::timeout(RECV_TIMEOUT, self.conn.closed())
+            .await
+            .expect("the node did not close the connection after refusing");
+        refusal
+    }
+
+    /// Reads frames until an `Entries` one, skipping hello and frontiers.
+    async fn expect_entries(&mut self) -> (Id32, Vec<Vec<u8>>) {
+        loop {
+            match self.recv().await {
+                Some(Message::Entries { group, entries }) => return (group, entries),
+                Some(Message::Refuse { code, reason }) => {
+                    panic!("node refused the session ({code}): {reason}")
+                }
+                Some(_) => continue,
+                None => panic!("node sent no entries"),
+            }
+        }
+    }
+
+    /// The session is still up: nothing but ordinary frames or silence arrives.
+    fn assert_session_alive(&self) {
+        assert!(
+            self.conn.close_reason().is_none(),
+            "connection closed: {:?}",
+            self.conn.close_reason()
+        );
+    }
+
+    async fn close(self) {
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame-level abuse
+// ---------------------------------------------------------------------------------------------
+
+/// Asserts a refused session: the node's `Refuse` has `code`, a `Warning` of `kind` came,
+/// and the counters moved by `change` only.
+async fn expect_refused(
+    v: &mut Victim,
+    peer: &mut RawPeer,
+    before: &SyncCounters,
+    code: RefuseCode,
+    kind: &str,
+    change: impl FnOnce(&mut SyncCounters),
+) -> (String, String) {
+    let (got, reason) = peer.expect_refuse().await;
+    assert_eq!(got, code as u16, "refuse code (reason: {reason})");
+    let warning = v.warning(kind).await;
+    v.expect_counters(plus(before, change)).await;
+    v.assert_intact().await;
+    (reason, warning)
+}
+
+async fn case_oversized_length_prefix(v: &mut Victim) {
+    let before = v.counters().await;
+    let max_frame = LIMIT + FRAME_OVERHEAD;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.hello().await;
+    // Claim one byte more than the node accepts, and start sending a body (in one write:
+    // the node may close the connection as soon as it has read the prefix).
+    let mut bytes = u32::try_from(max_frame + 1).unwrap().to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[0u8; 64]);
+    peer.send_raw(&bytes).await;
+    let (reason, warning) = expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::ProtocolViolation,
+        "rejected-frame",
+        |c| c.rejected_frames += 1,
+    )
+    .await;
+    assert!(reason.contains("too large"), "{reason}");
+    assert!(warning.contains(&(max_frame + 1).to_string()), "{warning}");
+    peer.close().await;
+
+    // A prefix of u32::MAX is refused the same way, without allocating 4 GiB.
+    let before = v.counters().await;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.send_raw(&u32::MAX.to_be_bytes()).await;
+    expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::ProtocolViolation,
+        "rejected-frame",
+        |c| c.rejected_frames += 1,
+    )
+    .await;
+    peer.close().await;
+}
+
+async fn case_truncated_frame(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.hello().await;
+    let mut whole = frame::encode(&Message::Frontier {
+        group: v.group.0,
+        heads: vec![],
+    })
+    .unwrap();
+    // The prefix promises 100 more bytes than we send before finishing the stream.
+    let promised = whole.len() - LENGTH_PREFIX + 100;
+    whole[..LENGTH_PREFIX].copy_from_slice(&u32::try_from(promised).unwrap().to_be_bytes());
+    peer.send_raw(&whole).await;
+    peer.finish();
+    let (reason, _) = expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::ProtocolViolation,
+        "rejected-frame",
+        |c| c.rejected_frames += 1,
+    )
+    .await;
+    assert!(reason.contains("truncated"), "{reason}");
+    peer.close().await;
+
+    // A stream that ends inside the length prefix is a broken frame too.
+    let before = v.counters().await;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.send_raw(&[0, 0]).await;
+    peer.finish();
+    expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::ProtocolViolation,
+        "rejected-frame",
+        |c| c.rejected_frames += 1,
+    )
+    .await;
+    peer.close().await;
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+async fn case_garbage_frame(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.hello().await;
+    let mut body = noise(0x5eed_cafe, 200);
+    body[0] = 0xff; // no such message variant
+    assert!(frame::decode(&body).is_err(), "the garbage must not decode");
+    let mut bytes = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    peer.send_raw(&bytes).await;
+    let (reason, _) = expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::ProtocolViolation,
+        "rejected-frame",
+        |c| c.rejected_frames += 1,
+    )
+    .await;
+    assert!(reason.contains("malformed"), "{reason}");
+    peer.close().await;
+
+    // A valid message followed by trailing garbage inside the same frame.
+    let before = v.counters().await;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.hello().await;
+    let mut frame_bytes = frame::encode(&Message::Frontier {
+        group: v.group.0,
+        heads: vec![],
+    })
+    .unwrap();
+    frame_bytes.extend_from_slice(&[1, 2, 3]);
+    let len = u32::try_from(frame_bytes.len() - LENGTH_PREFIX).unwrap();
+    frame_bytes[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+    peer.send_raw(&frame_bytes).await;
+    expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::ProtocolViolation,
+        "rejected-frame",
+        |c| c.rejected_frames += 1,
+    )
+    .await;
+    peer.close().await;
+}
+
+async fn case_message_before_hello(v: &mut Victim) {
+    for early in [
+        Message::Frontier {
+            group: v.group.0,
+            heads: vec![],
+        },
+        Message::Entries {
+            group: v.group.0,
+            entries: raws(&[&Author::new(&v.keys).next(b"too early")]),
+        },
+    ] {
+        let before = v.counters().await;
+        let mut peer = RawPeer::connect(&v.node).await;
+        peer.send(&early).await;
+        let (reason, _) = expect_refused(
+            v,
+            &mut peer,
+            &before,
+            RefuseCode::ProtocolViolation,
+            "protocol-violation",
+            |c| c.rejected_frames += 1,
+        )
+        .await;
+        assert!(reason.contains("before hello"), "{reason}");
+        peer.close().await;
+    }
+
+    // A second hello is a violation too.
+    let before = v.counters().await;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.hello().await;
+    peer.send(&Message::Hello {
+        version: PROTOCOL_VERSION,
+        min_version: MIN_PROTOCOL_VERSION,
+        features: vec![],
+    })
+    .await;
+    let (reason, _) = expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::ProtocolViolation,
+        "protocol-violation",
+        |c| c.rejected_frames += 1,
+    )
+    .await;
+    assert!(reason.contains("second hello"), "{reason}");
+    peer.close().await;
+}
+
+async fn case_incompatible_version(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.send(&Message::Hello {
+        version: 99,
+        min_version: 99,
+        features: vec![],
+    })
+    .await;
+    let (reason, warning) = expect_refused(
+        v,
+        &mut peer,
+        &before,
+        RefuseCode::IncompatibleVersion,
+        "incompatible-version",
+        |c| c.incompatible_peers += 1,
+    )
+    .await;
+    assert!(reason.contains("version"), "{reason}");
+    assert!(
+        reason.contains("99"),
+        "the reason names the peer's versions: {reason}"
+    );
+    assert!(warning.contains("99"), "{warning}");
+    peer.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry-level abuse (after a valid hello)
+// ---------------------------------------------------------------------------------------------
+
+/// A connected raw peer that said hello.
+async fn session(v: &Victim) -> RawPeer {
+    let mut peer = RawPeer::connect(&v.node).await;
+    peer.hello().await;
+    peer
+}
+
+/// Waits until rejected-entry warnings account for `n` rejected entries and returns one
+/// line per rejected entry, `"<reason>: <warning>"`. The node warns once per batch with a
+/// summary such as `rejected 2 entries (wrong-group x1, unknown-epoch x1); first: ...`, so the
+/// reasons come back in the order they first appeared.
+async fn rejections(v: &mut Victim, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let message = v.warning("rejected-entry").await;
+        let summary = message
+            .split_once(" entries (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(inner, _)| inner.to_owned())
+            .unwrap_or_else(|| panic!("unexpected rejection summary: {message}"));
+        for part in summary.split(", ") {
+            let (reason, count) = part
+                .rsplit_once(" x")
+                .unwrap_or_else(|| panic!("unexpected reason count in {message}"));
+            let count: usize = count.parse().expect("count");
+            for _ in 0..count {
+                out.push(format!("{reason}: {message}"));
+            }
+        }
+    }
+    assert_eq!(out.len(), n, "more rejections than expected: {out:?}");
+    out
+}
+
+async fn case_tampered_entries(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    let mut author = Author::new(&v.keys);
+    let e1 = author.next(b"good one");
+    // Seq 2, three ways: a bit flipped in the header (lamport), in the ciphertext, in the
+    // signature. Each goes alone after a valid entry, which must be stored regardless.
+    let in_header = flipped(author.peek(b"two").raw(), 106 + 7, 0);
+    let in_ciphertext = flipped(author.peek(b"two").raw(), HEADER_LEN + 3, 4);
+    let sig = author.peek(b"two");
+    let in_signature = flipped(sig.raw(), sig.raw().len() - SIGNATURE_LEN + 10, 7);
+    for bad in [&in_header, &in_ciphertext, &in_signature] {
+        assert!(
+            SignedEntry::decode(bad.clone(), usize::MAX).is_ok(),
+            "still parses"
+        );
+    }
+
+    peer.entries(v.group.0, vec![e1.raw().to_vec(), in_header])
+        .await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("bad-signature"), "{why:?}");
+    v.expect_stored(1).await;
+    assert!(v.has(&e1).await);
+
+    peer.entries(v.group.0, vec![in_ciphertext]).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("bad-signature"), "{why:?}");
+
+    peer.entries(v.group.0, vec![in_signature]).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("bad-signature"), "{why:?}");
+
+    // The log goes on with the genuine seq 2 and 3 in the same session.
+    let e2 = author.next(b"two");
+    let e3 = author.next(b"three");
+    peer.entries(v.group.0, raws(&[&e2, &e3])).await;
+    let stored = v.expect_stored(2).await;
+    let payloads: Vec<&[u8]> = stored[stored.len() - 3..]
+        .iter()
+        .map(|e| e.payload.as_slice())
+        .collect();
+    assert_eq!(payloads, [&b"good one"[..], b"two", b"three"]);
+    v.expect_counters(plus(&before, |c| {
+        c.received += 3;
+        c.rejected_entries += 3;
+    }))
+    .await;
+    peer.assert_session_alive();
+    peer.close().await;
+}
+
+async fn case_wrong_group(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    // An entry of another group, validly signed, sent as the victim's group.
+    let stray = Author::new(&foreign_keys()).next(b"from elsewhere");
+    // An entry of the right group from an epoch the group has not reached.
+    let future = Author::new(&v.keys);
+    let mut h = future.header(1, [0; 32]);
+    h.epoch = 5;
+    let future = future.seal(h, b"from the future");
+    let good = Author::new(&v.keys).next(b"belongs here");
+    peer.entries(v.group.0, raws(&[&stray, &future, &good]))
+        .await;
+    let why = rejections(v, 2).await;
+    assert!(why[0].contains("wrong-group"), "{why:?}");
+    assert!(why[1].contains("unknown-epoch"), "{why:?}");
+    v.expect_stored(1).await;
+    assert!(v.has(&good).await && !v.has(&stray).await && !v.has(&future).await);
+    v.expect_counters(plus(&before, |c| {
+        c.received += 1;
+        c.rejected_entries += 2;
+    }))
+    .await;
+    peer.close().await;
+}
+
+async fn case_seq_gap(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    let mut author = Author::new(&v.keys);
+    let e1 = author.next(b"one");
+    let e2 = author.next(b"two");
+    let e3 = author.next(b"three");
+    peer.entries(v.group.0, raws(&[&e1, &e3])).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("seq-gap"), "{why:?}");
+    v.expect_stored(1).await;
+    assert!(v.has(&e1).await && !v.has(&e3).await);
+    // Filling the gap later is fine.
+    peer.entries(v.group.0, raws(&[&e2, &e3])).await;
+    v.expect_stored(2).await;
+    v.expect_counters(plus(&before, |c| {
+        c.received += 3;
+        c.rejected_entries += 1;
+    }))
+    .await;
+    peer.close().await;
+}
+
+async fn case_forged_author(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    let mut attacker = Author::new(&v.keys);
+    // The victim's own next seq, chained to its real head, signed by the attacker.
+    let head = v.node.members(&v.group).await.unwrap();
+    let own = head.iter().find(|m| m.is_self).unwrap();
+    let own_entries: Vec<Entry> = all_entries(&v.node, &v.group)
+        .await
+        .into_iter()
+        .filter(|e| e.meta.author == v.node.node_id())
+        .collect();
+    let last = own_entries.last().unwrap();
+    assert_eq!(last.meta.seq, own.last_seq);
+    let mut h = attacker.header(own.last_seq + 1, last.meta.entry_id.0);
+    h.author = *v.node.node_id().as_bytes();
+    let as_victim = forge(
+        &h,
+        &v.keys.content_key,
+        &attacker.secret,
+        b"I am the victim",
+    );
+    // Someone else entirely, signed by the attacker.
+    let mut h = attacker.header(1, [0; 32]);
+    h.author = *SecretKey::generate().public().as_bytes();
+    let as_other = forge(
+        &h,
+        &v.keys.content_key,
+        &attacker.secret,
+        b"I am someone else",
+    );
+    let good = attacker.next(b"honest");
+    peer.entries(v.group.0, vec![as_victim, as_other, good.raw().to_vec()])
+        .await;
+    let why = rejections(v, 2).await;
+    assert!(why.iter().all(|w| w.contains("bad-signature")), "{why:?}");
+    v.expect_stored(1).await;
+    assert!(v.has(&good).await);
+    v.expect_counters(plus(&before, |c| {
+        c.received += 1;
+        c.rejected_entries += 2;
+    }))
+    .await;
+    // The victim's own log is untouched and it goes on publishing at the next seq.
+    let me = v.node.members(&v.group).await.unwrap();
+    assert_eq!(
+        me.iter().find(|m| m.is_self).unwrap().last_seq,
+        own.last_seq
+    );
+    let next = v.node.publish(&v.group, b"still mine", None).await.unwrap();
+    assert_eq!(next.seq, own.last_seq + 1);
+    v.expected += 1;
+    v.assert_intact().await;
+    peer.close().await;
+}
+
+async fn case_replay(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    let mut author = Author::new(&v.keys);
+    let e1 = author.next(b"once");
+    let e2 = author.next(b"twice");
+    peer.entries(v.group.0, raws(&[&e1])).await;
+    v.expect_stored(1).await;
+    // The same entry again, then again inside a batch with a new one and its own copy.
+    peer.entries(v.group.0, raws(&[&e1])).await;
+    peer.entries(v.group.0, raws(&[&e1, &e2, &e2])).await;
+    v.expect_stored(1).await;
+    v.expect_counters(plus(&before, |c| {
+        c.received += 2;
+        c.duplicates += 3;
+    }))
+    .await;
+    // The victim's own entries, fetched from it and replayed back.
+    let before = v.counters().await;
+    peer.send(&Message::Frontier {
+        group: v.group.0,
+        heads: vec![],
+    })
+    .await;
+    let (group, theirs) = peer.expect_entries().await;
+    assert_eq!(group, v.group.0);
+    assert!(!theirs.is_empty());
+    let n = theirs.len() as u64;
+    peer.entries(v.group.0, theirs).await;
+    v.expect_counters(plus(&before, |c| c.duplicates += n))
+        .await;
+    v.assert_intact().await;
+    peer.assert_session_alive();
+    peer.close().await;
+}
+
+async fn case_conflicting_seq(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    let mut author = Author::new(&v.keys);
+    let fork_base = (author.seq, author.prev);
+    let e1 = author.next(b"the real seq 1");
+    peer.entries(v.group.0, raws(&[&e1])).await;
+    let stored = v.expect_stored(1).await;
+    let kept = stored.last().unwrap().clone();
+    // Same author and seq, different content.
+    let rival = author.seal(
+        author.header(fork_base.0 + 1, fork_base.1),
+        b"a rival seq 1",
+    );
+    assert_ne!(rival.id(), e1.id());
+    // And a fork at seq 2 that does not link to the held seq 1.
+    let fork = author.seal(author.header(2, [0xee; 32]), b"forked seq 2");
+    let e2 = author.next(b"the real seq 2");
+    peer.entries(v.group.0, raws(&[&rival])).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("conflicting-seq"), "{why:?}");
+    peer.entries(v.group.0, raws(&[&fork])).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("broken-chain"), "{why:?}");
+    peer.entries(v.group.0, raws(&[&e2])).await;
+    v.expect_stored(1).await;
+    let first = v
+        .node
+        .entry(&v.group, &EntryId(*e1.id()))
+        .await
+        .unwrap()
+        .expect("the first seq 1 is kept");
+    assert_eq!(first, kept);
+    assert!(!v.has(&rival).await && !v.has(&fork).await);
+    v.expect_counters(plus(&before, |c| {
+        c.received += 2;
+        c.rejected_entries += 2;
+    }))
+    .await;
+    peer.close().await;
+}
+
+async fn case_group_not_joined(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    let foreign = foreign_keys();
+    let mut stranger = Author::new(&foreign);
+    let theirs = stranger.next(b"not for you");
+    // The foreign group's own id, so the batch is self-consistent, just not ours.
+    peer.entries(foreign.id.0, raws(&[&theirs])).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("not in"), "{why:?}");
+    // The session goes on: a valid entry afterwards is stored.
+    let good = Author::new(&v.keys).next(b"after the stray batch");
+    peer.entries(v.group.0, raws(&[&good])).await;
+    v.expect_stored(1).await;
+    assert!(
+        v.node
+            .entries(&foreign.id, 0, 10)
+            .await
+            .is_err_and(|e| e.kind() == covey_core::ErrorKind::NotFound),
+        "the foreign group was not created"
+    );
+    v.expect_counters(plus(&before, |c| {
+        c.received += 1;
+        c.rejected_entries += 1;
+    }))
+    .await;
+    peer.close().await;
+}
+
+async fn case_oversized_entry(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v).await;
+    let mut author = Author::new(&v.keys);
+    let too_big = author.peek(&vec![1u8; LIMIT + 1]);
+    let at_limit = author.next(&vec![2u8; LIMIT]);
+    peer.entries(v.group.0, raws(&[&too_big, &at_limit])).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("too large"), "{why:?}");
+    let stored = v.expect_stored(1).await;
+    assert_eq!(stored.last().unwrap().payload, vec![2u8; LIMIT]);
+    v.expect_counters(plus(&before, |c| {
+        c.received += 1;
+        c.rejected_entries += 1;
+    }))
+    .await;
+    peer.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn crafted_entries_match_the_real_encoding() {
+    // The forging helper must write exactly what the crate writes, or the forged-author
+    // case would test the helper instead of the node.
+    let keys = foreign_keys();
+    let author = Author::new(&keys);
+    let header = author.header(7, [3; 32]);
+    let real = author.seal(header.clone(), b"payload");
+    let crafted = forge(&header, &keys.content_key, &author.secret, b"payload");
+    assert_eq!(crafted, real.raw());
+    assert_eq!(
+        SignedEntry::decode(crafted, usize::MAX).unwrap().id(),
+        real.id()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_length_prefix_is_refused() {
+    let mut v = victim().await;
+    case_oversized_length_prefix(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_frame_is_refused() {
+    let mut v = victim().await;
+    case_truncated_frame(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frame_is_refused() {
+    let mut v = victim().await;
+    case_garbage_frame(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_before_hello_is_a_protocol_violation() {
+    let mut v = victim().await;
+    case_message_before_hello(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incompatible_version_is_refused_with_a_reason() {
+    let mut v = victim().await;
+    case_incompatible_version(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_entries_are_rejected_and_valid_ones_stored() {
+    let mut v = victim().await;
+    case_tampered_entries(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_of_another_group_is_rejected() {
+    let mut v = victim().await;
+    case_wrong_group(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_gap_is_rejected_until_filled() {
+    let mut v = victim().await;
+    case_seq_gap(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_authors_are_rejected() {
+    let mut v = victim().await;
+    case_forged_author(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_entries_are_counted_duplicates_not_errors() {
+    let mut v = victim().await;
+    case_replay(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_entry_at_an_existing_seq_is_rejected() {
+    let mut v = victim().await;
+    case_conflicting_seq(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_for_a_group_not_joined_are_rejected() {
+    let mut v = victim().await;
+    case_group_not_joined(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_over_the_payload_limit_is_rejected() {
+    let mut v = victim().await;
+    case_oversized_entry(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_all_the_abuse_a_good_peer_still_syncs() {
+    let mut v = victim().await;
+    case_oversized_length_prefix(&mut v).await;
+    case_truncated_frame(&mut v).await;
+    case_garbage_frame(&mut v).await;
+    case_message_before_hello(&mut v).await;
+    case_incompatible_version(&mut v).await;
+    case_tampered_entries(&mut v).await;
+    case_wrong_group(&mut v).await;
+    case_seq_gap(&mut v).await;
+    case_forged_author(&mut v).await;
+    case_replay(&mut v).await;
+    case_conflicting_seq(&mut v).await;
+    case_group_not_joined(&mut v).await;
+    case_oversized_entry(&mut v).await;
+    let abused = v.counters().await;
+    assert_eq!(abused.rejected_frames, 9);
+    assert_eq!(abused.rejected_entries, 12);
+    assert_eq!(abused.incompatible_peers, 1);
+
+    // A normal node joins and syncs both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let good = Node::open(NodeConfig::loopback(dir.path()).with_max_payload(LIMIT))
+        .await
+        .unwrap();
+    good.join_passphrase(PASS, GROUP).await.unwrap();
+    for i in 0..3 {
+        good.publish(&v.group, format!("good-{i}").as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    connect(&good, &v.node).await;
+    let total = v.expected + 3;
+    wait_for_count(&good, &v.group, total, 20).await;
+    v.expected = total;
+    wait_for_count(&v.node, &v.group, total, 20).await;
+    v.assert_intact().await;
+    let mut mine: Vec<_> = all_entries(&v.node, &v.group)
+        .await
+        .into_iter()
+        .map(|e| (e.meta.entry_id, e.payload))
+        .collect();
+    let mut theirs: Vec<_> = all_entries(&good, &v.group)
+        .await
+        .into_iter()
+        .map(|e| (e.meta.entry_id, e.payload))
+        .collect();
+    mine.sort();
+    theirs.sort();
+    assert_eq!(mine, theirs, "both hold the same entries");
+    // The good session itself added no rejections on either side.
+    let after = v.counters().await;
+    assert_eq!(after.rejected_entries, abused.rejected_entries);
+    assert_eq!(after.rejected_frames, abused.rejected_frames);
+    assert_eq!(counters(&good).await.rejected_entries, 0);
+    // A live entry still flows.
+    let mut sub = good.subscribe();
+    let live = v
+        .node
+        .publish(&v.group, b"live after abuse", None)
+        .await
+        .unwrap();
+    wait_event(
+        &mut sub,
+        10,
+        |e| matches!(e, Event::EntryReceived { entry_id, .. } if *entry_id == live.entry_id),
+    )
+    .await;
+    good.shutdown().await.unwrap();
+    v.node.shutdown().await.unwrap();
+}
+
+// Cases where a validly signed entry carries content the node cannot use. These go beyond
+// the signature checks: a member (or anyone who learned the group id) can send them.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecryptable_entry_is_rejected_and_history_stays_readable() {
+    let mut v = victim().await;
+    let before = v.counters().await;
+    let mut peer = session(&v).await;
+    // Right group id, validly signed, but sealed under a key that is not the group's.
+    let mut wrong_key = Author::new(&v.keys);
+    wrong_key.key = Secret32::from_bytes([0x55; 32]);
+    let sealed_wrong = wrong_key.next(b"nobody can read this");
+    let good = Author::new(&v.keys).next(b"readable");
+    peer.entries(v.group.0, raws(&[&sealed_wrong, &good])).await;
+    let (vr, gr) = (&v, &good);
+    wait_until(REACT_SECS, "the valid entry is stored", || async move {
+        vr.has(gr).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let page = v.node.entries(&v.group, 0, 100).await;
+    assert!(
+        page.is_ok(),
+        "one undecryptable entry from a peer makes the whole history unreadable: {:?}",
+        page.err()
+    );
+    let why = rejections(&mut v, 1).await;
+    assert!(!why.is_empty());
+    v.expect_stored(1).await;
+    v.expect_counters(plus(&before, |c| {
+        c.received += 1;
+        c.rejected_entries += 1;
+    }))
+    .await;
+    peer.close().await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_clock_values_are_rejected_without_losing_the_batch() {
+    let mut v = victim().await;
+    let before = v.counters().await;
+    let mut peer = session(&v).await;
+    let good = Author::new(&v.keys).next(b"good, same batch");
+    let lamport_author = Author::new(&v.keys);
+    let mut h = lamport_author.header(1, [0; 32]);
+    h.lamport = u64::MAX;
+    let huge_lamport = lamport_author.seal(h, b"lamport u64::MAX");
+    let clock_author = Author::new(&v.keys);
+    let mut h = clock_author.header(1, [0; 32]);
+    h.timestamp_ms = u64::MAX;
+    let huge_clock = clock_author.seal(h, b"timestamp u64::MAX");
+    peer.entries(v.group.0, raws(&[&good, &huge_lamport, &huge_clock]))
+        .await;
+    let stored = tokio::time::timeout(Duration::from_secs(REACT_SECS), async {
+        while !v.has(&good).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if stored.is_err() {
+        let seen = v.warnings_for(500).await;
+        panic!(
+            "a valid entry was lost because other entries in its batch had clock values \
+             the store cannot hold; warnings: {seen:?}; session closed: {:?}",
+            peer.conn.close_reason()
+        );
+    }
+    let why = rejections(&mut v, 2).await;
+    assert_eq!(why.len(), 2);
+    v.expect_stored(1).await;
+    // The session survives: another valid entry is stored.
+    let later = Author::new(&v.keys).next(b"later");
+    peer.entries(v.group.0, raws(&[&later])).await;
+    v.expect_stored(1).await;
+    v.expect_counters(plus(&before, |c| {
+        c.received += 2;
+        c.rejected_entries += 2;
+    }))
+    .await;
+    peer.close().await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_exhaust_the_lamport_clock() {
+    let mut v = victim().await;
+    let mut peer = session(&v).await;
+    let author = Author::new(&v.keys);
+    let mut h = author.header(1, [0; 32]);
+    h.lamport = i64::MAX as u64;
+    let max_clock = author.seal(h, b"lamport i64::MAX");
+    peer.entries(v.group.0, raws(&[&max_clock])).await;
+    // Whether the node stores or rejects it, it must be able to publish afterwards.
+    let node = &v.node;
+    wait_until(REACT_SECS, "the entry is processed", || async move {
+        let c = counters(node).await;
+        c.received + c.rejected_entries > 0
+    })
+    .await;
+    let stored = v.has(&max_clock).await;
+    if stored {
+        v.expected += 1;
+    }
+    let published = v
+        .node
+        .publish(&v.group, b"after the clock jump", None)
+        .await;
+    assert!(
+        published.is_ok(),
+        "one entry with lamport i64::MAX (stored: {stored}) stops this node from \
+         publishing: {:?}",
+        published.err()
+    );
+    v.expected += 1;
+    v.assert_intact().await;
+    peer.close().await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lamport_at_the_accepted_maximum_does_not_stop_replication() {
+    // The largest lamport a node accepts from a peer; an honest node that stored it
+    // publishes at max + 1 from then on, and every other member must still accept that.
+    let mut v = victim().await;
+    let mut peer = session(&v).await;
+    let author = Author::new(&v.keys);
+    let mut h = author.header(1, [0; 32]);
+    h.lamport = covey_core::sync::verify::MAX_LAMPORT;
+    let jump = author.seal(h, b"lamport at the maximum");
+    peer.entries(v.group.0, raws(&[&jump])).await;
+    let node = &v.node;
+    wait_until(REACT_SECS, "the entry is processed", || async move {
+        let c = counters(node).await;
+        c.received + c.rejected_entries > 0
+    })
+    .await;
+    if v.has(&jump).await {
+        v.expected += 1;
+    }
+    peer.close().await;
+    let after = v
+        .node
+        .publish(&v.group, b"published after the jump", None)
+        .await
+        .expect("publish after the clock jump");
+    v.expected += 1;
+
+    // A good member syncs with the victim and must get the victim's new entry.
+    let dir = tempfile::tempdir().unwrap();
+    let good = Node::open(NodeConfig::loopback(dir.path()).with_max_payload(LIMIT))
+        .await
+        .unwrap();
+    good.join_passphrase(PASS, GROUP).await.unwrap();
+    let mut sub = good.subscribe();
+    connect(&good, &v.node).await;
+    let got = tokio::time::timeout(Duration::from_secs(REACT_SECS), async {
+        loop {
+            if good
+                .entry(&v.group, &after.entry_id)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if got.is_err() {
+        let mut seen = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await
+        {
+            if let Event::Warning { kind, message } = ev {
+                seen.push((kind, message));
+            }
+        }
+        panic!(
+            "the victim's entry published after a peer's lamport {} (lamport {}) never \
+             reached a good member; its warnings: {seen:?}",
+            covey_core::sync::verify::MAX_LAMPORT,
+            after.lamport
+        );
+    }
+    v.assert_intact().await;
+    good.shutdown().await.unwrap();
+    v.node.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version negotiation on the sans-IO session
+// ---------------------------------------------------------------------------------------------
+
+/// A local view with one group and an empty frontier.
+struct View(Id32);
+
+impl LocalView for View {
+    fn has_group(&self, group: &Id32) -> bool {
+        *group == self.0
+    }
+
+    fn groups(&self) -> Vec<Id32> {
+        vec![self.0]
+    }
+
+    fn frontier(&self, _group: &Id32) -> Vec<Head> {
+        Vec::new()
+    }
+}
+
+fn sends(outputs: &[Output]) -> Vec<Message> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn only_hello(session: &mut SyncSession) -> Message {
+    let out = sends(&session.start());
+    assert_eq!(out.len(), 1);
+    assert!(matches!(out[0], Message::Hello { .. }));
+    out[0].clone()
+}
+
+/// Runs the hello exchange of two sessions and lets each see the other's replies.
+fn negotiate(a: (u16, u16), b: (u16, u16)) -> [(SyncSession, Vec<Output>); 2] {
+    let view = View([1; 32]);
+    let mut sa = SyncSession::with_versions(a.0, a.1);
+    let mut sb = SyncSession::with_versions(b.0, b.1);
+    let (ha, hb) = (only_hello(&mut sa), only_hello(&mut sb));
+    let out_a = sa.on_message(hb, &view);
+    let out_b = sb.on_message(ha, &view);
+    // Each side now hears what the other answered (a refusal, when there is one).
+    for m in sends(&out_b) {
+        assert!(sa.on_message(m, &view).is_empty() || sa.is_ready());
+    }
+    for m in sends(&out_a) {
+        assert!(sb.on_message(m, &view).is_empty() || sb.is_ready());
+    }
+    [(sa, out_a), (sb, out_b)]
+}
+
+#[test]
+fn overlapping_versions_negotiate_to_ready() {
+    for (a, b) in [
+        ((1, 1), (1, 1)),
+        ((2, 1), (1, 1)),
+        ((3, 1), (2, 2)),
+        ((5, 2), (3, 3)),
+        ((7, 3), (9, 7)),
+        (
+            (PROTOCOL_VERSION, MIN_PROTOCOL_VERSION),
+            (PROTOCOL_VERSION + 1, MIN_PROTOCOL_VERSION),
+        ),
+    ] {
+        for (side, (session, out)) in negotiate(a, b).into_iter().enumerate() {
+            assert!(session.is_ready(), "{a:?} vs {b:?}: side {side} not ready");
+            assert!(
+                !out.iter()
+                    .any(|o| matches!(o, Output::Close { .. } | Output::Warn { .. })),
+                "{a:?} vs {b:?}: side {side} said {out:?}"
+            );
+            assert!(
+                sends(&out)
+                    .iter()
+                    .any(|m| matches!(m, Message::Frontier { .. })),
+                "{a:?} vs {b:?}: side {side} announced no frontier"
+            );
+        }
+    }
+}
+
+#[test]
+fn disjoint_versions_are_refused_on_both_sides_with_a_clear_reason() {
+    for (a, b) in [
+        ((2, 2), (1, 1)),
+        ((1, 1), (3, 2)),
+        ((9, 7), (6, 1)),
+        ((1, 1), (0, 0)),
+        ((1, 1), (99, 99)),
+        // A peer whose range is upside down shares nothing with anyone sane.
+        ((1, 1), (1, 5)),
+    ] {
+        for (side, (session, out)) in negotiate(a, b).into_iter().enumerate() {
+            let (mine, theirs) = if side == 0 { (a, b) } else { (b, a) };
+            assert!(!session.is_ready(), "{a:?} vs {b:?}: side {side} ready");
+            let refusal = sends(&out)
+                .into_iter()
+                .find_map(|m| match m {
+                    Message::Refuse { code, reason } => Some((code, reason)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{a:?} vs {b:?}: side {side} sent no Refuse: {out:?}"));
+            assert_eq!(refusal.0, RefuseCode::IncompatibleVersion as u16);
+            let reason = refusal.1;
+            assert!(
+                reason.contains("incompatible protocol versions"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains(&format!("{}..={}", mine.1, mine.0)),
+                "{reason} should name our range {mine:?}"
+            );
+            assert!(
+                reason.contains(&format!("{}..={}", theirs.1, theirs.0)),
+                "{reason} should name the peer's range {theirs:?}"
+            );
+            assert!(out.iter().any(
+                |o| matches!(o, Output::Warn { kind, .. } if *kind == "incompatible-version")
+            ));
+            assert!(
+                matches!(out.last(), Some(Output::Close { reason: r }) if *r == reason),
+                "Close comes last, with the same reason: {out:?}"
+            );
+            assert!(
+                !sends(&out)
+                    .iter()
+                    .any(|m| matches!(m, Message::Frontier { .. })),
+                "nothing about groups is sent to an incompatible peer"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_hello_features_are_ignored() {
+    let view = View([1; 32]);
+    let mut session = SyncSession::new();
+    session.start();
+    let features = vec![
+        "run-signatures".to_string(),
+        "x-teleport/9".to_string(),
+        String::new(),
+        "ü".repeat(300),
+    ];
+    let out = session.on_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
+            features: features.clone(),
+        },
+        &view,
+    );
+    assert!(session.is_ready());
+    assert!(!out.iter().any(|o| matches!(o, Output::Close { .. })));
+    for f in &features {
+        assert!(session.peer_features().contains(f));
+    }
+    // And the session works: entries for our group are handed on for ingest.
+    let out = session.on_message(
+        Message::Entries {
+            group: [1; 32],
+            entries: vec![vec![1, 2, 3]],
+        },
+        &view,
+    );
+    assert!(matches!(out.as_slice(), [Output::Ingest { .. }]), "{out:?}");
+}
+
+#[test]
+fn sans_io_message_before_hello_is_refused() {
+    let view = View([1; 32]);
+    let mut session = SyncSession::new();
+    session.start();
+    let out = session.on_message(
+        Message::Entries {
+            group: [1; 32],
+            entries: vec![],
+        },
+        &view,
+    );
+    assert!(!session.is_ready());
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [Message::Refuse { code, .. }] if *code == RefuseCode::ProtocolViolation as u16
+    ));
+    assert!(matches!(out.last(), Some(Output::Close { .. })));
+    // A closed session ignores everything after, a hello included.
+    let late = session.on_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
+            features: vec![],
+        },
+        &view,
+    );
+    assert!(late.is_empty() && !session.is_ready());
+}
