@@ -91,7 +91,10 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     paused: watch::Sender<bool>,
     redial: Notify,
+    /// Remembered and bootstrap peers, each with one dial loop.
     dialing: Mutex<HashSet<EndpointId>>,
+    /// Entries stored, all groups: counted once at open, then kept current.
+    entry_count: AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     lock: Mutex<Option<DirLock>>,
 }
@@ -188,7 +191,7 @@ impl Node {
             None => Arc::new(FileKeyStore::new(&dir)),
         };
         let durability = config.durability;
-        let (store, secret, groups) = {
+        let (store, secret, groups, entry_count) = {
             let key_store = key_store.clone();
             let dir = dir.clone();
             blocking(move || {
@@ -212,7 +215,8 @@ impl Node {
                     }
                     groups.insert(row.group_id, Arc::new(GroupState { row, keys }));
                 }
-                Ok((Arc::new(store), secret, groups))
+                let count = store.read(store::entry_count)?;
+                Ok((Arc::new(store), secret, groups, count))
             })
             .await?
         };
@@ -232,6 +236,7 @@ impl Node {
             paused: watch::channel(false).0,
             redial: Notify::new(),
             dialing: Mutex::new(HashSet::new()),
+            entry_count: AtomicU64::new(entry_count),
             tasks: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
             config,
@@ -295,18 +300,21 @@ impl Node {
     }
 
     /// The node's state and counters.
+    /// Answered from memory, without touching the database, so apps can poll it cheaply.
     pub async fn status(&self) -> Result<NodeStatus> {
         self.check_open()?;
-        let (entries, known) = self
+        let known_peers = self
             .inner
-            .store_read(|c| Ok((store::entry_count(c)?, store::peers(c)?.len() as u32)))
-            .await?;
+            .dialing
+            .lock()
+            .map(|d| d.len() as u32)
+            .unwrap_or(0);
         Ok(NodeStatus {
             node_id: self.inner.id,
             connected_peers: self.inner.sessions.peers(),
-            known_peers: known,
+            known_peers,
             groups: self.inner.groups_read()?.len() as u32,
-            entries,
+            entries: self.inner.entry_count.load(Ordering::Relaxed),
             paused: *self.inner.paused.borrow(),
             counters: self.inner.counters.snapshot(),
         })
@@ -485,6 +493,7 @@ impl Node {
                 .counters
                 .published
                 .fetch_add(1, Ordering::Relaxed);
+            self.inner.entry_count.fetch_add(1, Ordering::Relaxed);
             let h = entry.header();
             let (g, a, s) = (h.group_id, h.author, h.seq);
             self.inner
@@ -830,6 +839,8 @@ impl Inner {
             .await?;
         let c = &self.counters;
         c.received
+            .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
+        self.entry_count
             .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
         c.duplicates
             .fetch_add(outcome.duplicates, Ordering::Relaxed);

@@ -1,0 +1,442 @@
+//! Records and enums that cross the boundary, and their conversions from core types.
+//!
+//! Ids cross as text: group and entry ids as 64 hex characters, node ids in iroh's text form.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::CoveyError;
+use crate::keystore::{ForeignKeyStore, KeyStore};
+
+/// How hard commits push to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Durability {
+    /// WAL with `synchronous = NORMAL`: a commit survives a process crash; the last few may be
+    /// lost on power failure. The default.
+    Normal,
+    /// `synchronous = FULL`: every commit is fsynced before it returns.
+    Full,
+}
+
+impl From<Durability> for covey_core::Durability {
+    fn from(d: Durability) -> Self {
+        match d {
+            Durability::Normal => Self::Normal,
+            Durability::Full => Self::Full,
+        }
+    }
+}
+
+/// How to open a node. Every field but `data_dir` has a default that works offline and sends
+/// nothing beyond the peers it is given.
+#[derive(uniffi::Record)]
+pub struct NodeConfig {
+    /// Where the database, lock and (by default) keys live; created on first use.
+    pub data_dir: String,
+    /// Socket address to bind, such as `127.0.0.1:0`; `None` binds any port on all interfaces.
+    #[uniffi(default)]
+    pub bind_addr: Option<String>,
+    /// Address tickets of peers to dial at start (remembered like `add_peer`).
+    #[uniffi(default)]
+    pub bootstrap: Vec<String>,
+    /// iroh relay URLs; empty means no relay, direct addresses only.
+    #[uniffi(default)]
+    pub relay_urls: Vec<String>,
+    /// Where secrets live (Keychain, Android Keystore); `None` keeps 0600 files in `data_dir`.
+    #[uniffi(default)]
+    pub key_store: Option<Arc<dyn KeyStore>>,
+    /// Commit durability; `None` means [`Durability::Normal`]. (Optional because uniffi has
+    /// no enum literal defaults.)
+    #[uniffi(default)]
+    pub durability: Option<Durability>,
+    /// Port mapping, net-report probes and DNS/pkarr address lookup; off by default.
+    #[uniffi(default)]
+    pub nat_traversal: bool,
+    /// Largest payload accepted, from the app and from peers; `None` means 1 MiB. At most
+    /// 64 MiB.
+    #[uniffi(default)]
+    pub max_payload_bytes: Option<u64>,
+}
+
+impl TryFrom<NodeConfig> for covey_core::NodeConfig {
+    type Error = CoveyError;
+
+    fn try_from(c: NodeConfig) -> Result<Self, CoveyError> {
+        let mut config = covey_core::NodeConfig::new(PathBuf::from(c.data_dir));
+        if let Some(bytes) = c.max_payload_bytes {
+            // Core checks the range; this only keeps the frame-size sum from overflowing.
+            let bytes = usize::try_from(bytes)
+                .ok()
+                .filter(|b| b.checked_add(covey_core::node::FRAME_OVERHEAD).is_some())
+                .ok_or_else(|| {
+                    CoveyError::invalid(format!("max_payload_bytes {bytes} is out of range"))
+                })?;
+            config = config.with_max_payload(bytes);
+        }
+        config.bind_addr = c
+            .bind_addr
+            .map(|a| {
+                a.trim().parse::<SocketAddr>().map_err(|e| {
+                    CoveyError::invalid(format!("bad bind_addr {a:?}: {e} (want ip:port)"))
+                })
+            })
+            .transpose()?;
+        config.bootstrap = c.bootstrap;
+        config.relay_urls = c.relay_urls;
+        config.key_store = c
+            .key_store
+            .map(|ks| Arc::new(ForeignKeyStore::new(ks)) as Arc<dyn covey_core::KeyStore>);
+        config.durability = c.durability.unwrap_or(Durability::Normal).into();
+        config.nat_traversal = c.nat_traversal;
+        Ok(config)
+    }
+}
+
+/// How members join a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum GroupKind {
+    /// Anyone with the passphrase and the name is a member.
+    Passphrase,
+    /// Joined by invite; an admin manages members.
+    Managed,
+}
+
+impl From<covey_core::GroupKind> for GroupKind {
+    fn from(k: covey_core::GroupKind) -> Self {
+        match k {
+            covey_core::GroupKind::Passphrase => Self::Passphrase,
+            covey_core::GroupKind::Managed => Self::Managed,
+        }
+    }
+}
+
+/// A joined group.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GroupInfo {
+    /// The group id, 64 hex characters.
+    pub group_id: String,
+    /// The name it was joined under.
+    pub name: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// How members join.
+    pub kind: GroupKind,
+    /// Members known to this node (authors seen, and this node).
+    pub member_count: u32,
+}
+
+impl From<covey_core::GroupInfo> for GroupInfo {
+    fn from(g: covey_core::GroupInfo) -> Self {
+        Self {
+            group_id: g.group_id.to_string(),
+            name: g.name,
+            epoch: g.epoch,
+            kind: g.kind.into(),
+            member_count: g.member_count,
+        }
+    }
+}
+
+/// A member of a group as far as this node knows.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Member {
+    /// The member's node id.
+    pub node_id: String,
+    /// Whether it is this node.
+    pub is_self: bool,
+    /// Highest seq of theirs this node holds in the group.
+    pub last_seq: u64,
+}
+
+impl From<covey_core::Member> for Member {
+    fn from(m: covey_core::Member) -> Self {
+        Self {
+            node_id: m.node_id.to_string(),
+            is_self: m.is_self,
+            last_seq: m.last_seq,
+        }
+    }
+}
+
+/// An entry's metadata: an [`Entry`] without its payload.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct EntryMeta {
+    /// Local, strictly increasing position: page with `entries(group, after_cursor=…)`.
+    pub cursor: u64,
+    /// Entry id, 64 hex characters.
+    pub entry_id: String,
+    /// Its group.
+    pub group_id: String,
+    /// Its author's node id.
+    pub author: String,
+    /// Position in the author's log (1, 2, …).
+    pub seq: u64,
+    /// Lamport clock; convergent order is (lamport, author, seq).
+    pub lamport: u64,
+    /// Author's clock at publish, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+impl From<covey_core::EntryMeta> for EntryMeta {
+    fn from(m: covey_core::EntryMeta) -> Self {
+        Self {
+            cursor: m.cursor,
+            entry_id: m.entry_id.to_string(),
+            group_id: m.group_id.to_string(),
+            author: m.author.to_string(),
+            seq: m.seq,
+            lamport: m.lamport,
+            timestamp_ms: m.timestamp_ms,
+        }
+    }
+}
+
+/// An entry with its decrypted payload.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Entry {
+    /// Local, strictly increasing position.
+    pub cursor: u64,
+    /// Entry id, 64 hex characters.
+    pub entry_id: String,
+    /// Its group.
+    pub group_id: String,
+    /// Its author's node id.
+    pub author: String,
+    /// Position in the author's log (1, 2, …).
+    pub seq: u64,
+    /// Lamport clock; convergent order is (lamport, author, seq).
+    pub lamport: u64,
+    /// Author's clock at publish, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The plaintext payload.
+    pub payload: Vec<u8>,
+}
+
+impl From<covey_core::Entry> for Entry {
+    fn from(e: covey_core::Entry) -> Self {
+        let m = EntryMeta::from(e.meta);
+        Self {
+            cursor: m.cursor,
+            entry_id: m.entry_id,
+            group_id: m.group_id,
+            author: m.author,
+            seq: m.seq,
+            lamport: m.lamport,
+            timestamp_ms: m.timestamp_ms,
+            payload: e.payload,
+        }
+    }
+}
+
+/// Counters of what the sync layer saw since the node opened.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SyncCounters {
+    /// Entries published here.
+    pub published: u64,
+    /// Entries received from peers and stored.
+    pub received: u64,
+    /// Entries received that were already held (no-ops).
+    pub duplicates: u64,
+    /// Entries refused (bad signature, chain, seq, group, epoch, size).
+    pub rejected_entries: u64,
+    /// Frames refused (oversized, truncated, undecodable, out of order).
+    pub rejected_frames: u64,
+    /// Sessions refused for an incompatible protocol version.
+    pub incompatible_peers: u64,
+}
+
+impl From<covey_core::SyncCounters> for SyncCounters {
+    fn from(c: covey_core::SyncCounters) -> Self {
+        Self {
+            published: c.published,
+            received: c.received,
+            duplicates: c.duplicates,
+            rejected_entries: c.rejected_entries,
+            rejected_frames: c.rejected_frames,
+            incompatible_peers: c.incompatible_peers,
+        }
+    }
+}
+
+/// A snapshot of the node's state.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// Peers with a live sync session.
+    pub connected_peers: Vec<String>,
+    /// Peers remembered for redial.
+    pub known_peers: u32,
+    /// Groups joined.
+    pub groups: u32,
+    /// Entries stored, all groups.
+    pub entries: u64,
+    /// Whether the node is paused.
+    pub paused: bool,
+    /// Sync counters.
+    pub counters: SyncCounters,
+}
+
+impl From<covey_core::NodeStatus> for NodeStatus {
+    fn from(s: covey_core::NodeStatus) -> Self {
+        Self {
+            node_id: s.node_id.to_string(),
+            connected_peers: s.connected_peers.iter().map(ToString::to_string).collect(),
+            known_peers: s.known_peers,
+            groups: s.groups,
+            entries: s.entries,
+            paused: s.paused,
+            counters: s.counters.into(),
+        }
+    }
+}
+
+/// A group's sync state with a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SyncState {
+    /// The peer has entries we lack; they are arriving.
+    CatchingUp,
+    /// We hold everything the peer advertised.
+    UpToDate,
+}
+
+impl From<covey_core::SyncState> for SyncState {
+    fn from(s: covey_core::SyncState) -> Self {
+        match s {
+            covey_core::SyncState::CatchingUp => Self::CatchingUp,
+            covey_core::SyncState::UpToDate => Self::UpToDate,
+        }
+    }
+}
+
+/// Something that happened, delivered to an [`crate::EventListener`].
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum Event {
+    /// An entry from a peer was stored.
+    EntryReceived {
+        /// Its group.
+        group_id: String,
+        /// Its local cursor.
+        cursor: u64,
+        /// Its id.
+        entry_id: String,
+        /// Its author.
+        author: String,
+    },
+    /// A sync session with a peer started.
+    PeerConnected {
+        /// The peer.
+        peer: String,
+    },
+    /// A sync session with a peer ended.
+    PeerDisconnected {
+        /// The peer.
+        peer: String,
+    },
+    /// A group was joined or changed epoch.
+    GroupChanged {
+        /// The group.
+        group_id: String,
+        /// Its epoch now.
+        epoch: u64,
+    },
+    /// A group's sync state with a peer changed.
+    SyncStateChanged {
+        /// The group.
+        group_id: String,
+        /// The state.
+        state: SyncState,
+    },
+    /// Something the app should know about (a rejected entry, a refused peer, dropped
+    /// events), with why.
+    Warning {
+        /// Stable kind, such as `rejected-entry`, `incompatible-version` or `events-dropped`.
+        kind: String,
+        /// Human detail.
+        message: String,
+    },
+}
+
+impl From<covey_core::Event> for Event {
+    fn from(e: covey_core::Event) -> Self {
+        use covey_core::Event as E;
+        match e {
+            E::EntryReceived {
+                group_id,
+                cursor,
+                entry_id,
+                author,
+            } => Self::EntryReceived {
+                group_id: group_id.to_string(),
+                cursor,
+                entry_id: entry_id.to_string(),
+                author: author.to_string(),
+            },
+            E::PeerConnected { peer } => Self::PeerConnected {
+                peer: peer.to_string(),
+            },
+            E::PeerDisconnected { peer } => Self::PeerDisconnected {
+                peer: peer.to_string(),
+            },
+            E::GroupChanged { group_id, epoch } => Self::GroupChanged {
+                group_id: group_id.to_string(),
+                epoch,
+            },
+            E::SyncStateChanged { group_id, state } => Self::SyncStateChanged {
+                group_id: group_id.to_string(),
+                state: state.into(),
+            },
+            E::Warning { kind, message } => Self::Warning { kind, message },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &str) -> NodeConfig {
+        NodeConfig {
+            data_dir: dir.into(),
+            bind_addr: None,
+            bootstrap: Vec::new(),
+            relay_urls: Vec::new(),
+            key_store: None,
+            durability: None,
+            nat_traversal: false,
+            max_payload_bytes: None,
+        }
+    }
+
+    #[test]
+    fn defaults_map_to_core_defaults() {
+        let core = covey_core::NodeConfig::try_from(config("/tmp/x")).expect("valid");
+        let want = covey_core::NodeConfig::new("/tmp/x");
+        assert_eq!(format!("{core:?}"), format!("{want:?}"));
+    }
+
+    #[test]
+    fn bad_bind_addr_and_huge_payload_limit_are_invalid_input() {
+        let mut c = config("/tmp/x");
+        c.bind_addr = Some("localhost".into());
+        assert!(matches!(
+            covey_core::NodeConfig::try_from(c),
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        let mut c = config("/tmp/x");
+        c.max_payload_bytes = Some(u64::MAX);
+        assert!(matches!(
+            covey_core::NodeConfig::try_from(c),
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        let mut c = config("/tmp/x");
+        c.bind_addr = Some("127.0.0.1:0".into());
+        c.durability = Some(Durability::Full);
+        c.max_payload_bytes = Some(4096);
+        let core = covey_core::NodeConfig::try_from(c).expect("valid");
+        assert_eq!(core.bind_addr, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert_eq!(core.durability, covey_core::Durability::Full);
+        assert_eq!(core.max_payload_bytes, 4096);
+    }
+}

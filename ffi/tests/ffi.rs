@@ -1,0 +1,230 @@
+//! The exported surface driven from Rust the way a foreign executor drives it: from plain
+//! threads, with app-implemented listeners and key stores. Nodes bind 127.0.0.1 only.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use covey_ffi::{
+    CoveyError, Event, EventListener, KeyStore, KeyStoreError, ListenerError, Node, NodeConfig,
+};
+
+/// Polls `fut` to completion on this thread: no tokio context, like Python or Swift.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        data_dir: dir.display().to_string(),
+        bind_addr: Some("127.0.0.1:0".into()),
+        bootstrap: Vec::new(),
+        relay_urls: Vec::new(),
+        key_store: None,
+        durability: None,
+        nat_traversal: false,
+        max_payload_bytes: None,
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Recorder {
+    fn received(&self) -> usize {
+        self.0
+            .lock()
+            .map(|es| {
+                es.iter()
+                    .filter(|e| matches!(e, Event::EntryReceived { .. }))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl EventListener for Recorder {
+    fn on_event(&self, event: Event) -> Result<(), ListenerError> {
+        if let Ok(mut events) = self.0.lock() {
+            events.push(event);
+        }
+        Ok(())
+    }
+}
+
+/// Panics on every event: delivery to it and to others must go on.
+#[derive(Default)]
+struct Panicker(AtomicUsize);
+
+impl EventListener for Panicker {
+    fn on_event(&self, _event: Event) -> Result<(), ListenerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("listener bug");
+    }
+}
+
+#[test]
+fn two_nodes_sync_through_the_ffi_surface() {
+    let tmp = tempfile::tempdir().unwrap();
+    block_on(async {
+        let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
+        let b = Node::open(config(&tmp.path().join("b"))).await.unwrap();
+        let rec = Arc::new(Recorder::default());
+        let panicker = Arc::new(Panicker::default());
+        let _sub1 = b.subscribe(rec.clone()).unwrap();
+        let _sub2 = b.subscribe(panicker.clone()).unwrap();
+        let ga = a.join_passphrase("pw".into(), "g".into()).await.unwrap();
+        let gb = b.join_passphrase("pw".into(), "g".into()).await.unwrap();
+        assert_eq!(ga.group_id, gb.group_id);
+        b.add_peer(a.addr().await.unwrap()).await.unwrap();
+        for i in 0..3u8 {
+            a.publish(ga.group_id.clone(), vec![i; 256], None)
+                .await
+                .unwrap();
+        }
+        wait_until("three EntryReceived events", || rec.received() == 3);
+        // GroupChanged, PeerConnected and three EntryReceived at least, despite every panic.
+        wait_until("the panicking listener to be called on", || {
+            panicker.0.load(Ordering::SeqCst) >= 5
+        });
+        let entries = b.entries(gb.group_id.clone(), 0, 10).await.unwrap();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[2].payload, vec![2u8; 256]);
+        assert_eq!(entries[0].author, a.node_id());
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+        assert!(matches!(b.status().await, Err(CoveyError::Closed { .. })));
+        assert!(matches!(
+            b.subscribe(rec.clone()),
+            Err(CoveyError::Closed { .. })
+        ));
+    });
+}
+
+#[test]
+fn errors_map_by_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    block_on(async {
+        let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
+        let g = a.join_passphrase("pw".into(), "g".into()).await.unwrap();
+        assert!(matches!(
+            a.add_peer("nope".into()).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            a.publish("00".repeat(32), vec![1], None).await,
+            Err(CoveyError::NotFound { .. })
+        ));
+        assert!(matches!(
+            a.publish(g.group_id.clone(), vec![0; (1 << 20) + 1], None)
+                .await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        a.publish(g.group_id.clone(), vec![1], Some("c".into()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            a.publish(g.group_id.clone(), vec![2], Some("c".into()))
+                .await,
+            Err(CoveyError::IdempotencyConflict { .. })
+        ));
+        assert!(matches!(
+            Node::open(config(&tmp.path().join("a"))).await,
+            Err(CoveyError::Conflict { .. })
+        ));
+        let mut bad = config(&tmp.path().join("b"));
+        bad.bind_addr = Some("localhost:0".into());
+        assert!(matches!(
+            Node::open(bad).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        a.shutdown().await.unwrap();
+    });
+}
+
+#[derive(Default)]
+struct MemKeys {
+    secrets: Mutex<HashMap<String, Vec<u8>>>,
+    stores: AtomicUsize,
+}
+
+impl KeyStore for MemKeys {
+    fn load(&self, name: String) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        Ok(self.secrets.lock().unwrap().get(&name).cloned())
+    }
+    fn store(&self, name: String, secret: Vec<u8>) -> Result<(), KeyStoreError> {
+        self.stores.fetch_add(1, Ordering::SeqCst);
+        self.secrets.lock().unwrap().insert(name, secret);
+        Ok(())
+    }
+}
+
+struct FailingKeys;
+
+impl KeyStore for FailingKeys {
+    fn load(&self, _name: String) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        Err(KeyStoreError::Failed {
+            message: "locked".into(),
+        })
+    }
+    fn store(&self, _name: String, _secret: Vec<u8>) -> Result<(), KeyStoreError> {
+        Err(KeyStoreError::Failed {
+            message: "locked".into(),
+        })
+    }
+}
+
+#[test]
+fn an_app_key_store_is_used_and_its_failures_are_storage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    block_on(async {
+        let keys = Arc::new(MemKeys::default());
+        let mut c = config(&tmp.path().join("a"));
+        c.key_store = Some(keys.clone());
+        let a = Node::open(c).await.unwrap();
+        let id = a.node_id();
+        assert!(keys.secrets.lock().unwrap().contains_key("device"));
+        a.shutdown().await.unwrap();
+
+        let mut c = config(&tmp.path().join("a"));
+        c.key_store = Some(keys.clone());
+        let again = Node::open(c).await.unwrap();
+        assert_eq!(again.node_id(), id);
+        assert_eq!(keys.stores.load(Ordering::SeqCst), 1);
+        again.shutdown().await.unwrap();
+
+        let mut c = config(&tmp.path().join("b"));
+        c.key_store = Some(Arc::new(FailingKeys));
+        match Node::open(c).await {
+            Err(CoveyError::Storage { message }) => {
+                assert!(message.contains("app's key store"), "{message}")
+            }
+            other => panic!("expected Storage, got {:?}", other.map(|_| ())),
+        }
+    });
+}

@@ -1,0 +1,129 @@
+"""Every failure reaches Python as the right CoveyError kind, or as TypeError for values the
+bindings cannot carry; nothing crashes the process."""
+
+from __future__ import annotations
+
+import pytest
+
+import covey
+from conftest import config
+
+PASS = "correct horse battery staple"
+
+
+async def test_error_kinds_for_bad_input(nodes):
+    a = await nodes.open()
+    g = await a.join_passphrase(PASS, "errors")
+
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.add_peer("not a ticket")
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.add_peer(await a.addr())  # its own address
+    with pytest.raises(covey.CoveyError.NotFound):
+        await a.publish("ab" * 32, b"x")
+    with pytest.raises(covey.CoveyError.NotFound):
+        await a.members("cd" * 32)
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.publish("not-hex", b"x")
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.entry(g.group_id, "xyz")
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.join_passphrase("", "name")
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.join_passphrase(PASS, "")
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.entries(g.group_id, 0, 0)
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.publish(g.group_id, b"x", "")
+
+    # Every kind is a CoveyError and carries its message.
+    try:
+        await a.add_peer("not a ticket")
+    except covey.CoveyError as e:
+        assert isinstance(e, covey.CoveyError.InvalidInput)
+        assert "ticket" in e.message
+
+
+async def test_oversized_payload_is_invalid_input(nodes):
+    small = await nodes.open(max_payload_bytes=1024)
+    g = await small.join_passphrase(PASS, "small")
+    await small.publish(g.group_id, b"x" * 1024)
+    with pytest.raises(covey.CoveyError.InvalidInput) as err:
+        await small.publish(g.group_id, b"x" * 1025)
+    assert "1024" in err.value.message
+
+    # A huge payload against the default 1 MiB limit.
+    default = await nodes.open()
+    g = await default.join_passphrase(PASS, "big")
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await default.publish(g.group_id, bytes(16 * 1024 * 1024))
+
+
+async def test_data_dir_in_use_is_conflict(nodes):
+    d = nodes.dir("shared")
+    await nodes.open(d)
+    with pytest.raises(covey.CoveyError.Conflict):
+        await covey.Node.open(config(d))
+
+
+async def test_bad_config_is_invalid_input(tmp_path):
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await covey.Node.open(covey.NodeConfig(data_dir=str(tmp_path / "a"), bind_addr="nowhere"))
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await covey.Node.open(covey.NodeConfig(data_dir=""))
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await covey.Node.open(config(str(tmp_path / "b"), max_payload_bytes=0))
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await covey.Node.open(config(str(tmp_path / "c"), max_payload_bytes=2**64 - 1))
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await covey.Node.open(config(str(tmp_path / "d"), bootstrap=["garbage"]))
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await covey.Node.open(config(str(tmp_path / "e"), relay_urls=["not a url"]))
+
+
+async def test_values_the_bindings_cannot_carry_are_type_errors(nodes):
+    a = await nodes.open()
+    g = await a.join_passphrase(PASS, "types")
+    with pytest.raises(TypeError):
+        await covey.Node.open(covey.NodeConfig(data_dir=None))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await a.publish(g.group_id, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await a.publish(None, b"x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await a.publish(g.group_id, "text, not bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await a.add_peer(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        a.subscribe(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await a.entries(g.group_id, -1, 10)
+    with pytest.raises(ValueError):
+        await a.entries(g.group_id, 0, 2**32)
+    # The node is still fine.
+    assert (await a.status()).groups == 1
+
+
+async def test_calls_after_shutdown_are_closed(nodes):
+    a = await nodes.open()
+    g = await a.join_passphrase(PASS, "closing")
+    node_id = a.node_id()
+    await a.shutdown()
+    await a.shutdown()  # twice is fine
+    assert a.node_id() == node_id
+    for call in (
+        lambda: a.status(),
+        lambda: a.addr(),
+        lambda: a.groups(),
+        lambda: a.publish(g.group_id, b"x"),
+        lambda: a.entries(g.group_id, 0, 10),
+        lambda: a.join_passphrase(PASS, "other"),
+        lambda: a.add_peer("whatever"),
+        lambda: a.pause(),
+        lambda: a.resume(),
+        lambda: a.network_changed(),
+    ):
+        with pytest.raises(covey.CoveyError.Closed):
+            await call()
+    with pytest.raises(covey.CoveyError.Closed):
+        a.subscribe(covey.EventListener())
