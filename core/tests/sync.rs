@@ -259,3 +259,27 @@ async fn default_config_binds_all_interfaces_and_still_syncs() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_batches_fill_frames_without_overflowing_them() {
+    // ~1 KiB entries make a batch of ~880 entries whose length prefixes once pushed the frame
+    // past the receiver's limit, so catch-up never finished. Over a frame's worth must arrive.
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path()).await;
+    let b = open(db.path()).await;
+    let group = a.join_passphrase(PASS, GROUP).await.unwrap().group_id;
+    b.join_passphrase(PASS, GROUP).await.unwrap();
+    let count = 1000;
+    for i in 0..count {
+        let mut payload = vec![0x42u8; 1024];
+        payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        a.publish(&group, &payload, None).await.unwrap();
+    }
+    connect(&b, &a).await;
+    wait_for_count(&b, &group, count, 30).await;
+    let counters = b.status().await.unwrap().counters;
+    assert_eq!(counters.rejected_frames, 0);
+    assert_eq!(counters.received, count as u64);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

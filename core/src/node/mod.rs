@@ -49,6 +49,18 @@ fn now_ms() -> u64 {
 struct GroupState {
     row: GroupRow,
     keys: GroupKeys,
+    /// Highest lamport clock stored in the group, kept here so a publish needs no query.
+    max_lamport: AtomicU64,
+}
+
+impl GroupState {
+    fn new(row: GroupRow, keys: GroupKeys, max_lamport: u64) -> Self {
+        Self {
+            row,
+            keys,
+            max_lamport: AtomicU64::new(max_lamport),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -213,7 +225,8 @@ impl Node {
                             "secret of group {id} derives another group id"
                         )));
                     }
-                    groups.insert(row.group_id, Arc::new(GroupState { row, keys }));
+                    let lamport = store.read(|c| store::max_lamport(c, &row.group_id))?;
+                    groups.insert(row.group_id, Arc::new(GroupState::new(row, keys, lamport)));
                 }
                 let count = store.read(store::entry_count)?;
                 Ok((Arc::new(store), secret, groups, count))
@@ -367,7 +380,7 @@ impl Node {
             .await?;
             self.inner
                 .groups_write()?
-                .insert(id.0, Arc::new(GroupState { row, keys }));
+                .insert(id.0, Arc::new(GroupState::new(row, keys, 0)));
             self.inner.emit(Event::GroupChanged {
                 group_id: id,
                 epoch: 0,
@@ -653,13 +666,17 @@ fn publish_in(
         seq,
         prev,
         // Capped so every honest clock stays within what peers accept.
-        lamport: (store::max_lamport(tx, &gid)? + 1).min(verify::MAX_LAMPORT),
+        lamport: (group.max_lamport.load(Ordering::Acquire) + 1).min(verify::MAX_LAMPORT),
         epoch: group.row.epoch,
         timestamp_ms: now_ms(),
         nonce: aead::random_nonce(),
     };
     let entry = SignedEntry::seal(header, &group.keys.content_key, &inner.secret, payload)?;
     let cursor = store::insert_entry(tx, &entry)?;
+    // Raised before commit; if the commit fails the clock is merely ahead, which is harmless.
+    group
+        .max_lamport
+        .fetch_max(entry.header().lamport, Ordering::AcqRel);
     if let Some(cid) = client_id {
         store::put_client_id(tx, &gid, cid, entry.id(), &mac)?;
     }
@@ -829,10 +846,11 @@ impl Inner {
             epoch: state.row.epoch,
             max_ciphertext: self.config.max_payload_bytes + aead::TAG_LEN,
         };
+        let keys = state.clone();
         let (outcome, frontier) = self
             .store_write(move |tx| {
                 let outcome =
-                    verify::ingest_as_member(tx, &rules, Some(&state.keys.content_key), entries)?;
+                    verify::ingest_as_member(tx, &rules, Some(&keys.keys.content_key), entries)?;
                 let frontier = store::frontier(tx, &group)?;
                 Ok((outcome, frontier))
             })
@@ -857,6 +875,7 @@ impl Inner {
         let mut newest: HashMap<Id32, u64> = HashMap::new();
         for (cursor, entry) in &outcome.stored {
             let h = entry.header();
+            state.max_lamport.fetch_max(h.lamport, Ordering::AcqRel);
             let seq = newest.entry(h.author).or_insert(0);
             *seq = (*seq).max(h.seq);
             if let Ok(author) = iroh::PublicKey::from_bytes(&h.author) {

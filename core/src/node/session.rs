@@ -286,7 +286,18 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
     for output in start {
         handle.forward(output);
     }
-    read_loop(&inner, peer, recv, &machine, &handle).await;
+    let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE_FRAMES);
+    let ingester = tokio::spawn(ingest_loop(
+        inner.clone(),
+        peer,
+        machine.clone(),
+        handle.clone(),
+        ingest_rx,
+    ));
+    read_loop(&inner, peer, recv, &machine, &handle, &ingest_tx).await;
+    // Batches already read are still stored (at most INGEST_QUEUE_FRAMES of them).
+    drop(ingest_tx);
+    let _ = ingester.await;
     let _ = handle.cmds.send(WriterCmd::Close);
     drop(handle);
     // Give the writer a moment to flush a final refusal before the connection closes.
@@ -341,6 +352,7 @@ async fn read_loop(
     mut recv: RecvStream,
     machine: &Arc<Mutex<SyncSession>>,
     handle: &SessionHandle,
+    ingest: &IngestQueue,
 ) {
     let mut first = true;
     loop {
@@ -399,19 +411,44 @@ async fn read_loop(
             Ok(mut m) => m.on_message(message, &view),
             Err(_) => return,
         };
-        if !handle_outputs(inner, peer, machine, handle, outputs).await {
+        if !handle_outputs(inner, peer, machine, handle, outputs, Some(ingest)).await {
             return;
         }
     }
 }
 
-/// Carries out a machine's outputs; false when the session should end.
+/// Batches waiting to be verified and stored, so the next frame is read and decoded while the
+/// current one commits. Two frames at most: memory stays bounded and the peer is slowed by
+/// QUIC flow control, not by our buffering.
+type IngestQueue = mpsc::Sender<(Id32, Vec<Vec<u8>>)>;
+const INGEST_QUEUE_FRAMES: usize = 2;
+
+/// Stores queued batches in order; ends the session if the store fails.
+async fn ingest_loop(
+    inner: Arc<Inner>,
+    peer: EndpointId,
+    machine: Arc<Mutex<SyncSession>>,
+    handle: SessionHandle,
+    mut queue: mpsc::Receiver<(Id32, Vec<Vec<u8>>)>,
+) {
+    while let Some((group, entries)) = queue.recv().await {
+        let batch = vec![Output::Ingest { group, entries }];
+        if !handle_outputs(&inner, peer, &machine, &handle, batch, None).await {
+            handle.conn.close(2u32.into(), b"cannot store entries");
+            return;
+        }
+    }
+}
+
+/// Carries out a machine's outputs; false when the session should end. Batches to store go
+/// to `ingest` when given, and are stored here otherwise.
 async fn handle_outputs(
     inner: &Arc<Inner>,
     peer: EndpointId,
     machine: &Arc<Mutex<SyncSession>>,
     handle: &SessionHandle,
     outputs: Vec<Output>,
+    ingest: Option<&IngestQueue>,
 ) -> bool {
     let mut queue: std::collections::VecDeque<Output> = outputs.into();
     let mut keep_going = true;
@@ -423,6 +460,12 @@ async fn handle_outputs(
             continue;
         };
         match output {
+            Output::Ingest { group, entries } if ingest.is_some() => {
+                let Some(queue) = ingest else { continue };
+                if queue.send((group, entries)).await.is_err() {
+                    return false;
+                }
+            }
             Output::Ingest { group, entries } => match inner.ingest(peer, group, entries).await {
                 Ok((held, view)) => {
                     let more = match machine.lock() {
@@ -499,13 +542,13 @@ async fn write_loop(
             WriterCmd::Range {
                 group,
                 author,
-                mut after_seq,
+                after_seq,
                 up_to_seq,
             } => {
-                while after_seq < up_to_seq {
+                // The next batch is read from the store while this one is written.
+                let read = |from: u64| {
                     let store = inner.store.clone();
-                    let from = after_seq;
-                    let rows = tokio::task::spawn_blocking(move || {
+                    tokio::task::spawn_blocking(move || {
                         store.read(|c| {
                             store::log_range(
                                 c,
@@ -518,8 +561,10 @@ async fn write_loop(
                             )
                         })
                     })
-                    .await;
-                    let rows = match rows {
+                };
+                let mut pending = (after_seq < up_to_seq).then(|| read(after_seq));
+                while let Some(task) = pending.take() {
+                    let rows = match task.await {
                         Ok(Ok(rows)) => rows,
                         Ok(Err(e)) => {
                             log::error!("reading entries to send: {e}");
@@ -533,7 +578,9 @@ async fn write_loop(
                     let Some(last) = rows.last().map(|(seq, _)| *seq) else {
                         break;
                     };
-                    after_seq = last;
+                    if last < up_to_seq {
+                        pending = Some(read(last));
+                    }
                     let entries = rows.into_iter().map(|(_, raw)| raw).collect();
                     if !write_frame(&mut send, &Message::Entries { group, entries }).await {
                         return;

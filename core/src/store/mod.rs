@@ -230,7 +230,9 @@ pub fn frontier(conn: &Connection, group: &Id32) -> Result<Vec<Head>> {
     Ok(out)
 }
 
-/// The highest lamport clock stored for a group, 0 if none.
+/// The highest lamport clock stored for a group, 0 if none. A scan of the group (there is no
+/// lamport index, which would cost every commit a page): the node calls it once per group at
+/// open and keeps the value in memory.
 pub fn max_lamport(conn: &Connection, group: &Id32) -> Result<u64> {
     let v: Option<i64> = conn
         .prepare_cached("SELECT MAX(lamport) FROM entries WHERE group_id = ?1")?
@@ -300,8 +302,12 @@ pub fn entry_by_id(conn: &Connection, group: &Id32, entry_id: &Id32) -> Result<O
     Ok(stored_rows(&mut stmt, params![group, entry_id])?.pop())
 }
 
+/// Most bytes postcard spends on a length prefix (a varint of a `usize`).
+const LENGTH_VARINT_MAX: usize = 10;
+
 /// Encoded entries of one author in `(after_seq, up_to_seq]`, at most `max_count` of them and
-/// no more bytes than `max_bytes` (but always at least one, so progress is made).
+/// at most `max_bytes` once each entry's frame length prefix is counted (but always at least
+/// one, so progress is made).
 pub fn log_range(
     conn: &Connection,
     group: &Id32,
@@ -326,10 +332,12 @@ pub fn log_range(
     let mut bytes = 0usize;
     while let Some(row) = rows.next()? {
         let raw: Vec<u8> = row.get(1)?;
-        if !out.is_empty() && bytes + raw.len() > max_bytes {
+        // Each entry costs its bytes plus its length prefix in the frame (a varint).
+        let cost = raw.len() + LENGTH_VARINT_MAX;
+        if !out.is_empty() && bytes + cost > max_bytes {
             break;
         }
-        bytes += raw.len();
+        bytes += cost;
         out.push((row.get::<_, i64>(0)? as u64, raw));
     }
     Ok(out)

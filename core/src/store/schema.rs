@@ -17,7 +17,10 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
 
     CREATE TABLE entries (
-        cursor        INTEGER PRIMARY KEY AUTOINCREMENT,
+        -- The rowid: strictly increasing as entries are stored. Without AUTOINCREMENT a cursor
+        -- could be reused only after the newest row is deleted, which happens only when a whole
+        -- group is dropped; AUTOINCREMENT would cost a page write on every commit.
+        cursor        INTEGER PRIMARY KEY,
         entry_id      BLOB NOT NULL UNIQUE CHECK (length(entry_id) = 32),
         group_id      BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
         author        BLOB NOT NULL CHECK (length(author) = 32),
@@ -28,7 +31,6 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (group_id, author, seq)
     );
     CREATE INDEX entries_group_cursor ON entries(group_id, cursor);
-    CREATE INDEX entries_group_lamport ON entries(group_id, lamport);
 
     CREATE TABLE client_ids (
         group_id      BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,

@@ -41,6 +41,7 @@ pub enum Message {
         /// The group they belong to.
         group: Id32,
         /// Encoded [`super::entry::SignedEntry`]s.
+        #[serde(with = "byte_strings")]
         entries: Vec<Vec<u8>>,
     },
     /// Like `Frontier`, sent when the sender joins a group mid-session: the receiver answers
@@ -71,6 +72,77 @@ pub enum RefuseCode {
     ProtocolViolation = 2,
     /// The node is shutting down or paused.
     GoingAway = 3,
+}
+
+/// Serializes a list of byte strings as serde bytes rather than sequences of `u8`: the same
+/// postcard encoding (a varint length, then the bytes), copied in bulk instead of byte by byte.
+mod byte_strings {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserializer, Serializer};
+
+    struct AsBytes<'a>(&'a [u8]);
+
+    impl serde::Serialize for AsBytes<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(items: &[Vec<u8>], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(items.len()))?;
+        for item in items {
+            seq.serialize_element(&AsBytes(item))?;
+        }
+        seq.end()
+    }
+
+    struct ByteBuf(Vec<u8>);
+
+    impl<'de> serde::Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct BytesVisitor;
+            impl<'de> Visitor<'de> for BytesVisitor {
+                type Value = ByteBuf;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a byte string")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v.to_vec()))
+                }
+                fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v.to_vec()))
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v))
+                }
+            }
+            deserializer.deserialize_bytes(BytesVisitor)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Vec<u8>>, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = Vec<Vec<u8>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of byte strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // The claimed length is untrusted: cap the up-front allocation.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(ByteBuf(item)) = seq.next_element()? {
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(ListVisitor)
+    }
 }
 
 /// Encodes `message` as one frame, length prefix included.
@@ -149,6 +221,30 @@ mod tests {
             code: RefuseCode::IncompatibleVersion as u16,
             reason: "no".into(),
         });
+    }
+
+    #[test]
+    fn entries_encode_like_plain_byte_vectors() {
+        // The bulk byte-string encoding must stay wire-identical to serde's default for
+        // Vec<Vec<u8>> (a varint count, then each as a varint length and its bytes).
+        #[derive(Serialize)]
+        enum Plain {
+            _Hello,
+            _Frontier,
+            Entries { group: Id32, entries: Vec<Vec<u8>> },
+        }
+        let entries = vec![vec![1, 2, 3], vec![], vec![7; 300]];
+        let ours = postcard::to_stdvec(&Message::Entries {
+            group: [3; 32],
+            entries: entries.clone(),
+        })
+        .unwrap();
+        let plain = postcard::to_stdvec(&Plain::Entries {
+            group: [3; 32],
+            entries,
+        })
+        .unwrap();
+        assert_eq!(ours, plain);
     }
 
     #[test]
