@@ -1,0 +1,111 @@
+// Every failure reaches Kotlin as the right CoveyException kind; nothing crashes the JVM
+// (mirrors python/tests/test_errors.py; Kotlin's types rule out Python's TypeError cases).
+package covey
+
+import kotlin.test.assertContains
+import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
+import kotlin.test.assertIs
+import org.junit.jupiter.api.Test
+
+class ErrorsTest : CoveyTestBase() {
+
+    @Test
+    fun `error kinds for bad input`() = coveyTest { nodes ->
+        val a = nodes.open()
+        val g = a.joinPassphrase(PASS, "errors")
+
+        assertFailsWith<CoveyException.InvalidInput>("bad ticket") { a.addPeer("not a ticket") }
+        assertFailsWith<CoveyException.InvalidInput>("own address") { a.addPeer(a.addr()) }
+        assertFailsWith<CoveyException.NotFound>("unknown group") {
+            a.publish("ab".repeat(32), "x".toByteArray())
+        }
+        assertFailsWith<CoveyException.NotFound>("members of unknown group") {
+            a.members("cd".repeat(32))
+        }
+        assertFailsWith<CoveyException.InvalidInput>("group id not hex") {
+            a.publish("not-hex", "x".toByteArray())
+        }
+        assertFailsWith<CoveyException.InvalidInput>("entry id not hex") { a.entry(g.groupId, "xyz") }
+        assertFailsWith<CoveyException.InvalidInput>("empty passphrase") { a.joinPassphrase("", "name") }
+        assertFailsWith<CoveyException.InvalidInput>("empty name") { a.joinPassphrase(PASS, "") }
+        assertFailsWith<CoveyException.InvalidInput>("limit 0") { a.entries(g.groupId, 0uL, 0u) }
+        assertFailsWith<CoveyException.InvalidInput>("empty client id") {
+            a.publish(g.groupId, "x".toByteArray(), "")
+        }
+
+        // Every kind is a CoveyException and carries its detail; `message` carries it too.
+        val e: CoveyException = assertFailsWith<CoveyException> { a.addPeer("not a ticket") }
+        assertIs<CoveyException.InvalidInput>(e)
+        assertContains(e.detail, "ticket")
+        assertContains(e.message ?: "", e.detail)
+
+        // The node is still fine.
+        assertEquals(1u, a.status().groups)
+    }
+
+    @Test
+    fun `oversized payload is invalid input`() = coveyTest { nodes ->
+        val small = nodes.open(maxPayloadBytes = 1024uL)
+        val g = small.joinPassphrase(PASS, "small")
+        small.publish(g.groupId, ByteArray(1024) { 'x'.code.toByte() })
+        val err = assertFailsWith<CoveyException.InvalidInput> {
+            small.publish(g.groupId, ByteArray(1025) { 'x'.code.toByte() })
+        }
+        assertContains(err.detail, "1024")
+
+        // A huge payload against the default 1 MiB limit.
+        val default = nodes.open()
+        val g2 = default.joinPassphrase(PASS, "big")
+        assertFailsWith<CoveyException.InvalidInput> {
+            default.publish(g2.groupId, ByteArray(16 * 1024 * 1024))
+        }
+    }
+
+    @Test
+    fun `data dir in use is conflict`() = coveyTest { nodes ->
+        val d = nodes.dir("shared")
+        nodes.open(d)
+        assertFailsWith<CoveyException.Conflict> { nodes.track(Node.open(config(d))) }
+    }
+
+    @Test
+    fun `bad config is invalid input`() = coveyTest { nodes ->
+        suspend fun refused(what: String, cfg: NodeConfig) {
+            assertFailsWith<CoveyException.InvalidInput>(what) { nodes.track(Node.open(cfg)) }
+        }
+        refused("bind addr", NodeConfig(dataDir = nodes.dir("a"), bindAddr = "nowhere"))
+        refused("empty data dir", NodeConfig(dataDir = ""))
+        refused("zero payload limit", config(nodes.dir("b"), maxPayloadBytes = 0uL))
+        refused("huge payload limit", config(nodes.dir("c"), maxPayloadBytes = ULong.MAX_VALUE))
+        refused("bad bootstrap", config(nodes.dir("d"), bootstrap = listOf("garbage")))
+        refused("bad relay", config(nodes.dir("e"), relayUrls = listOf("not a url")))
+    }
+
+    @Test
+    fun `calls after shutdown are closed`() = coveyTest { nodes ->
+        val a = nodes.open()
+        val g = a.joinPassphrase(PASS, "closing")
+        val nodeId = a.nodeId()
+        a.shutdown()
+        a.shutdown() // twice is fine
+        assertEquals(nodeId, a.nodeId())
+        fun call(name: String, f: suspend () -> Unit) = name to f
+        val calls = listOf(
+            call("status") { a.status() },
+            call("addr") { a.addr() },
+            call("groups") { a.groups() },
+            call("publish") { a.publish(g.groupId, "x".toByteArray()) },
+            call("entries") { a.entries(g.groupId, 0uL, 10u) },
+            call("joinPassphrase") { a.joinPassphrase(PASS, "other") },
+            call("addPeer") { a.addPeer("whatever") },
+            call("pause") { a.pause() },
+            call("resume") { a.resume() },
+            call("networkChanged") { a.networkChanged() },
+            call("subscribe") { a.subscribe(Recorder()) },
+        )
+        for ((name, call) in calls) {
+            assertFailsWith<CoveyException.Closed>(name) { call() }
+        }
+    }
+}
