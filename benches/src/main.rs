@@ -791,13 +791,13 @@ fn run_sync_publish(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
     let author = &db.author;
     let me = *author.secret.public().as_bytes();
     let gid = author.group;
-    let mut lamport = db
+    let first_lamport = db
         .store
         .read(|c| cstore::max_lamport(c, &gid))
-        .map_err(|e| anyhow!("max lamport: {e}"))?;
+        .map_err(|e| anyhow!("max lamport: {e}"))?
+        + 1;
     let t = Instant::now();
-    for _ in 0..n {
-        lamport += 1;
+    for lamport in first_lamport..first_lamport + n as u64 {
         db.store
             .write(|tx| {
                 let (seq, prev) = match cstore::head(tx, &gid, &me)? {

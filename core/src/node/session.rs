@@ -11,9 +11,9 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointAddr, EndpointId};
 use tokio::sync::mpsc;
 
-use super::{BACKOFF_MAX, BACKOFF_MIN, Event, Inner, SYNC_ALPN, Snapshot};
+use super::{BACKOFF_MAX, BACKOFF_MIN, Event, Inner, SYNC_ALPN};
 use crate::store;
-use crate::sync::proto::{LocalView, Output, SyncSession};
+use crate::sync::proto::{Output, SyncSession};
 use crate::wire::WireError;
 use crate::wire::entry::Id32;
 use crate::wire::frame::{self, LENGTH_PREFIX, Message};
@@ -593,19 +593,5 @@ async fn write_loop(
                 return;
             }
         }
-    }
-}
-
-impl LocalView for Arc<Snapshot> {
-    fn has_group(&self, group: &Id32) -> bool {
-        self.as_ref().has_group(group)
-    }
-
-    fn groups(&self) -> Vec<Id32> {
-        self.as_ref().groups()
-    }
-
-    fn frontier(&self, group: &Id32) -> Vec<crate::wire::frame::Head> {
-        self.as_ref().frontier(group)
     }
 }
