@@ -283,3 +283,34 @@ async fn catch_up_batches_fill_frames_without_overflowing_them() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_sync_and_resume_catches_up() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path()).await;
+    let b = open(db.path()).await;
+    let group = a.join_passphrase(PASS, GROUP).await.unwrap().group_id;
+    b.join_passphrase(PASS, GROUP).await.unwrap();
+    let mut sub_a = a.subscribe();
+    connect(&a, &b).await;
+    b.publish(&group, b"before pause", None).await.unwrap();
+    wait_for_count(&a, &group, 1, 20).await;
+
+    a.pause().await.unwrap();
+    wait_event(&mut sub_a, 10, |e| matches!(e, Event::PeerDisconnected { .. })).await;
+    assert!(a.status().await.unwrap().paused);
+    for i in 0..5 {
+        b.publish(&group, format!("while paused {i}").as_bytes(), None).await.unwrap();
+    }
+    // b keeps trying to reach a; a refuses while paused, so nothing arrives.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(all_entries(&a, &group).await.len(), 1);
+    assert!(a.status().await.unwrap().connected_peers.is_empty());
+
+    a.resume().await.unwrap();
+    a.network_changed().await.unwrap(); // redial now rather than after the backoff
+    assert!(!a.status().await.unwrap().paused);
+    wait_for_count(&a, &group, 6, 30).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
