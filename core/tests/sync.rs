@@ -297,10 +297,15 @@ async fn pause_stops_sync_and_resume_catches_up() {
     wait_for_count(&a, &group, 1, 20).await;
 
     a.pause().await.unwrap();
-    wait_event(&mut sub_a, 10, |e| matches!(e, Event::PeerDisconnected { .. })).await;
+    wait_event(&mut sub_a, 10, |e| {
+        matches!(e, Event::PeerDisconnected { .. })
+    })
+    .await;
     assert!(a.status().await.unwrap().paused);
     for i in 0..5 {
-        b.publish(&group, format!("while paused {i}").as_bytes(), None).await.unwrap();
+        b.publish(&group, format!("while paused {i}").as_bytes(), None)
+            .await
+            .unwrap();
     }
     // b keeps trying to reach a; a refuses while paused, so nothing arrives.
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -495,9 +495,10 @@ impl Node {
         let payload = payload.to_vec();
         let client_id = client_id.map(str::to_owned);
         let (cursor, entry, fresh) = blocking(move || {
-            inner
-                .store
-                .write(|tx| publish_in(tx, &inner, &group, &payload, client_id.as_deref()))
+            inner.write_counting(|tx| {
+                let out = publish_in(tx, &inner, &group, &payload, client_id.as_deref())?;
+                Ok((u64::from(out.2), out))
+            })
         })
         .await?;
         let meta = meta_of(cursor, &entry)?;
@@ -506,7 +507,6 @@ impl Node {
                 .counters
                 .published
                 .fetch_add(1, Ordering::Relaxed);
-            self.inner.entry_count.fetch_add(1, Ordering::Relaxed);
             let h = entry.header();
             let (g, a, s) = (h.group_id, h.author, h.seq);
             self.inner
@@ -758,6 +758,26 @@ impl Inner {
         );
     }
 
+    /// Runs a write transaction that stores `n` entries (as `f` reports) and keeps
+    /// `entry_count` in step: raised before the commit, so `status()` never shows fewer entries
+    /// than a reader can already see, and lowered again if the commit fails.
+    fn write_counting<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(u64, T)>,
+    ) -> Result<T> {
+        let mut added = 0;
+        let result = self.store.write(|tx| {
+            let (n, out) = f(tx)?;
+            added = n;
+            self.entry_count.fetch_add(n, Ordering::AcqRel);
+            Ok(out)
+        });
+        if result.is_err() {
+            self.entry_count.fetch_sub(added, Ordering::AcqRel);
+        }
+        result
+    }
+
     fn close_events(&self) {
         if let Ok(mut events) = self.events.lock() {
             events.take();
@@ -847,18 +867,18 @@ impl Inner {
             max_ciphertext: self.config.max_payload_bytes + aead::TAG_LEN,
         };
         let keys = state.clone();
-        let (outcome, frontier) = self
-            .store_write(move |tx| {
+        let inner = self.clone();
+        let (outcome, frontier) = blocking(move || {
+            inner.write_counting(|tx| {
                 let outcome =
                     verify::ingest_as_member(tx, &rules, Some(&keys.keys.content_key), entries)?;
                 let frontier = store::frontier(tx, &group)?;
-                Ok((outcome, frontier))
+                Ok((outcome.stored.len() as u64, (outcome, frontier)))
             })
-            .await?;
+        })
+        .await?;
         let c = &self.counters;
         c.received
-            .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
-        self.entry_count
             .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
         c.duplicates
             .fetch_add(outcome.duplicates, Ordering::Relaxed);
