@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use covey_core::{Event, Node};
+use covey_core::{Event, Node, SyncState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_sync_both_ways_and_live() {
@@ -28,9 +28,20 @@ async fn two_nodes_sync_both_ways_and_live() {
             .unwrap();
     }
     let mut sub_b = b.subscribe();
+    let mut states_b = b.subscribe();
     connect(&a, &b).await;
     wait_for_count(&a, &ga.group_id, 10, 20).await;
     wait_for_count(&b, &gb.group_id, 10, 20).await;
+    // b was behind a: it reports catching up, then up to date, for that group.
+    let group = gb.group_id;
+    wait_event(&mut states_b, 10, |e| {
+        matches!(e, Event::SyncStateChanged { group_id, state: SyncState::CatchingUp } if *group_id == group)
+    })
+    .await;
+    wait_event(&mut states_b, 10, |e| {
+        matches!(e, Event::SyncStateChanged { group_id, state: SyncState::UpToDate } if *group_id == group)
+    })
+    .await;
     // Live push after catch-up.
     let meta = a.publish(&ga.group_id, b"live", None).await.unwrap();
     let ev = wait_event(

@@ -127,3 +127,19 @@ async def test_calls_after_shutdown_are_closed(nodes):
             await call()
     with pytest.raises(covey.CoveyError.Closed):
         a.subscribe(covey.EventListener())
+
+
+async def test_strings_that_are_not_utf8_are_refused_before_reaching_rust(nodes):
+    a = await nodes.open()
+    g = await a.join_passphrase(PASS, "utf8")
+    # A lone surrogate is a Python str that has no UTF-8 encoding: the bindings refuse it with
+    # a Python error, and the node is unaffected.
+    with pytest.raises(UnicodeEncodeError):
+        await a.join_passphrase(PASS, "bad\udcffname")
+    with pytest.raises(UnicodeEncodeError):
+        await a.publish(g.group_id, b"x", "client\ud800id")
+    with pytest.raises(UnicodeEncodeError):
+        await a.add_peer("\udcff")
+    meta = await a.publish(g.group_id, b"still fine")
+    assert meta.seq == 1
+    assert [x.name for x in await a.groups()] == ["utf8"]
