@@ -308,6 +308,29 @@ struct RawPeer {
     conn: Connection,
     send: SendStream,
     recv: RecvStream,
+    /// The test group's name on the wire between this peer and the victim (frames carry a
+    /// per-pair session tag, never the group id).
+    tag: Id32,
+}
+
+/// Swaps the test group's id and its session tag in a message's group field, either way.
+fn swap_group(message: Message, from: Id32, to: Id32) -> Message {
+    let swap = |g: Id32| if g == from { to } else { g };
+    match message {
+        Message::Frontier { group, heads } => Message::Frontier {
+            group: swap(group),
+            heads,
+        },
+        Message::Announce { group, heads } => Message::Announce {
+            group: swap(group),
+            heads,
+        },
+        Message::Entries { group, entries } => Message::Entries {
+            group: swap(group),
+            entries,
+        },
+        other => other,
+    }
 }
 
 impl RawPeer {
@@ -326,11 +349,13 @@ impl RawPeer {
         .expect("connect timed out")
         .expect("connect");
         let (send, recv) = conn.open_bi().await.expect("open_bi");
+        let tag = group_keys().session_tag(endpoint.id().as_bytes(), node.node_id().as_bytes());
         Self {
             endpoint,
             conn,
             send,
             recv,
+            tag,
         }
     }
 
@@ -338,8 +363,10 @@ impl RawPeer {
         self.send.write_all(bytes).await.expect("write");
     }
 
+    /// Sends a message, naming the test group by its session tag as a real member would.
     async fn send(&mut self, message: &Message) {
-        self.send_raw(&frame::encode(message).unwrap()).await;
+        let message = swap_group(message.clone(), group_keys().id.0, self.tag);
+        self.send_raw(&frame::encode(&message).unwrap()).await;
     }
 
     async fn entries(&mut self, group: Id32, entries: Vec<Vec<u8>>) {
@@ -352,6 +379,7 @@ impl RawPeer {
     }
 
     async fn next(&mut self) -> Incoming {
+        let (tag, group) = (self.tag, group_keys().id.0);
         let recv = &mut self.recv;
         let read = async {
             let mut prefix = [0u8; LENGTH_PREFIX];
@@ -372,7 +400,7 @@ impl RawPeer {
                 return Incoming::Bad(format!("frame body: {e}"));
             }
             match frame::decode(&body) {
-                Ok(m) => Incoming::Frame(m),
+                Ok(m) => Incoming::Frame(swap_group(m, tag, group)),
                 Err(e) => Incoming::Bad(e.to_string()),
             }
         };
@@ -1602,4 +1630,37 @@ fn sans_io_message_before_hello_is_refused() {
         &view,
     );
     assert!(late.is_empty() && !session.is_ready());
+}
+
+/// A peer that completes the handshake but is not in the group learns nothing about it: every
+/// frame names the group by a per-pair session tag, never by its id, and the tag differs for
+/// every pair of nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_never_see_the_group_id_on_the_wire() {
+    let v = victim().await;
+    let group_id = v.keys.id.0;
+    let mut tags = Vec::new();
+    for _ in 0..2 {
+        let mut peer = RawPeer::connect(&v.node).await;
+        peer.hello().await;
+        // Collect every byte the node sends next, raw, until it goes quiet.
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(Ok(Some(n))) =
+            tokio::time::timeout(Duration::from_millis(500), peer.recv.read(&mut buf)).await
+        {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            seen.windows(32).any(|w| w == peer.tag),
+            "the node announced the group under the pair's tag"
+        );
+        assert!(
+            !seen.windows(32).any(|w| w == group_id),
+            "the group id itself never crosses the wire"
+        );
+        tags.push(peer.tag);
+        peer.close().await;
+    }
+    assert_ne!(tags[0], tags[1], "each pair of nodes sees a different tag");
 }

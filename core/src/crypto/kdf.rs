@@ -22,6 +22,8 @@ pub const LABEL_PASSPHRASE_SALT: &str = "covey/v1/passphrase-salt";
 pub const LABEL_GROUP_ID: &str = "covey/v1/group-id";
 /// Label deriving a group's content (AEAD) key from its epoch secret.
 pub const LABEL_CONTENT_KEY: &str = "covey/v1/content-key";
+/// Label deriving the key that names a group on the wire between two nodes.
+pub const LABEL_SESSION_TAG: &str = "covey/v1/session-tag";
 /// Label deriving the key that hashes client-id payloads for idempotency checks.
 pub const LABEL_IDEMPOTENCY_KEY: &str = "covey/v1/idempotency-key";
 

@@ -78,6 +78,8 @@ pub struct GroupKeys {
     pub content_key: Secret32,
     /// Keyed-hash key binding client ids to payloads without storing plaintext hashes.
     pub idempotency_key: Secret32,
+    /// Keyed-hash key for [`GroupKeys::session_tag`].
+    pub session_tag_key: Secret32,
 }
 
 impl GroupKeys {
@@ -88,7 +90,20 @@ impl GroupKeys {
             epoch: 0,
             content_key: kdf::derive(root, kdf::LABEL_CONTENT_KEY),
             idempotency_key: kdf::derive(root, kdf::LABEL_IDEMPOTENCY_KEY),
+            session_tag_key: kdf::derive(root, kdf::LABEL_SESSION_TAG),
         }
+    }
+
+    /// The name this group goes by in sync frames between nodes `a` and `b` (in either order):
+    /// a keyed hash of the pair. Only members can compute it, so a peer outside the group
+    /// learns neither the group id nor that this node is in it, and the same group looks
+    /// unrelated between every other pair of nodes.
+    pub fn session_tag(&self, a: &Id32, b: &Id32) -> Id32 {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut hasher = blake3::Hasher::new_keyed(self.session_tag_key.expose());
+        hasher.update(lo);
+        hasher.update(hi);
+        *hasher.finalize().as_bytes()
     }
 
     /// Keyed BLAKE3 of a payload, stored next to a client id.
@@ -109,6 +124,17 @@ mod tests {
         assert_ne!(keys.content_key, keys.idempotency_key);
         let other = GroupKeys::from_root(&Secret32::from_bytes([2; 32]));
         assert_ne!(keys.id, other.id);
+    }
+
+    #[test]
+    fn session_tags_are_symmetric_per_pair_and_hide_the_group_id() {
+        let keys = GroupKeys::from_root(&Secret32::from_bytes([1; 32]));
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        assert_eq!(keys.session_tag(&a, &b), keys.session_tag(&b, &a));
+        assert_ne!(keys.session_tag(&a, &b), keys.session_tag(&a, &c));
+        assert_ne!(keys.session_tag(&a, &b), keys.id.0);
+        let other = GroupKeys::from_root(&Secret32::from_bytes([2; 32]));
+        assert_ne!(keys.session_tag(&a, &b), other.session_tag(&a, &b));
     }
 
     #[test]

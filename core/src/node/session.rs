@@ -281,7 +281,7 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
     }
     inner.emit(Event::PeerConnected { peer });
     log::debug!("session with {} up ({direction:?})", peer.fmt_short());
-    let writer = tokio::spawn(write_loop(inner.clone(), send, cmd_rx));
+    let writer = tokio::spawn(write_loop(inner.clone(), peer, send, cmd_rx));
     let start = machine.lock().map(|mut m| m.start()).unwrap_or_default();
     for output in start {
         handle.forward(output);
@@ -374,7 +374,7 @@ async fn read_loop(
         };
         first = false;
         let message = match result {
-            Ok(m) => m,
+            Ok(m) => retag(inner, &peer, m, Way::In),
             Err(ReadFailure::Ended) => return,
             Err(ReadFailure::Bad(e)) => {
                 inner
@@ -515,8 +515,59 @@ async fn handle_outputs(
     keep_going
 }
 
-async fn write_frame(send: &mut SendStream, message: &Message) -> bool {
-    match frame::encode(message) {
+/// Which way a message crosses the wire, for [`retag`].
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Out,
+    In,
+}
+
+/// Renames the group a message is about between its id (inside this node) and its session
+/// tag (on the wire, see `GroupKeys::session_tag`), so frames never carry a group id. An
+/// incoming tag that matches none of our groups is left as it is: the session machine treats
+/// it as a group this node is not in.
+fn retag(inner: &Inner, peer: &EndpointId, message: Message, way: Way) -> Message {
+    let map = |group: Id32| -> Id32 {
+        let Ok(groups) = inner.groups_read() else {
+            return group;
+        };
+        let (me, them) = (inner.id.as_bytes(), peer.as_bytes());
+        match way {
+            Way::Out => groups
+                .get(&group)
+                .map(|g| g.keys.session_tag(me, them))
+                .unwrap_or(group),
+            Way::In => groups
+                .values()
+                .find(|g| g.keys.session_tag(me, them) == group)
+                .map(|g| g.keys.id.0)
+                .unwrap_or(group),
+        }
+    };
+    match message {
+        Message::Frontier { group, heads } => Message::Frontier {
+            group: map(group),
+            heads,
+        },
+        Message::Announce { group, heads } => Message::Announce {
+            group: map(group),
+            heads,
+        },
+        Message::Entries { group, entries } => Message::Entries {
+            group: map(group),
+            entries,
+        },
+        other => other,
+    }
+}
+
+async fn write_frame(
+    inner: &Inner,
+    peer: &EndpointId,
+    send: &mut SendStream,
+    message: Message,
+) -> bool {
+    match frame::encode(&retag(inner, peer, message, Way::Out)) {
         Ok(bytes) => send.write_all(&bytes).await.is_ok(),
         Err(e) => {
             log::error!("cannot encode frame: {e}");
@@ -527,6 +578,7 @@ async fn write_frame(send: &mut SendStream, message: &Message) -> bool {
 
 async fn write_loop(
     inner: Arc<Inner>,
+    peer: EndpointId,
     mut send: SendStream,
     mut cmds: mpsc::UnboundedReceiver<WriterCmd>,
 ) {
@@ -535,7 +587,7 @@ async fn write_loop(
     while let Some(cmd) = cmds.recv().await {
         match cmd {
             WriterCmd::Send(message) => {
-                if !write_frame(&mut send, &message).await {
+                if !write_frame(&inner, &peer, &mut send, message).await {
                     return;
                 }
             }
@@ -582,7 +634,8 @@ async fn write_loop(
                         pending = Some(read(last));
                     }
                     let entries = rows.into_iter().map(|(_, raw)| raw).collect();
-                    if !write_frame(&mut send, &Message::Entries { group, entries }).await {
+                    let message = Message::Entries { group, entries };
+                    if !write_frame(&inner, &peer, &mut send, message).await {
                         return;
                     }
                 }

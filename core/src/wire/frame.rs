@@ -17,7 +17,10 @@ pub struct Head {
     pub seq: u64,
 }
 
-/// A message of the `covey/sync/1` protocol.
+/// A message of the `covey/sync/1` protocol. On the wire, the `group` of `Frontier`,
+/// `Announce` and `Entries` is the group's per-pair session tag
+/// (`group::GroupKeys::session_tag`), never its id; the node translates at the frame boundary,
+/// so the session machine works with group ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// First message each side sends: what it speaks.
