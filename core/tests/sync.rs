@@ -330,3 +330,55 @@ async fn pause_stops_sync_and_resume_catches_up() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_dial_each_other_keep_one_stable_session() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path()).await;
+    let b = open(db.path()).await;
+    let group = a.join_passphrase(PASS, GROUP).await.unwrap().group_id;
+    b.join_passphrase(PASS, GROUP).await.unwrap();
+    let mut sub_a = a.subscribe();
+    // Both remember each other and dial at once: both must settle on the same connection.
+    let (ta, tb) = (a.addr().await.unwrap(), b.addr().await.unwrap());
+    let (ra, rb) = tokio::join!(a.add_peer(&tb), b.add_peer(&ta));
+    ra.unwrap();
+    rb.unwrap();
+    for i in 0..10 {
+        a.publish(&group, format!("a{i}").as_bytes(), None)
+            .await
+            .unwrap();
+        b.publish(&group, format!("b{i}").as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    wait_for_count(&a, &group, 20, 20).await;
+    wait_for_count(&b, &group, 20, 20).await;
+    // Settled: one session each way, and it stays up (no redial flapping).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut disconnects = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(10), sub_a.recv()).await
+    {
+        if matches!(event, Event::PeerDisconnected { .. }) {
+            disconnects += 1;
+        }
+    }
+    assert!(
+        disconnects <= 1,
+        "at most the duplicate connection was dropped, saw {disconnects}"
+    );
+    assert_eq!(a.status().await.unwrap().connected_peers, vec![b.node_id()]);
+    // A second later nothing more has dropped.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(10), sub_a.recv()).await
+    {
+        assert!(
+            !matches!(event, Event::PeerDisconnected { .. }),
+            "the settled session dropped"
+        );
+    }
+    assert_eq!(a.status().await.unwrap().connected_peers, vec![b.node_id()]);
+    assert_eq!(b.status().await.unwrap().connected_peers, vec![a.node_id()]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
