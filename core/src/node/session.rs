@@ -11,7 +11,8 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointAddr, EndpointId};
 use tokio::sync::mpsc;
 
-use super::{BACKOFF_MAX, BACKOFF_MIN, Event, Inner, SYNC_ALPN};
+use super::inner::{BACKOFF_MAX, BACKOFF_MIN, Inner};
+use super::{Event, SYNC_ALPN};
 use crate::store;
 use crate::sync::proto::{Output, SyncSession};
 use crate::wire::WireError;

@@ -1,0 +1,356 @@
+//! The state behind a [`super::Node`], shared with its background tasks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
+use tokio::sync::{Notify, broadcast, watch};
+
+use super::session::{self, Sessions};
+use super::types::{EntryId, Event, NodeConfig, SyncCounters};
+use crate::crypto::aead;
+use crate::error::{CoveyError, Result};
+use crate::group::{GroupId, GroupKeys};
+use crate::store::{self, DirLock, GroupRow, Store};
+use crate::sync::proto::{LocalView, SyncState};
+use crate::sync::verify;
+use crate::wire::entry::Id32;
+use crate::wire::frame::Head;
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs blocking work (SQLite, Argon2id, key stores) on tokio's blocking pool, off the async
+/// threads.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CoveyError::internal(format!("blocking task failed: {e}")))?
+}
+
+/// A joined group: its stored row, its keys, and the clock a publish needs.
+#[derive(Debug)]
+pub(super) struct GroupState {
+    pub(super) row: GroupRow,
+    pub(super) keys: GroupKeys,
+    /// Highest lamport clock stored in the group, kept here so a publish needs no query.
+    pub(super) max_lamport: AtomicU64,
+}
+
+impl GroupState {
+    pub(super) fn new(row: GroupRow, keys: GroupKeys, max_lamport: u64) -> Self {
+        Self {
+            row,
+            keys,
+            max_lamport: AtomicU64::new(max_lamport),
+        }
+    }
+}
+
+/// What the sync layer has seen since the node opened, reported by `status()`.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) published: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) duplicates: AtomicU64,
+    pub(super) rejected_entries: AtomicU64,
+    pub(super) rejected_frames: AtomicU64,
+    pub(super) incompatible_peers: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> SyncCounters {
+        SyncCounters {
+            published: self.published.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            rejected_entries: self.rejected_entries.load(Ordering::Relaxed),
+            rejected_frames: self.rejected_frames.load(Ordering::Relaxed),
+            incompatible_peers: self.incompatible_peers.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Shared state behind a [`Node`], reachable from its background tasks.
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) config: NodeConfig,
+    pub(super) secret: SecretKey,
+    pub(super) id: EndpointId,
+    pub(super) store: Arc<Store>,
+    pub(super) groups: RwLock<HashMap<Id32, Arc<GroupState>>>,
+    pub(super) sessions: Sessions,
+    /// Taken at shutdown, which ends every subscription.
+    pub(super) events: Mutex<Option<broadcast::Sender<Event>>>,
+    pub(super) counters: Counters,
+    pub(super) endpoint: Endpoint,
+    pub(super) closed: AtomicBool,
+    pub(super) shutdown: watch::Sender<bool>,
+    pub(super) paused: watch::Sender<bool>,
+    pub(super) redial: Notify,
+    /// Remembered and bootstrap peers, each with one dial loop.
+    pub(super) dialing: Mutex<HashSet<EndpointId>>,
+    /// Entries stored, all groups: counted once at open, then kept current.
+    pub(super) entry_count: AtomicU64,
+    pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(super) lock: Mutex<Option<DirLock>>,
+}
+
+/// A read-only picture of local state for the sans-IO session.
+#[derive(Debug, Default)]
+pub(super) struct Snapshot {
+    pub(super) groups: HashSet<Id32>,
+    pub(super) frontiers: HashMap<Id32, Vec<Head>>,
+}
+
+impl LocalView for Snapshot {
+    fn has_group(&self, group: &Id32) -> bool {
+        self.groups.contains(group)
+    }
+
+    fn groups(&self) -> Vec<Id32> {
+        let mut v: Vec<_> = self.groups.iter().copied().collect();
+        v.sort();
+        v
+    }
+
+    fn frontier(&self, group: &Id32) -> Vec<Head> {
+        self.frontiers.get(group).cloned().unwrap_or_default()
+    }
+}
+
+impl Inner {
+    pub(super) fn emit(&self, event: Event) {
+        // No subscribers is fine: events are a notification, the store is the truth.
+        if let Ok(events) = self.events.lock()
+            && let Some(tx) = events.as_ref()
+        {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Counts refused entries and reports them as one `rejected-entry` warning per batch (not
+    /// per entry: a frame of tiny bad entries must not become a flood of events and logs).
+    pub(super) fn report_rejected(
+        &self,
+        peer: EndpointId,
+        reasons: &[(&str, usize)],
+        first_detail: &str,
+    ) {
+        let total: usize = reasons.iter().map(|(_, n)| n).sum();
+        self.counters
+            .rejected_entries
+            .fetch_add(total as u64, Ordering::Relaxed);
+        let summary: Vec<String> = reasons.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        self.warn(
+            "rejected-entry",
+            format!(
+                "from {}: rejected {total} entries ({}); first: {first_detail}",
+                peer.fmt_short(),
+                summary.join(", ")
+            ),
+        );
+    }
+
+    /// Runs a write transaction that stores `n` entries (as `f` reports) and keeps
+    /// `entry_count` in step: raised before the commit, so `status()` never shows fewer entries
+    /// than a reader can already see, and lowered again if the commit fails.
+    pub(super) fn write_counting<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(u64, T)>,
+    ) -> Result<T> {
+        let mut added = 0;
+        let result = self.store.write(|tx| {
+            let (n, out) = f(tx)?;
+            added = n;
+            self.entry_count.fetch_add(n, Ordering::AcqRel);
+            Ok(out)
+        });
+        if result.is_err() {
+            self.entry_count.fetch_sub(added, Ordering::AcqRel);
+        }
+        result
+    }
+
+    pub(super) fn close_events(&self) {
+        if let Ok(mut events) = self.events.lock() {
+            events.take();
+        }
+    }
+
+    pub(super) fn warn(&self, kind: &str, message: String) {
+        log::warn!("{kind}: {message}");
+        self.emit(Event::Warning {
+            kind: kind.to_owned(),
+            message,
+        });
+    }
+
+    pub(super) fn groups_read(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, HashMap<Id32, Arc<GroupState>>>> {
+        self.groups
+            .read()
+            .map_err(|_| CoveyError::internal("group table lock poisoned"))
+    }
+
+    pub(super) fn groups_write(
+        &self,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<Id32, Arc<GroupState>>>> {
+        self.groups
+            .write()
+            .map_err(|_| CoveyError::internal("group table lock poisoned"))
+    }
+
+    pub(super) fn group(&self, id: &GroupId) -> Result<Arc<GroupState>> {
+        self.groups_read()?
+            .get(&id.0)
+            .cloned()
+            .ok_or_else(|| CoveyError::not_found(format!("no group {id} on this node")))
+    }
+
+    pub(super) async fn store_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        blocking(move || store.read(f)).await
+    }
+
+    pub(super) async fn store_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        blocking(move || store.write(f)).await
+    }
+
+    /// Group membership and the frontiers of `load` for a session to read.
+    pub(super) async fn snapshot(&self, load: Vec<Id32>) -> Result<Snapshot> {
+        let groups: HashSet<Id32> = self.groups_read()?.keys().copied().collect();
+        let load: Vec<Id32> = load.into_iter().filter(|g| groups.contains(g)).collect();
+        let frontiers = if load.is_empty() {
+            HashMap::new()
+        } else {
+            self.store_read(move |c| {
+                load.into_iter()
+                    .map(|g| Ok((g, store::frontier(c, &g)?)))
+                    .collect::<Result<HashMap<_, _>>>()
+            })
+            .await?
+        };
+        Ok(Snapshot { groups, frontiers })
+    }
+
+    /// Verifies and stores a batch from `peer`; reports, counts and fans out the result.
+    /// Returns the heads now held for the batch's authors and the group's new frontier.
+    pub(super) async fn ingest(
+        self: &Arc<Self>,
+        peer: EndpointId,
+        group: Id32,
+        entries: Vec<Vec<u8>>,
+    ) -> Result<(Vec<Head>, Snapshot)> {
+        let state = self
+            .groups_read()?
+            .get(&group)
+            .cloned()
+            .ok_or_else(|| CoveyError::not_found("entries for a group this node left"))?;
+        let rules = verify::Rules {
+            group_id: group,
+            epoch: state.row.epoch,
+            max_ciphertext: self.config.max_payload_bytes + aead::TAG_LEN,
+        };
+        let keys = state.clone();
+        let inner = self.clone();
+        let (outcome, frontier) = blocking(move || {
+            inner.write_counting(|tx| {
+                let outcome =
+                    verify::ingest_as_member(tx, &rules, Some(&keys.keys.content_key), entries)?;
+                let frontier = store::frontier(tx, &group)?;
+                Ok((outcome.stored.len() as u64, (outcome, frontier)))
+            })
+        })
+        .await?;
+        let c = &self.counters;
+        c.received
+            .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
+        c.duplicates
+            .fetch_add(outcome.duplicates, Ordering::Relaxed);
+        if let Some(first) = outcome.rejected.first() {
+            let mut reasons: Vec<(&str, usize)> = Vec::new();
+            for r in &outcome.rejected {
+                match reasons.iter_mut().find(|(k, _)| *k == r.reason) {
+                    Some((_, n)) => *n += 1,
+                    None => reasons.push((r.reason, 1)),
+                }
+            }
+            self.report_rejected(peer, &reasons, &first.detail);
+        }
+        let mut newest: HashMap<Id32, u64> = HashMap::new();
+        for (cursor, entry) in &outcome.stored {
+            let h = entry.header();
+            state.max_lamport.fetch_max(h.lamport, Ordering::AcqRel);
+            let seq = newest.entry(h.author).or_insert(0);
+            *seq = (*seq).max(h.seq);
+            if let Ok(author) = iroh::PublicKey::from_bytes(&h.author) {
+                self.emit(Event::EntryReceived {
+                    group_id: GroupId(group),
+                    cursor: *cursor,
+                    entry_id: EntryId(*entry.id()),
+                    author,
+                });
+            }
+        }
+        let held: Vec<Head> = newest
+            .iter()
+            .map(|(author, seq)| Head {
+                author: *author,
+                seq: *seq,
+            })
+            .collect();
+        let mut view = Snapshot {
+            groups: self.groups_read()?.keys().copied().collect(),
+            frontiers: HashMap::new(),
+        };
+        view.frontiers.insert(group, frontier);
+        Ok((held, view))
+    }
+
+    pub(super) fn spawn_dialer(self: Arc<Self>, addr: EndpointAddr) {
+        let peer = addr.id;
+        match self.dialing.lock() {
+            Ok(mut dialing) => {
+                if !dialing.insert(peer) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        let inner = self.clone();
+        let task = tokio::spawn(async move { session::dial_loop(inner, addr).await });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    pub(super) fn sync_state_changed(&self, group: Id32, state: SyncState) {
+        self.emit(Event::SyncStateChanged {
+            group_id: GroupId(group),
+            state,
+        });
+    }
+}
+
+/// Backoff for redialing a peer: doubles from `BACKOFF_MIN` up to `BACKOFF_MAX`, with jitter.
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(30);

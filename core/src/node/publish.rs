@@ -1,0 +1,92 @@
+//! Building, storing and reading back this node's entries.
+
+use std::sync::atomic::Ordering;
+
+use subtle::ConstantTimeEq;
+
+use super::inner::{GroupState, Inner, now_ms};
+use super::types::{Entry, EntryId, EntryMeta};
+use crate::crypto::aead;
+use crate::error::{CoveyError, ErrorKind, Result};
+use crate::group::{GroupId, GroupKeys};
+use crate::store;
+use crate::sync::verify;
+use crate::wire::entry::{ENTRY_VERSION, EntryHeader, EntryKind, SignedEntry};
+
+pub(super) fn publish_in(
+    tx: &rusqlite::Transaction<'_>,
+    inner: &Inner,
+    group: &GroupState,
+    payload: &[u8],
+    client_id: Option<&str>,
+) -> Result<(u64, SignedEntry, bool)> {
+    let gid = group.keys.id.0;
+    let mac = group.keys.payload_mac(payload);
+    if let Some(cid) = client_id
+        && let Some((entry_id, stored_mac)) = store::client_id(tx, &gid, cid)?
+    {
+        if !bool::from(stored_mac.as_slice().ct_eq(&mac)) {
+            return Err(CoveyError::new(
+                ErrorKind::IdempotencyConflict,
+                format!("client_id {cid:?} was already used with a different payload"),
+            ));
+        }
+        let row = store::entry_by_id(tx, &gid, &entry_id)?
+            .ok_or_else(|| CoveyError::storage("client_id refers to a missing entry"))?;
+        let entry = SignedEntry::decode(row.raw, usize::MAX)
+            .map_err(|e| CoveyError::storage(format!("corrupt stored entry: {e}")))?;
+        return Ok((row.cursor, entry, false));
+    }
+    let me = *inner.id.as_bytes();
+    let (seq, prev) = match store::head(tx, &gid, &me)? {
+        Some((seq, id)) => (seq + 1, id),
+        None => (1, [0u8; 32]),
+    };
+    let header = EntryHeader {
+        version: ENTRY_VERSION,
+        kind: EntryKind::Data,
+        group_id: gid,
+        author: me,
+        seq,
+        prev,
+        // Capped so every honest clock stays within what peers accept.
+        lamport: (group.max_lamport.load(Ordering::Acquire) + 1).min(verify::MAX_LAMPORT),
+        epoch: group.row.epoch,
+        timestamp_ms: now_ms(),
+        nonce: aead::random_nonce(),
+    };
+    let entry = SignedEntry::seal(header, &group.keys.content_key, &inner.secret, payload)?;
+    let cursor = store::insert_entry(tx, &entry)?;
+    // Raised before commit; if the commit fails the clock is merely ahead, which is harmless.
+    group
+        .max_lamport
+        .fetch_max(entry.header().lamport, Ordering::AcqRel);
+    if let Some(cid) = client_id {
+        store::put_client_id(tx, &gid, cid, entry.id(), &mac)?;
+    }
+    Ok((cursor, entry, true))
+}
+
+pub(super) fn meta_of(cursor: u64, entry: &SignedEntry) -> Result<EntryMeta> {
+    let h = entry.header();
+    Ok(EntryMeta {
+        cursor,
+        entry_id: EntryId(*entry.id()),
+        group_id: GroupId(h.group_id),
+        author: iroh::PublicKey::from_bytes(&h.author)
+            .map_err(|_| CoveyError::storage("stored entry has an invalid author"))?,
+        seq: h.seq,
+        lamport: h.lamport,
+        timestamp_ms: h.timestamp_ms,
+    })
+}
+
+pub(super) fn open_row(row: store::StoredRow, keys: &GroupKeys) -> Result<Entry> {
+    let entry = SignedEntry::decode(row.raw, usize::MAX)
+        .map_err(|e| CoveyError::storage(format!("corrupt stored entry: {e}")))?;
+    let payload = entry.open(&keys.content_key)?;
+    Ok(Entry {
+        meta: meta_of(row.cursor, &entry)?,
+        payload: payload.to_vec(),
+    })
+}
