@@ -13,6 +13,7 @@ use super::types::{EntryId, Event, NodeConfig, SyncCounters};
 use crate::crypto::aead;
 use crate::error::{CoveyError, Result};
 use crate::group::{GroupId, GroupKeys};
+use crate::keystore::KeyStore;
 use crate::store::{self, DirLock, GroupRow, Store};
 use crate::sync::proto::{LocalView, SyncState};
 use crate::sync::verify;
@@ -84,6 +85,8 @@ impl Counters {
 #[derive(Debug)]
 pub(super) struct Inner {
     pub(super) config: NodeConfig,
+    /// Where secrets live: the app's key store, or 0600 files in the data dir.
+    pub(super) key_store: Arc<dyn KeyStore>,
     pub(super) secret: SecretKey,
     pub(super) id: EndpointId,
     pub(super) store: Arc<Store>,

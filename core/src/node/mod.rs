@@ -109,6 +109,7 @@ impl Node {
             entry_count: AtomicU64::new(entry_count),
             tasks: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
+            key_store,
             config,
         });
         let router = Router::builder(endpoint)
@@ -227,7 +228,7 @@ impl Node {
         };
         let already = self.inner.groups_read()?.contains_key(&id.0);
         if !already {
-            let key_store = self.key_store();
+            let key_store = self.inner.key_store.clone();
             let row2 = row.clone();
             let store = self.inner.store.clone();
             blocking(move || {
@@ -247,13 +248,6 @@ impl Node {
             inner.sessions.each(|s| s.on_group_joined(id.0, &view));
         }
         self.group_info(&id).await
-    }
-
-    fn key_store(&self) -> Arc<dyn KeyStore> {
-        match &self.inner.config.key_store {
-            Some(ks) => ks.clone(),
-            None => Arc::new(FileKeyStore::new(&self.inner.config.data_dir)),
-        }
     }
 
     async fn group_info(&self, id: &GroupId) -> Result<GroupInfo> {
