@@ -8,30 +8,12 @@
 //! ```
 //! Nodes bind 127.0.0.1 and dial nobody.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-/// Polls `fut` to completion on this thread, parking between wake-ups: a stand-in for a
-/// foreign executor that knows nothing of tokio.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park(),
-        }
-    }
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::block_on;
 
 fn arg(i: usize, default: usize) -> usize {
     std::env::args()
@@ -85,17 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. The FFI layer's Node, from a plain thread.
     block_on(async {
-        let node = covey_ffi::Node::open(covey_ffi::NodeConfig {
-            data_dir: tmp.path().join("ffi").display().to_string(),
-            bind_addr: Some("127.0.0.1:0".into()),
-            bootstrap: Vec::new(),
-            relay_urls: Vec::new(),
-            key_store: None,
-            durability: None,
-            nat_traversal: false,
-            max_payload_bytes: None,
-        })
-        .await?;
+        let node = covey_ffi::Node::open(support::loopback_config(&tmp.path().join("ffi"))).await?;
         let group = node
             .join_passphrase("bench passphrase".into(), "bench".into())
             .await?;

@@ -86,6 +86,10 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 #[cfg(test)]
+#[path = "../tests/support/executor.rs"]
+mod support;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -111,28 +115,7 @@ mod tests {
     #[test]
     fn runs_from_an_executor_that_is_not_tokio() {
         // A plain thread with a minimal block_on stands in for a foreign executor.
-        let value = futures_block_on(run(async { Ok::<_, covey_core::CoveyError>(7) }));
+        let value = super::support::block_on(run(async { Ok::<_, covey_core::CoveyError>(7) }));
         assert_eq!(value.expect("ok"), 7);
-    }
-
-    /// Polls a future to completion on this thread with a parking waker.
-    fn futures_block_on<F: Future>(fut: F) -> F::Output {
-        use std::sync::Arc;
-        use std::task::{Context, Poll, Wake, Waker};
-        struct Unpark(std::thread::Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut fut = std::pin::pin!(fut);
-        loop {
-            match fut.as_mut().poll(&mut cx) {
-                Poll::Ready(v) => return v,
-                Poll::Pending => std::thread::park(),
-            }
-        }
     }
 }

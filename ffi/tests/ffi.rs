@@ -2,46 +2,20 @@
 //! threads, with app-implemented listeners and key stores. Nodes bind 127.0.0.1 only.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use covey_ffi::{
     CoveyError, Event, EventListener, KeyStore, KeyStoreError, ListenerError, Node, NodeConfig,
 };
 
-/// Polls `fut` to completion on this thread: no tokio context, like Python or Swift.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park(),
-        }
-    }
-}
+mod support;
+
+use support::block_on;
 
 fn config(dir: &std::path::Path) -> NodeConfig {
-    NodeConfig {
-        data_dir: dir.display().to_string(),
-        bind_addr: Some("127.0.0.1:0".into()),
-        bootstrap: Vec::new(),
-        relay_urls: Vec::new(),
-        key_store: None,
-        durability: None,
-        nat_traversal: false,
-        max_payload_bytes: None,
-    }
+    support::loopback_config(dir)
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
