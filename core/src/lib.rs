@@ -19,7 +19,7 @@ pub use group::{GroupId, GroupKind};
 pub use iroh::EndpointId;
 pub use keystore::{FileKeyStore, KeyStore};
 pub use node::{
-    Entry, EntryId, EntryMeta, Event, GroupInfo, Member, Node, NodeConfig, NodeStatus,
+    Delivery, Entry, EntryId, EntryMeta, Event, GroupInfo, Member, Node, NodeConfig, NodeStatus,
     Subscription, SyncCounters,
 };
 pub use store::Durability;

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 use tokio::sync::{Notify, broadcast, watch};
@@ -38,6 +38,18 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| CoveyError::internal(format!("blocking task failed: {e}")))?
 }
 
+/// What storing a batch from a peer came to.
+pub(super) struct Ingested {
+    /// Per author, the highest seq newly stored.
+    pub(super) stored: Vec<Head>,
+    /// Per author, the highest seq the batch held (stored or already held).
+    pub(super) held: Vec<Head>,
+    /// Each entry of the batch that was already held.
+    pub(super) duplicates: Vec<Head>,
+    /// Local state after the batch, for the session.
+    pub(super) view: Snapshot,
+}
+
 /// A joined group: its stored row, its keys, and the clock a publish needs.
 #[derive(Debug)]
 pub(super) struct GroupState {
@@ -66,6 +78,10 @@ pub(super) struct Counters {
     pub(super) rejected_entries: AtomicU64,
     pub(super) rejected_frames: AtomicU64,
     pub(super) incompatible_peers: AtomicU64,
+    pub(super) replayed: AtomicU64,
+    pub(super) dropped_frames: AtomicU64,
+    pub(super) rate_limited: AtomicU64,
+    pub(super) peer_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -77,6 +93,10 @@ impl Counters {
             rejected_entries: self.rejected_entries.load(Ordering::Relaxed),
             rejected_frames: self.rejected_frames.load(Ordering::Relaxed),
             incompatible_peers: self.incompatible_peers.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
+            dropped_frames: self.dropped_frames.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            peer_timeouts: self.peer_timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -84,6 +104,8 @@ impl Counters {
 /// Shared state behind a [`Node`], reachable from its background tasks.
 #[derive(Debug)]
 pub(super) struct Inner {
+    /// When the node opened: the zero of the monotonic clock sessions run on.
+    pub(super) started: std::time::Instant,
     pub(super) config: NodeConfig,
     /// Where secrets live: the app's key store, or 0600 files in the data dir.
     pub(super) key_store: Arc<dyn KeyStore>,
@@ -190,6 +212,11 @@ impl Inner {
         }
     }
 
+    /// Milliseconds since the node opened, monotonic: the clock sync sessions run on.
+    pub(super) fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     pub(super) fn warn(&self, kind: &str, message: String) {
         log::warn!("{kind}: {message}");
         self.emit(Event::Warning {
@@ -261,7 +288,7 @@ impl Inner {
         peer: EndpointId,
         group: Id32,
         entries: Vec<Vec<u8>>,
-    ) -> Result<(Vec<Head>, Snapshot)> {
+    ) -> Result<Ingested> {
         let state = self
             .groups_read()?
             .get(&group)
@@ -313,19 +340,31 @@ impl Inner {
                 });
             }
         }
-        let held: Vec<Head> = newest
-            .iter()
-            .map(|(author, seq)| Head {
-                author: *author,
-                seq: *seq,
-            })
-            .collect();
+        let to_heads = |m: &HashMap<Id32, u64>| -> Vec<Head> {
+            m.iter()
+                .map(|(author, seq)| Head {
+                    author: *author,
+                    seq: *seq,
+                })
+                .collect()
+        };
+        let stored = to_heads(&newest);
+        for dup in &outcome.duplicate_heads {
+            let seq = newest.entry(dup.author).or_insert(0);
+            *seq = (*seq).max(dup.seq);
+        }
+        let held = to_heads(&newest);
         let mut view = Snapshot {
             groups: self.groups_read()?.keys().copied().collect(),
             frontiers: HashMap::new(),
         };
         view.frontiers.insert(group, frontier);
-        Ok((held, view))
+        Ok(Ingested {
+            stored,
+            held,
+            duplicates: outcome.duplicate_heads,
+            view,
+        })
     }
 
     pub(super) fn spawn_dialer(self: Arc<Self>, addr: EndpointAddr) {
@@ -353,7 +392,3 @@ impl Inner {
         });
     }
 }
-
-/// Backoff for redialing a peer: doubles from `BACKOFF_MIN` up to `BACKOFF_MAX`, with jitter.
-pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(200);
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(30);

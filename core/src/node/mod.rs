@@ -1,5 +1,6 @@
 //! [`Node`]: the facade that wires identity, store, groups and sync together.
 
+mod delivery;
 mod events;
 mod inner;
 mod publish;
@@ -7,7 +8,7 @@ mod session;
 mod setup;
 mod types;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -16,6 +17,7 @@ use iroh::protocol::Router;
 use iroh_tickets::endpoint::EndpointTicket;
 use tokio::sync::{Notify, broadcast, watch};
 
+pub use delivery::Delivery;
 pub use events::Subscription;
 pub use types::*;
 
@@ -24,6 +26,7 @@ use crate::error::{CoveyError, Result};
 use crate::group::{GroupId, GroupKeys, GroupKind};
 use crate::keystore::{FileKeyStore, KeyStore};
 use crate::store::{self, DirLock, GroupRow, Store};
+use crate::wire::entry::Id32;
 use inner::{Counters, GroupState, Inner, blocking, now_ms};
 use publish::{meta_of, open_row, publish_in};
 use session::Sessions;
@@ -94,6 +97,7 @@ impl Node {
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             id: secret.public(),
+            started: std::time::Instant::now(),
             secret,
             store,
             groups: RwLock::new(groups),
@@ -254,11 +258,15 @@ impl Node {
         let state = self.inner.group(id)?;
         let gid = id.0;
         let me = *self.inner.id.as_bytes();
-        let authors = self
+        let known = self
             .inner
-            .store_read(move |c| store::authors(c, &gid))
+            .store_read(move |c| {
+                let mut known: BTreeSet<Id32> = store::authors(c, &gid)?.into_iter().collect();
+                known.extend(store::peers_in_group(c, &gid)?);
+                Ok(known)
+            })
             .await?;
-        let count = authors.len() + usize::from(!authors.contains(&me));
+        let count = known.len() + usize::from(!known.contains(&me));
         Ok(GroupInfo {
             group_id: *id,
             name: state.row.name.clone(),
@@ -285,26 +293,30 @@ impl Node {
         Ok(out)
     }
 
-    /// Members of a group known to this node: every author seen, and this node.
+    /// Members of a group known to this node: every author seen, every peer that has
+    /// acknowledged entries of the group (see [`Node::delivery`]), and this node.
     pub async fn members(&self, group_id: &GroupId) -> Result<Vec<Member>> {
         self.check_open()?;
         self.inner.group(group_id)?;
         let gid = group_id.0;
-        let heads = self
+        let (heads, peers) = self
             .inner
-            .store_read(move |c| store::frontier(c, &gid))
+            .store_read(move |c| Ok((store::frontier(c, &gid)?, store::peers_in_group(c, &gid)?)))
             .await?;
+        // Ordered by node id; a peer that authored nothing here has last_seq 0.
+        let mut known: BTreeMap<Id32, u64> = heads.iter().map(|h| (h.author, h.seq)).collect();
+        for peer in peers {
+            known.entry(peer).or_insert(0);
+        }
         let me = self.inner.id;
-        let mut out: Vec<Member> = heads
+        let mut out: Vec<Member> = known
             .iter()
-            .filter_map(|h| {
-                iroh::PublicKey::from_bytes(&h.author)
-                    .ok()
-                    .map(|node_id| Member {
-                        node_id,
-                        is_self: node_id == me,
-                        last_seq: h.seq,
-                    })
+            .filter_map(|(id, seq)| {
+                iroh::PublicKey::from_bytes(id).ok().map(|node_id| Member {
+                    node_id,
+                    is_self: node_id == me,
+                    last_seq: *seq,
+                })
             })
             .collect();
         if !out.iter().any(|m| m.is_self) {

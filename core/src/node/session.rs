@@ -1,5 +1,7 @@
 //! Drives [`SyncSession`]s over iroh connections: one bi-stream per peer, a reader that
-//! feeds frames to the machine and a writer that carries out its sends.
+//! rate-limits and feeds frames to the machine, a writer that drains the peer's [`Outbox`]
+//! (reading entry batches from the store only when the link can take them), and a timer
+//! that runs the machine's keepalive and failure detector.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,11 +11,14 @@ use std::time::Duration;
 use iroh::endpoint::{Connection, ReadExactError, RecvStream, SendStream};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointAddr, EndpointId};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
-use super::inner::{BACKOFF_MAX, BACKOFF_MIN, Inner};
+use super::inner::Inner;
 use super::{Event, SYNC_ALPN};
 use crate::store;
+use crate::sync::backoff::Backoff;
+use crate::sync::limits::PeerLimiter;
+use crate::sync::outbox::{Outbox, Work};
 use crate::sync::proto::{Output, SyncSession};
 use crate::wire::WireError;
 use crate::wire::entry::Id32;
@@ -21,8 +26,11 @@ use crate::wire::frame::{self, LENGTH_PREFIX, Message};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH_MAX_ENTRIES: u32 = 1024;
+/// How often the session timers run.
+const TICK: Duration = Duration::from_millis(500);
+/// One rate-limit warning per peer per this long; every held-back frame is still counted.
+const RATE_WARNING_EVERY_MS: u64 = 10_000;
 
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +39,12 @@ enum Direction {
     Incoming,
 }
 
-/// What the writer task does next.
+/// A session's machine and send queue, locked together so what the machine decides is
+/// queued in the order it decided it.
 #[derive(Debug)]
-enum WriterCmd {
-    Send(Message),
-    Range {
-        group: Id32,
-        author: Id32,
-        after_seq: u64,
-        up_to_seq: u64,
-    },
-    Close,
+struct PeerState {
+    machine: SyncSession,
+    outbox: Outbox,
 }
 
 /// A live session as the rest of the node sees it.
@@ -49,8 +52,8 @@ enum WriterCmd {
 pub(super) struct SessionHandle {
     serial: u64,
     direction: Direction,
-    machine: Arc<Mutex<SyncSession>>,
-    cmds: mpsc::UnboundedSender<WriterCmd>,
+    state: Arc<Mutex<PeerState>>,
+    wake: Arc<Notify>,
     conn: Connection,
 }
 
@@ -79,19 +82,16 @@ impl Sessions {
             .unwrap_or(false)
     }
 
-    /// Runs `f` on every live session's machine and carries out what it returns.
+    /// Runs `f` on every live session's machine and queues what it sends. Only sends are
+    /// expected from the callers (local entries, joined groups); anything else is logged.
     pub(super) fn each(&self, mut f: impl FnMut(&mut SyncSession) -> Vec<Output>) {
         let handles: Vec<SessionHandle> = match self.map.lock() {
             Ok(m) => m.values().cloned().collect(),
             Err(_) => return,
         };
         for handle in handles {
-            let outputs = match handle.machine.lock() {
-                Ok(mut m) => f(&mut m),
-                Err(_) => continue,
-            };
-            for output in outputs {
-                handle.forward(output);
+            for rest in handle.apply(|m| f(m)) {
+                log::debug!("session output outside a session task: {rest:?}");
             }
         }
     }
@@ -144,28 +144,25 @@ impl Sessions {
 }
 
 impl SessionHandle {
-    /// Sends writer-bound outputs to the writer; the rest are the caller's.
-    fn forward(&self, output: Output) -> Option<Output> {
-        let cmd = match output {
-            Output::Send(m) => WriterCmd::Send(m),
-            Output::SendRange {
-                group,
-                author,
-                after_seq,
-                up_to_seq,
-            } => WriterCmd::Range {
-                group,
-                author,
-                after_seq,
-                up_to_seq,
-            },
-            Output::Close { .. } => WriterCmd::Close,
-            other => return Some(other),
+    /// Runs `f` on the machine, queues its sends in the outbox, wakes the writer, and
+    /// returns the outputs that are the caller's to carry out.
+    fn apply(&self, f: impl FnOnce(&mut SyncSession) -> Vec<Output>) -> Vec<Output> {
+        let Ok(mut state) = self.state.lock() else {
+            return Vec::new();
         };
-        // The writer is gone only when the session is ending; nothing is lost, since the
-        // next session starts from a fresh frontier exchange.
-        let _ = self.cmds.send(cmd);
-        None
+        let outputs = f(&mut state.machine);
+        let rest: Vec<Output> = outputs
+            .into_iter()
+            .filter_map(|o| state.outbox.push(o))
+            .collect();
+        drop(state);
+        self.wake.notify_one();
+        rest
+    }
+
+    /// Queues outputs (some possibly sends) and returns the rest.
+    fn queue(&self, outputs: Vec<Output>) -> Vec<Output> {
+        self.apply(|_| outputs)
     }
 }
 
@@ -202,7 +199,7 @@ pub(super) async fn dial_loop(inner: Arc<Inner>, addr: EndpointAddr) {
     let peer = addr.id;
     let mut shutdown = inner.shutdown.subscribe();
     let mut paused = inner.paused.subscribe();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::default();
     loop {
         if *shutdown.borrow() {
             return;
@@ -228,7 +225,7 @@ pub(super) async fn dial_loop(inner: Arc<Inner>, addr: EndpointAddr) {
         .await;
         match attempt {
             Ok(Ok(conn)) => {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 run(inner.clone(), conn, Direction::Outgoing).await;
                 // Let a duplicate-connection tie-break settle before looking again.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -239,13 +236,12 @@ pub(super) async fn dial_loop(inner: Arc<Inner>, addr: EndpointAddr) {
         if inner.sessions.contains(&peer) {
             continue;
         }
-        let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
+        let delay = backoff.next_delay(rand::random());
         tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = inner.redial.notified() => { backoff = BACKOFF_MIN; }
+            _ = tokio::time::sleep(delay) => {}
+            _ = inner.redial.notified() => backoff.reset(),
             _ = shutdown.changed() => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -266,14 +262,17 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
             return;
         }
     };
-    let (cmds, cmd_rx) = mpsc::unbounded_channel();
     let serial = inner.sessions.serial.fetch_add(1, Ordering::Relaxed);
-    let machine = Arc::new(Mutex::new(SyncSession::new()));
+    let mut machine = SyncSession::new().with_timers(inner.config.timers);
+    machine.advance(inner.clock_ms());
     let handle = SessionHandle {
         serial,
         direction,
-        machine: machine.clone(),
-        cmds,
+        state: Arc::new(Mutex::new(PeerState {
+            machine,
+            outbox: Outbox::new(),
+        })),
+        wake: Arc::new(Notify::new()),
         conn: conn.clone(),
     };
     if !inner.sessions.register(inner.id, peer, handle.clone()) {
@@ -282,32 +281,63 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
     }
     inner.emit(Event::PeerConnected { peer });
     log::debug!("session with {} up ({direction:?})", peer.fmt_short());
-    let writer = tokio::spawn(write_loop(inner.clone(), peer, send, cmd_rx));
-    let start = machine.lock().map(|mut m| m.start()).unwrap_or_default();
-    for output in start {
-        handle.forward(output);
-    }
+    let writer = tokio::spawn(write_loop(inner.clone(), peer, send, handle.clone()));
+    handle.apply(|m| m.start());
     let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE_FRAMES);
-    let ingester = tokio::spawn(ingest_loop(
-        inner.clone(),
-        peer,
-        machine.clone(),
-        handle.clone(),
-        ingest_rx,
-    ));
-    read_loop(&inner, peer, recv, &machine, &handle, &ingest_tx).await;
+    let ingester = tokio::spawn(ingest_loop(inner.clone(), peer, handle.clone(), ingest_rx));
+    tokio::select! {
+        _ = read_loop(&inner, peer, recv, &handle, &ingest_tx) => {}
+        _ = tick_loop(&inner, peer, &handle) => {}
+    }
     // Batches already read are still stored (at most INGEST_QUEUE_FRAMES of them).
     drop(ingest_tx);
     let _ = ingester.await;
-    let _ = handle.cmds.send(WriterCmd::Close);
-    drop(handle);
+    handle.queue(vec![Output::Close {
+        reason: "session over".into(),
+    }]);
     // Give the writer a moment to flush a final refusal before the connection closes.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if let Ok(state) = handle.state.lock() {
+        inner
+            .counters
+            .dropped_frames
+            .fetch_add(state.outbox.dropped(), Ordering::Relaxed);
+    }
     if inner.sessions.unregister(&peer, serial) {
         inner.emit(Event::PeerDisconnected { peer });
     }
     conn.close(0u32.into(), b"bye");
     log::debug!("session with {} down", peer.fmt_short());
+}
+
+/// Runs the machine's timers: handshake timeout, keepalive pings and the failure detector.
+/// Returns when the machine ends the session.
+async fn tick_loop(inner: &Arc<Inner>, peer: EndpointId, handle: &SessionHandle) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = inner.clock_ms();
+        let outputs = handle.apply(|m| m.on_tick(now));
+        let mut closing = false;
+        for output in outputs {
+            if let Output::Warn { kind, message } = output {
+                if kind == "peer-timeout" {
+                    inner.counters.peer_timeouts.fetch_add(1, Ordering::Relaxed);
+                    closing = true;
+                }
+                if kind == "handshake-timeout" {
+                    closing = true;
+                }
+                inner.warn(kind, format!("peer {}: {message}", peer.fmt_short()));
+            }
+        }
+        if closing {
+            // The writer has the close queued; give it a moment, then stop reading.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+    }
 }
 
 enum ReadFailure {
@@ -317,7 +347,11 @@ enum ReadFailure {
     Bad(WireError),
 }
 
-async fn read_frame(recv: &mut RecvStream, max_frame: usize) -> Result<Message, ReadFailure> {
+/// Reads one frame; returns it with its size on the wire.
+async fn read_frame(
+    recv: &mut RecvStream,
+    max_frame: usize,
+) -> Result<(Message, usize), ReadFailure> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -344,38 +378,55 @@ async fn read_frame(recv: &mut RecvStream, max_frame: usize) -> Result<Message, 
             )));
         }
     }
-    frame::decode(&body).map_err(ReadFailure::Bad)
+    let message = frame::decode(&body).map_err(ReadFailure::Bad)?;
+    Ok((message, LENGTH_PREFIX + len))
+}
+
+/// Waits until the peer's rate limits allow a frame of `bytes`: while it is over budget we
+/// stop reading, so QUIC flow control slows it down and nothing it sent is lost.
+async fn throttle(
+    inner: &Inner,
+    peer: EndpointId,
+    limiter: &mut PeerLimiter,
+    bytes: usize,
+    last_warning: &mut Option<u64>,
+) {
+    let mut counted = false;
+    loop {
+        let now = inner.clock_ms();
+        let Err(wait_ms) = limiter.check(now, bytes) else {
+            return;
+        };
+        if !counted {
+            counted = true;
+            inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            if last_warning.is_none_or(|t| now.saturating_sub(t) >= RATE_WARNING_EVERY_MS) {
+                *last_warning = Some(now);
+                inner.warn(
+                    "rate-limited",
+                    format!(
+                        "peer {} is sending faster than its limit; reading from it is held back",
+                        peer.fmt_short()
+                    ),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(wait_ms.min(1000))).await;
+    }
 }
 
 async fn read_loop(
     inner: &Arc<Inner>,
     peer: EndpointId,
     mut recv: RecvStream,
-    machine: &Arc<Mutex<SyncSession>>,
     handle: &SessionHandle,
     ingest: &IngestQueue,
 ) {
-    let mut first = true;
+    let mut limiter = PeerLimiter::new(inner.config.rate_limits);
+    let mut last_warning = None;
     loop {
-        let next = read_frame(&mut recv, inner.config.max_frame_bytes);
-        let result = if first {
-            // A peer that connects and never says hello must not hold a session forever.
-            match tokio::time::timeout(HELLO_TIMEOUT, next).await {
-                Ok(r) => r,
-                Err(_) => {
-                    inner.warn(
-                        "handshake-timeout",
-                        format!("{} sent no hello", peer.fmt_short()),
-                    );
-                    return;
-                }
-            }
-        } else {
-            next.await
-        };
-        first = false;
-        let message = match result {
-            Ok(m) => retag(inner, &peer, m, Way::In),
+        let (message, bytes) = match read_frame(&mut recv, inner.config.max_frame_bytes).await {
+            Ok((m, bytes)) => (retag(inner, &peer, m, Way::In), bytes),
             Err(ReadFailure::Ended) => return,
             Err(ReadFailure::Bad(e)) => {
                 inner
@@ -386,19 +437,27 @@ async fn read_loop(
                     "rejected-frame",
                     format!("from {}: {e}; closing", peer.fmt_short()),
                 );
-                let _ = handle.cmds.send(WriterCmd::Send(Message::Refuse {
-                    code: frame::RefuseCode::ProtocolViolation as u16,
-                    reason: e.to_string(),
-                }));
+                handle.queue(vec![
+                    Output::Send(Message::Refuse {
+                        code: frame::RefuseCode::ProtocolViolation as u16,
+                        reason: e.to_string(),
+                    }),
+                    Output::Close {
+                        reason: e.to_string(),
+                    },
+                ]);
                 return;
             }
         };
+        throttle(inner, peer, &mut limiter, bytes, &mut last_warning).await;
         let load = match &message {
             Message::Hello { .. } => inner
                 .groups_read()
                 .map(|g| g.keys().copied().collect())
                 .unwrap_or_default(),
-            Message::Frontier { group, .. } | Message::Announce { group, .. } => vec![*group],
+            Message::Frontier { group, .. }
+            | Message::Announce { group, .. }
+            | Message::Ack { group, .. } => vec![*group],
             _ => Vec::new(),
         };
         let view = match inner.snapshot(load).await {
@@ -408,11 +467,12 @@ async fn read_loop(
                 return;
             }
         };
-        let outputs = match machine.lock() {
-            Ok(mut m) => m.on_message(message, &view),
-            Err(_) => return,
-        };
-        if !handle_outputs(inner, peer, machine, handle, outputs, Some(ingest)).await {
+        let now = inner.clock_ms();
+        let outputs = handle.apply(|m| {
+            m.advance(now);
+            m.on_message(message, &view)
+        });
+        if !handle_outputs(inner, peer, handle, outputs, Some(ingest)).await {
             return;
         }
     }
@@ -428,25 +488,24 @@ const INGEST_QUEUE_FRAMES: usize = 2;
 async fn ingest_loop(
     inner: Arc<Inner>,
     peer: EndpointId,
-    machine: Arc<Mutex<SyncSession>>,
     handle: SessionHandle,
     mut queue: mpsc::Receiver<(Id32, Vec<Vec<u8>>)>,
 ) {
     while let Some((group, entries)) = queue.recv().await {
         let batch = vec![Output::Ingest { group, entries }];
-        if !handle_outputs(&inner, peer, &machine, &handle, batch, None).await {
+        if !handle_outputs(&inner, peer, &handle, batch, None).await {
             handle.conn.close(2u32.into(), b"cannot store entries");
             return;
         }
     }
 }
 
-/// Carries out a machine's outputs; false when the session should end. Batches to store go
-/// to `ingest` when given, and are stored here otherwise.
+/// Carries out the outputs that are not sends (those are queued already); false when the
+/// session should end. Batches to store go to `ingest` when given, and are stored here
+/// otherwise.
 async fn handle_outputs(
     inner: &Arc<Inner>,
     peer: EndpointId,
-    machine: &Arc<Mutex<SyncSession>>,
     handle: &SessionHandle,
     outputs: Vec<Output>,
     ingest: Option<&IngestQueue>,
@@ -454,13 +513,14 @@ async fn handle_outputs(
     let mut queue: std::collections::VecDeque<Output> = outputs.into();
     let mut keep_going = true;
     while let Some(output) = queue.pop_front() {
-        if matches!(output, Output::Close { .. }) {
-            keep_going = false;
-        }
-        let Some(output) = handle.forward(output) else {
-            continue;
-        };
         match output {
+            Output::Send(_) | Output::SendRange { .. } => {
+                queue.extend(handle.queue(vec![output]));
+            }
+            Output::Close { .. } => {
+                keep_going = false;
+                handle.queue(vec![output]);
+            }
             Output::Ingest { group, entries } if ingest.is_some() => {
                 let Some(queue) = ingest else { continue };
                 if queue.send((group, entries)).await.is_err() {
@@ -468,13 +528,22 @@ async fn handle_outputs(
                 }
             }
             Output::Ingest { group, entries } => match inner.ingest(peer, group, entries).await {
-                Ok((held, view)) => {
-                    let more = match machine.lock() {
-                        Ok(mut m) => m.on_ingested(group, &held, &view),
-                        Err(_) => return false,
-                    };
+                Ok(done) => {
+                    let mut replayed = 0;
+                    let more = handle.apply(|m| {
+                        let (n, mut out) = m.count_replayed(group, &done.duplicates);
+                        replayed = n;
+                        out.extend(m.on_ingested(group, &done.held, &done.view));
+                        out
+                    });
+                    if replayed > 0 {
+                        inner
+                            .counters
+                            .replayed
+                            .fetch_add(replayed, Ordering::Relaxed);
+                    }
                     queue.extend(more);
-                    for head in held {
+                    for head in done.stored {
                         inner
                             .sessions
                             .each(|s| s.on_local_entry(group, head.author, head.seq));
@@ -486,6 +555,18 @@ async fn handle_outputs(
                     return false;
                 }
             },
+            Output::PeerHeads { group, heads } => {
+                let store = inner.store.clone();
+                let peer_id = *peer.as_bytes();
+                let saved = super::inner::blocking(move || {
+                    store.write(|tx| store::record_peer_heads(tx, &group, &peer_id, &heads))
+                })
+                .await;
+                if let Err(e) = saved {
+                    // Receipts are advisory: losing one never loses data, so the session goes on.
+                    log::warn!("recording receipts from {}: {e}", peer.fmt_short());
+                }
+            }
             Output::StateChanged { group, state } => inner.sync_state_changed(group, state),
             Output::Rejected {
                 count,
@@ -510,7 +591,6 @@ async fn handle_outputs(
                 }
                 inner.warn(kind, format!("peer {}: {message}", peer.fmt_short()));
             }
-            Output::Send(_) | Output::SendRange { .. } | Output::Close { .. } => {}
         }
     }
     keep_going
@@ -558,6 +638,10 @@ fn retag(inner: &Inner, peer: &EndpointId, message: Message, way: Way) -> Messag
             group: map(group),
             entries,
         },
+        Message::Ack { group, heads } => Message::Ack {
+            group: map(group),
+            heads,
+        },
         other => other,
     }
 }
@@ -577,73 +661,106 @@ async fn write_frame(
     }
 }
 
+/// A batch read from the store, ahead of being needed.
+type Rows = crate::error::Result<Vec<(u64, Vec<u8>)>>;
+struct Prefetch {
+    group: Id32,
+    author: Id32,
+    from: u64,
+    task: tokio::task::JoinHandle<Rows>,
+}
+
+/// Drains the peer's outbox onto the stream. Entry batches are read from the store one at a
+/// time (the next one while the current one is written), so what this holds is at most two
+/// batches whatever the backlog; when the peer reads slowly, `write_all` waits on QUIC flow
+/// control and live pushes merge into the queued ranges meanwhile.
 async fn write_loop(
     inner: Arc<Inner>,
     peer: EndpointId,
     mut send: SendStream,
-    mut cmds: mpsc::UnboundedReceiver<WriterCmd>,
+    handle: SessionHandle,
 ) {
     // Entries per frame: leave room in the frame for the message envelope.
     let batch_bytes = inner.config.max_frame_bytes.saturating_sub(1024);
-    while let Some(cmd) = cmds.recv().await {
-        match cmd {
-            WriterCmd::Send(message) => {
+    let read = |group: Id32, author: Id32, from: u64, up_to: u64| {
+        let store = inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.read(|c| {
+                store::log_range(
+                    c,
+                    &group,
+                    &author,
+                    from,
+                    up_to,
+                    BATCH_MAX_ENTRIES,
+                    batch_bytes,
+                )
+            })
+        })
+    };
+    let mut prefetch: Option<Prefetch> = None;
+    loop {
+        let work = match handle.state.lock() {
+            Ok(mut state) => state.outbox.next_work(),
+            Err(_) => return,
+        };
+        let Some(work) = work else {
+            handle.wake.notified().await;
+            continue;
+        };
+        match work {
+            Work::Message(message) => {
                 if !write_frame(&inner, &peer, &mut send, message).await {
                     return;
                 }
             }
-            WriterCmd::Range {
+            Work::Range {
                 group,
                 author,
                 after_seq,
                 up_to_seq,
             } => {
-                // The next batch is read from the store while this one is written.
-                let read = |from: u64| {
-                    let store = inner.store.clone();
-                    tokio::task::spawn_blocking(move || {
-                        store.read(|c| {
-                            store::log_range(
-                                c,
-                                &group,
-                                &author,
-                                from,
-                                up_to_seq,
-                                BATCH_MAX_ENTRIES,
-                                batch_bytes,
-                            )
-                        })
-                    })
-                };
-                let mut pending = (after_seq < up_to_seq).then(|| read(after_seq));
-                while let Some(task) = pending.take() {
-                    let rows = match task.await {
-                        Ok(Ok(rows)) => rows,
-                        Ok(Err(e)) => {
-                            log::error!("reading entries to send: {e}");
-                            return;
-                        }
-                        Err(e) => {
-                            log::error!("reading entries to send: {e}");
-                            return;
-                        }
-                    };
-                    let Some(last) = rows.last().map(|(seq, _)| *seq) else {
-                        break;
-                    };
-                    if last < up_to_seq {
-                        pending = Some(read(last));
+                let task = match prefetch.take() {
+                    Some(p) if p.group == group && p.author == author && p.from == after_seq => {
+                        p.task
                     }
-                    let entries = rows.into_iter().map(|(_, raw)| raw).collect();
-                    let message = Message::Entries { group, entries };
-                    if !write_frame(&inner, &peer, &mut send, message).await {
+                    _ => read(group, author, after_seq, up_to_seq),
+                };
+                let rows = match task.await {
+                    Ok(Ok(rows)) => rows,
+                    Ok(Err(e)) => {
+                        log::error!("reading entries to send: {e}");
                         return;
                     }
+                    Err(e) => {
+                        log::error!("reading entries to send: {e}");
+                        return;
+                    }
+                };
+                let Some(last) = rows.last().map(|(seq, _)| *seq) else {
+                    continue;
+                };
+                if last < up_to_seq {
+                    if let Ok(mut state) = handle.state.lock() {
+                        state.outbox.requeue_range(group, author, last, up_to_seq);
+                    }
+                    prefetch = Some(Prefetch {
+                        group,
+                        author,
+                        from: last,
+                        task: read(group, author, last, up_to_seq),
+                    });
+                }
+                let entries = rows.into_iter().map(|(_, raw)| raw).collect();
+                let message = Message::Entries { group, entries };
+                if !write_frame(&inner, &peer, &mut send, message).await {
+                    return;
                 }
             }
-            WriterCmd::Close => {
+            Work::Close => {
                 let _ = send.finish();
                 let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+                handle.conn.close(0u32.into(), b"session closed");
                 return;
             }
         }

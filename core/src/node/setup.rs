@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use iroh::endpoint::{PortmapperConfig, presets};
+use iroh::endpoint::{PortmapperConfig, QuicTransportConfig, VarInt, presets};
 use iroh::{Endpoint, EndpointAddr, NetReportConfig, RelayMode, RelayUrl, SecretKey};
 use iroh_tickets::endpoint::EndpointTicket;
 
@@ -50,7 +50,16 @@ pub(super) async fn bind_endpoint(config: &NodeConfig, secret: SecretKey) -> Res
             .portmapper_config(PortmapperConfig::Disabled)
             .net_report_config(NetReportConfig::minimal())
     };
-    builder = builder.secret_key(secret).alpns(vec![SYNC_ALPN.to_vec()]);
+    // A session uses one bidirectional stream; a peer may not open more than a couple at
+    // once (each would pin a receive window of our memory) nor any unidirectional one.
+    let transport = QuicTransportConfig::builder()
+        .max_concurrent_bidi_streams(VarInt::from_u32(2))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .build();
+    builder = builder
+        .secret_key(secret)
+        .alpns(vec![SYNC_ALPN.to_vec()])
+        .transport_config(transport);
     builder = if config.relay_urls.is_empty() {
         builder.relay_mode(RelayMode::Disabled)
     } else {

@@ -11,7 +11,8 @@ use crate::error::{CoveyError, Result};
 use crate::group::{GroupId, GroupKind, parse_id32};
 use crate::keystore::KeyStore;
 use crate::store::Durability;
-use crate::sync::proto::SyncState;
+use crate::sync::limits::RateLimits;
+use crate::sync::proto::{SyncState, Timers};
 use crate::wire::entry::Id32;
 
 /// Default largest payload accepted by `publish` and from peers: 1 MiB.
@@ -41,6 +42,10 @@ pub struct NodeConfig {
     pub max_payload_bytes: usize,
     /// Largest sync frame accepted; at least one maximal entry plus [`FRAME_OVERHEAD`].
     pub max_frame_bytes: usize,
+    /// How fast each peer may send frames and bytes to this node.
+    pub rate_limits: RateLimits,
+    /// Handshake timeout, keepalive interval and idle timeout of sync sessions.
+    pub timers: Timers,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -55,6 +60,8 @@ impl fmt::Debug for NodeConfig {
             .field("nat_traversal", &self.nat_traversal)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("rate_limits", &self.rate_limits)
+            .field("timers", &self.timers)
             .finish()
     }
 }
@@ -72,6 +79,8 @@ impl NodeConfig {
             nat_traversal: false,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             max_frame_bytes: DEFAULT_MAX_PAYLOAD + FRAME_OVERHEAD,
+            rate_limits: RateLimits::default(),
+            timers: Timers::default(),
         }
     }
 
@@ -102,6 +111,14 @@ impl NodeConfig {
             return Err(CoveyError::invalid(format!(
                 "max_frame_bytes must be at least max_payload_bytes + {FRAME_OVERHEAD}"
             )));
+        }
+        self.rate_limits.validate(self.max_frame_bytes)?;
+        let t = &self.timers;
+        if t.keepalive_ms == 0 || t.idle_timeout_ms <= t.keepalive_ms || t.handshake_timeout_ms == 0
+        {
+            return Err(CoveyError::invalid(
+                "timers: keepalive must be above zero and below the idle timeout, and the handshake timeout above zero",
+            ));
         }
         Ok(())
     }
@@ -200,6 +217,16 @@ pub struct SyncCounters {
     pub rejected_frames: u64,
     /// Sessions refused for an incompatible protocol version.
     pub incompatible_peers: u64,
+    /// Entries a peer re-sent after we had told it we hold them (stored once, counted here).
+    pub replayed: u64,
+    /// Frames or queued sends dropped: sends a peer would not read, frames from a session
+    /// that was already closing.
+    pub dropped_frames: u64,
+    /// Frames that arrived over a peer's rate limit and were held back until its budget
+    /// refilled.
+    pub rate_limited: u64,
+    /// Sessions ended because the peer stopped answering (the failure detector).
+    pub peer_timeouts: u64,
 }
 
 /// A snapshot of the node's state.

@@ -302,6 +302,22 @@ pub fn entry_by_id(conn: &Connection, group: &Id32, entry_id: &Id32) -> Result<O
     Ok(stored_rows(&mut stmt, params![group, entry_id])?.pop())
 }
 
+/// The author and seq of one entry of a group, without reading its encoding.
+pub fn entry_position(
+    conn: &Connection,
+    group: &Id32,
+    entry_id: &Id32,
+) -> Result<Option<(Id32, u64)>> {
+    let row = conn
+        .prepare_cached("SELECT author, seq FROM entries WHERE group_id = ?1 AND entry_id = ?2")?
+        .query_row(params![group, entry_id], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    row.map(|(author, seq)| Ok((blob32(author)?, seq as u64)))
+        .transpose()
+}
+
 /// Most bytes postcard spends on a length prefix (a varint of a `usize`).
 const LENGTH_VARINT_MAX: usize = 10;
 
@@ -409,6 +425,59 @@ pub fn peers(conn: &Connection) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// Records the heads a peer has acknowledged holding in a group (its delivery receipts).
+/// Each (peer, author) keeps the highest seq ever recorded: a peer's acknowledged frontier
+/// never goes backwards, so a stale or reordered acknowledgement changes nothing. Heads whose
+/// seq does not fit the store (above `i64::MAX`, which no real log reaches) are skipped. The
+/// group must be stored (a foreign key); heads for an unknown group fail with `Storage`.
+pub fn record_peer_heads(
+    conn: &Connection,
+    group: &Id32,
+    peer: &Id32,
+    heads: &[Head],
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO peer_heads (group_id, peer, author, seq) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(group_id, peer, author) DO UPDATE SET seq = max(seq, excluded.seq)",
+    )?;
+    for head in heads {
+        let Ok(seq) = i64::try_from(head.seq) else {
+            log::debug!(
+                "skipping an acknowledged head with seq {} out of range",
+                head.seq
+            );
+            continue;
+        };
+        stmt.execute(params![group, peer, head.author, seq])?;
+    }
+    Ok(())
+}
+
+/// Every peer with an acknowledged head for `author`'s log in a group, and that head's seq,
+/// ordered by peer.
+pub fn peer_heads_for(conn: &Connection, group: &Id32, author: &Id32) -> Result<Vec<(Id32, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT peer, seq FROM peer_heads WHERE group_id = ?1 AND author = ?2 ORDER BY peer",
+    )?;
+    let rows = stmt.query_map(params![group, author], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (peer, seq) = row?;
+        out.push((blob32(peer)?, seq as u64));
+    }
+    Ok(out)
+}
+
+/// Distinct peers that have acknowledged anything in a group, ordered.
+pub fn peers_in_group(conn: &Connection, group: &Id32) -> Result<Vec<Id32>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT DISTINCT peer FROM peer_heads WHERE group_id = ?1 ORDER BY peer")?;
+    let rows = stmt.query_map(params![group], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|r| blob32(r?)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +526,138 @@ mod tests {
             let store = Store::open(dir.path(), Durability::Normal).unwrap();
             assert_eq!(store.read(schema::version).unwrap(), schema::SCHEMA_VERSION);
         }
+    }
+
+    fn group_row(id: Id32) -> GroupRow {
+        GroupRow {
+            group_id: id,
+            name: "g".into(),
+            kind: 0,
+            epoch: 0,
+        }
+    }
+
+    fn head(author: u8, seq: u64) -> Head {
+        Head {
+            author: [author; 32],
+            seq,
+        }
+    }
+
+    #[test]
+    fn version_1_database_migrates_to_2_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        insert_group(&conn, &group_row([7; 32]), 1).unwrap();
+        put_peer(&conn, &[9; 32], "ticket-9", 2).unwrap();
+        assert_eq!(schema::version(&conn).unwrap(), 1);
+        let has_table = |c: &Connection| -> bool {
+            c.query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'peer_heads'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .unwrap()
+            .is_some()
+        };
+        assert!(!has_table(&conn), "version 1 has no peer_heads");
+        drop(conn);
+
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        assert_eq!(store.read(schema::version).unwrap(), 2);
+        assert!(store.read(|c| Ok(has_table(c))).unwrap());
+        assert_eq!(store.read(groups).unwrap(), vec![group_row([7; 32])]);
+        assert_eq!(store.read(peers).unwrap(), vec!["ticket-9".to_owned()]);
+        // The new table works against the rows that were already there.
+        store
+            .write(|tx| record_peer_heads(tx, &[7; 32], &[9; 32], &[head(1, 3)]))
+            .unwrap();
+        assert_eq!(
+            store
+                .read(|c| peer_heads_for(c, &[7; 32], &[1; 32]))
+                .unwrap(),
+            vec![([9; 32], 3)]
+        );
+    }
+
+    #[test]
+    fn peer_heads_keep_the_max_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, other_g) = ([1; 32], [2; 32]);
+        let (p, q) = ([0xaa; 32], [0xbb; 32]);
+        {
+            let store = Store::open(dir.path(), Durability::Normal).unwrap();
+            store
+                .write(|tx| {
+                    insert_group(tx, &group_row(g), 1)?;
+                    insert_group(tx, &group_row(other_g), 1)?;
+                    record_peer_heads(tx, &g, &p, &[head(1, 5), head(2, 1)])?;
+                    // Goes backwards for author 1 (ignored), forwards for author 2.
+                    record_peer_heads(tx, &g, &p, &[head(1, 2), head(2, 4)])?;
+                    record_peer_heads(tx, &g, &q, &[head(1, 6), head(3, 0)])?;
+                    record_peer_heads(tx, &other_g, &p, &[head(1, 100)])?;
+                    // Out of the store's range: skipped, not an error.
+                    record_peer_heads(tx, &g, &q, &[head(4, u64::MAX)])
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        assert_eq!(
+            store.read(|c| peer_heads_for(c, &g, &[1; 32])).unwrap(),
+            vec![(p, 5), (q, 6)]
+        );
+        assert_eq!(
+            store.read(|c| peer_heads_for(c, &g, &[2; 32])).unwrap(),
+            vec![(p, 4)]
+        );
+        assert_eq!(
+            store.read(|c| peer_heads_for(c, &g, &[4; 32])).unwrap(),
+            vec![]
+        );
+        assert_eq!(store.read(|c| peers_in_group(c, &g)).unwrap(), vec![p, q]);
+        assert_eq!(
+            store
+                .read(|c| peer_heads_for(c, &other_g, &[1; 32]))
+                .unwrap(),
+            vec![(p, 100)]
+        );
+        assert_eq!(
+            store.read(|c| peers_in_group(c, &[3; 32])).unwrap(),
+            Vec::<Id32>::new()
+        );
+    }
+
+    #[test]
+    fn peer_heads_need_a_stored_group_and_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let err = store
+            .write(|tx| record_peer_heads(tx, &[5; 32], &[6; 32], &[head(1, 1)]))
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Storage);
+        store
+            .write(|tx| {
+                insert_group(tx, &group_row([5; 32]), 1)?;
+                record_peer_heads(tx, &[5; 32], &[6; 32], &[head(1, 1)])
+            })
+            .unwrap();
+        assert_eq!(
+            store.read(|c| peers_in_group(c, &[5; 32])).unwrap(),
+            vec![[6; 32]]
+        );
+        store
+            .write(|tx| {
+                tx.execute("DELETE FROM groups WHERE group_id = ?1", params![[5u8; 32]])?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.read(|c| peers_in_group(c, &[5; 32])).unwrap(),
+            Vec::<Id32>::new()
+        );
     }
 
     #[test]

@@ -46,6 +46,17 @@ pub const MIGRATIONS: &[&str] = &[
         added_ms   INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 1 -> 2: delivery receipts. The highest contiguous seq of each author that each peer
+    // has acknowledged holding in a group; it only ever grows.
+    "
+    CREATE TABLE peer_heads (
+        group_id  BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
+        peer      BLOB NOT NULL CHECK (length(peer) = 32),
+        author    BLOB NOT NULL CHECK (length(author) = 32),
+        seq       INTEGER NOT NULL CHECK (seq >= 0),
+        PRIMARY KEY (group_id, peer, author)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -11,8 +11,35 @@ use crate::wire::frame::{Head, Message, RefuseCode};
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Oldest sync protocol version this build accepts.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
-/// Optional features this build announces.
-pub const FEATURES: &[&str] = &["run-signatures"];
+/// Optional features this build announces: `acks` (the peer may send `Ack`, and wants
+/// them), `keepalive` (`Ping`/`Pong`, and an idle timeout). Unknown features are ignored; a
+/// message a feature adds is only sent to peers that announced it.
+pub const FEATURES: &[&str] = &["run-signatures", "acks", "keepalive"];
+
+/// Largest seq a head may claim: the same bound as lamport clocks, far past any real log.
+/// A frontier beyond it (say `u64::MAX`) is a protocol violation, not a promise to wait on.
+pub const MAX_SEQ: u64 = 1 << 62;
+
+/// Session timers, in milliseconds of the driver's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// A peer that has not said hello this long after the session started is dropped.
+    pub handshake_timeout_ms: u64,
+    /// After this long without hearing from a peer, ping it.
+    pub keepalive_ms: u64,
+    /// After this long without hearing from a peer that speaks `keepalive`, it is gone.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_ms: 10_000,
+            keepalive_ms: 5_000,
+            idle_timeout_ms: 20_000,
+        }
+    }
+}
 
 /// What a session needs to know of local state.
 pub trait LocalView {
@@ -57,6 +84,14 @@ pub enum Output {
         /// Encoded entries.
         entries: Vec<Vec<u8>>,
     },
+    /// The peer holds at least these heads of a group (it said so in a frontier, an announce
+    /// or an ack): record them as its delivery receipts.
+    PeerHeads {
+        /// The group.
+        group: Id32,
+        /// The peer's heads.
+        heads: Vec<Head>,
+    },
     /// A group's sync state with this peer changed.
     StateChanged {
         /// The group.
@@ -97,6 +132,9 @@ struct PeerGroup {
     /// Local entries committed after our frontier was read but before the peer's arrived;
     /// merged into the catch-up so none waits for its author's next entry.
     pending_local: HashMap<Id32, u64>,
+    /// What we told the peer we hold (frontier, announce, acks): entries at or below it that
+    /// it sends anyway are replays.
+    told: HashMap<Id32, u64>,
     sent_frontier: bool,
     frontier_received: bool,
 }
@@ -116,6 +154,14 @@ pub struct SyncSession {
     min_version: u16,
     peer_features: HashSet<String>,
     groups: HashMap<Id32, PeerGroup>,
+    timers: Timers,
+    now_ms: u64,
+    started_ms: u64,
+    last_heard_ms: u64,
+    ping: Option<(u64, u64)>,
+    next_nonce: u64,
+    rtt_ms: Option<u64>,
+    warned_replay: bool,
 }
 
 impl Default for SyncSession {
@@ -138,7 +184,115 @@ impl SyncSession {
             min_version,
             peer_features: HashSet::new(),
             groups: HashMap::new(),
+            timers: Timers::default(),
+            now_ms: 0,
+            started_ms: 0,
+            last_heard_ms: 0,
+            ping: None,
+            next_nonce: 1,
+            rtt_ms: None,
+            warned_replay: false,
         }
+    }
+
+    /// Replaces the session's timers.
+    pub fn with_timers(mut self, timers: Timers) -> Self {
+        self.timers = timers;
+        self
+    }
+
+    /// Sets the session's clock (milliseconds, monotonic, the driver's). Call it before
+    /// handing the session anything, so what arrives is stamped with the right time. The
+    /// first call also marks when the session started.
+    pub fn advance(&mut self, now_ms: u64) {
+        if self.started_ms == 0 && self.now_ms == 0 {
+            self.started_ms = now_ms;
+            self.last_heard_ms = now_ms;
+        }
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// The timers fired (the driver calls this every second or so): drop a peer that never
+    /// said hello or went silent, ping one that has been quiet. This is the failure detector:
+    /// a peer is gone when it has not answered pings for `idle_timeout_ms`.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<Output> {
+        self.advance(now_ms);
+        let silent = self.now_ms.saturating_sub(self.last_heard_ms);
+        match self.phase {
+            Phase::Closed => Vec::new(),
+            Phase::AwaitingHello => {
+                if self.now_ms.saturating_sub(self.started_ms) >= self.timers.handshake_timeout_ms {
+                    self.phase = Phase::Closed;
+                    let reason = format!("no hello within {} ms", self.timers.handshake_timeout_ms);
+                    vec![
+                        Output::Warn {
+                            kind: "handshake-timeout",
+                            message: reason.clone(),
+                        },
+                        Output::Close { reason },
+                    ]
+                } else {
+                    Vec::new()
+                }
+            }
+            Phase::Ready if !self.peer_features.contains("keepalive") => Vec::new(),
+            Phase::Ready => {
+                if silent >= self.timers.idle_timeout_ms {
+                    self.phase = Phase::Closed;
+                    let reason = format!("peer silent for {silent} ms");
+                    return vec![
+                        Output::Warn {
+                            kind: "peer-timeout",
+                            message: reason.clone(),
+                        },
+                        Output::Close { reason },
+                    ];
+                }
+                let ping_due = match self.ping {
+                    None => silent >= self.timers.keepalive_ms,
+                    Some((_, sent)) => self.now_ms.saturating_sub(sent) >= self.timers.keepalive_ms,
+                };
+                if !ping_due {
+                    return Vec::new();
+                }
+                let nonce = self.next_nonce;
+                self.next_nonce += 1;
+                self.ping = Some((nonce, self.now_ms));
+                vec![Output::Send(Message::Ping { nonce })]
+            }
+        }
+    }
+
+    /// The last round-trip time measured by a ping, in milliseconds.
+    pub fn rtt_ms(&self) -> Option<u64> {
+        self.rtt_ms
+    }
+
+    /// How many of `duplicates` (entries from this peer that we already held) were at or
+    /// below what we had told it we hold: it had no reason to send them.
+    pub fn count_replayed(&mut self, group: Id32, duplicates: &[Head]) -> (u64, Vec<Output>) {
+        let Some(state) = self.groups.get(&group) else {
+            return (0, Vec::new());
+        };
+        let replayed = duplicates
+            .iter()
+            .filter(|d| state.told.get(&d.author).is_some_and(|&told| d.seq <= told))
+            .count() as u64;
+        let mut out = Vec::new();
+        if replayed > 0 && !self.warned_replay {
+            self.warned_replay = true;
+            out.push(Output::Warn {
+                kind: "replayed-entries",
+                message: format!(
+                    "peer re-sent {replayed} entries it had been told we hold (counted, not stored again)"
+                ),
+            });
+        }
+        (replayed, out)
+    }
+
+    fn peer_wants(&self, feature: &str) -> bool {
+        self.peer_features.contains(feature)
     }
 
     /// Whether the handshake completed and the session is live.
@@ -180,6 +334,7 @@ impl SyncSession {
         if self.phase == Phase::Closed {
             return Vec::new();
         }
+        self.last_heard_ms = self.now_ms;
         match message {
             Message::Hello {
                 version,
@@ -198,12 +353,30 @@ impl SyncSession {
                 ]
             }
             _ if self.phase != Phase::Ready => self.violation("message before hello".to_string()),
+            Message::Frontier { heads, .. }
+            | Message::Announce { heads, .. }
+            | Message::Ack { heads, .. }
+                if heads.iter().any(|h| h.seq > MAX_SEQ) =>
+            {
+                self.violation(format!("a head claims a seq beyond {MAX_SEQ}"))
+            }
             Message::Frontier { group, heads } => self.on_frontier(group, heads, view),
             Message::Announce { group, heads } => {
                 if let Some(state) = self.groups.get_mut(&group) {
                     state.sent_frontier = false;
                 }
                 self.on_frontier(group, heads, view)
+            }
+            Message::Ack { group, heads } => self.on_ack(group, heads, view),
+            Message::Ping { nonce } => vec![Output::Send(Message::Pong { nonce })],
+            Message::Pong { nonce } => {
+                if let Some((expected, sent)) = self.ping
+                    && expected == nonce
+                {
+                    self.rtt_ms = Some(self.now_ms.saturating_sub(sent));
+                    self.ping = None;
+                }
+                Vec::new()
             }
             Message::Entries { group, entries } => {
                 if !view.has_group(&group) {
@@ -261,10 +434,23 @@ impl SyncSession {
             return Vec::new();
         }
         state.sent_frontier = true;
-        vec![Output::Send(Message::Frontier {
-            group,
-            heads: view.frontier(&group),
-        })]
+        let heads = view.frontier(&group);
+        for h in &heads {
+            state.told.insert(h.author, h.seq);
+        }
+        vec![Output::Send(Message::Frontier { group, heads })]
+    }
+
+    fn on_ack(&mut self, group: Id32, heads: Vec<Head>, view: &impl LocalView) -> Vec<Output> {
+        if !view.has_group(&group) || heads.is_empty() {
+            return Vec::new();
+        }
+        let state = self.groups.entry(group).or_default();
+        for head in &heads {
+            let known = state.peer_has.entry(head.author).or_insert(0);
+            *known = (*known).max(head.seq);
+        }
+        vec![Output::PeerHeads { group, heads }]
     }
 
     fn on_frontier(&mut self, group: Id32, heads: Vec<Head>, view: &impl LocalView) -> Vec<Output> {
@@ -292,6 +478,12 @@ impl SyncSession {
             if head.seq > ours {
                 state.awaiting.insert(head.author, head.seq);
             }
+        }
+        if !heads.is_empty() {
+            out.push(Output::PeerHeads {
+                group,
+                heads: heads.clone(),
+            });
         }
         for (author, &ours) in &local {
             let known = state.peer_has.entry(*author).or_insert(0);
@@ -324,6 +516,7 @@ impl SyncSession {
         held: &[Head],
         view: &impl LocalView,
     ) -> Vec<Output> {
+        let acks = self.peer_wants("acks");
         let Some(state) = self.groups.get_mut(&group) else {
             return Vec::new();
         };
@@ -331,7 +524,7 @@ impl SyncSession {
             let known = state.peer_has.entry(head.author).or_insert(0);
             *known = (*known).max(head.seq);
         }
-        if state.awaiting.is_empty() {
+        if state.awaiting.is_empty() && (!acks || held.is_empty()) {
             return Vec::new();
         }
         let local: HashMap<Id32, u64> = view
@@ -339,17 +532,42 @@ impl SyncSession {
             .into_iter()
             .map(|h| (h.author, h.seq))
             .collect();
-        state
-            .awaiting
-            .retain(|author, target| local.get(author).copied().unwrap_or(0) < *target);
-        if state.awaiting.is_empty() {
-            vec![Output::StateChanged {
-                group,
-                state: SyncState::UpToDate,
-            }]
-        } else {
-            Vec::new()
+        let mut out = Vec::new();
+        if acks {
+            // Ack our contiguous frontier for the authors just touched: that is what a
+            // receipt promises (we hold everything up to it), whatever the batch held.
+            let mut heads: Vec<Head> = held
+                .iter()
+                .filter_map(|h| {
+                    let seq = local.get(&h.author).copied().unwrap_or(0);
+                    let told = state.told.entry(h.author).or_insert(0);
+                    (seq > *told).then(|| {
+                        *told = seq;
+                        Head {
+                            author: h.author,
+                            seq,
+                        }
+                    })
+                })
+                .collect();
+            heads.sort_by_key(|h| h.author);
+            heads.dedup_by_key(|h| h.author);
+            if !heads.is_empty() {
+                out.push(Output::Send(Message::Ack { group, heads }));
+            }
         }
+        if !state.awaiting.is_empty() {
+            state
+                .awaiting
+                .retain(|author, target| local.get(author).copied().unwrap_or(0) < *target);
+            if state.awaiting.is_empty() {
+                out.push(Output::StateChanged {
+                    group,
+                    state: SyncState::UpToDate,
+                });
+            }
+        }
+        out
     }
 
     /// A new entry was stored locally (published here or received from anyone): push it to
@@ -392,9 +610,10 @@ impl SyncSession {
             return Vec::new();
         }
         state.sent_frontier = true;
-        vec![Output::Send(Message::Announce {
-            group,
-            heads: view.frontier(&group),
-        })]
+        let heads = view.frontier(&group);
+        for h in &heads {
+            state.told.insert(h.author, h.seq);
+        }
+        vec![Output::Send(Message::Announce { group, heads })]
     }
 }

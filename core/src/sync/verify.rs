@@ -14,6 +14,7 @@ use crate::crypto::Secret32;
 use crate::error::Result;
 use crate::store;
 use crate::wire::entry::{Id32, SignedEntry};
+use crate::wire::frame::Head;
 
 /// Largest lamport clock accepted: far beyond any real history, and low enough that the next
 /// publish (`max + 1`) still fits SQLite's signed 64-bit integers.
@@ -46,6 +47,9 @@ pub struct Outcome {
     pub stored: Vec<(u64, SignedEntry)>,
     /// Entries we already had (a no-op).
     pub duplicates: u64,
+    /// Author and seq of each entry we already had, so a session can tell a race from a
+    /// replay.
+    pub duplicate_heads: Vec<Head>,
     /// Entries refused, with why.
     pub rejected: Vec<Rejection>,
     /// Signatures verified (a measure of the run optimisation).
@@ -129,6 +133,7 @@ pub fn ingest_as_member(
             if h.seq <= head_seq || run.last().is_some_and(|l| l.header().seq >= h.seq) {
                 if store::has_entry(conn, entry.id())? || run.iter().any(|r| r.id() == entry.id()) {
                     out.duplicates += 1;
+                    out.duplicate_heads.push(Head { author, seq: h.seq });
                 } else {
                     reject(
                         &mut out,

@@ -63,6 +63,26 @@ pub enum Message {
         /// A human explanation.
         reason: String,
     },
+    /// The sender now holds these heads of one group (feature `acks`): sent after it stores
+    /// entries, so the receiver learns what reached it (delivery receipts) and stops pushing
+    /// what it already has.
+    Ack {
+        /// The group.
+        group: Id32,
+        /// Heads that advanced, each the sender's highest contiguous seq for that author.
+        heads: Vec<Head>,
+    },
+    /// A liveness probe (feature `keepalive`); the receiver answers with `Pong` carrying the
+    /// same nonce.
+    Ping {
+        /// Echoed back in the `Pong`.
+        nonce: u64,
+    },
+    /// The answer to a `Ping`.
+    Pong {
+        /// The `Ping`'s nonce.
+        nonce: u64,
+    },
 }
 
 /// Why a session was refused.
@@ -224,6 +244,15 @@ mod tests {
             code: RefuseCode::IncompatibleVersion as u16,
             reason: "no".into(),
         });
+        roundtrip(Message::Ack {
+            group: [6; 32],
+            heads: vec![Head {
+                author: [7; 32],
+                seq: 9,
+            }],
+        });
+        roundtrip(Message::Ping { nonce: u64::MAX });
+        roundtrip(Message::Pong { nonce: 0 });
     }
 
     #[test]
