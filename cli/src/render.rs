@@ -112,6 +112,10 @@ pub fn status_json(s: &NodeStatus) -> Value {
             "rejected_entries": c.rejected_entries,
             "rejected_frames": c.rejected_frames,
             "incompatible_peers": c.incompatible_peers,
+            "replayed": c.replayed,
+            "dropped_frames": c.dropped_frames,
+            "rate_limited": c.rate_limited,
+            "peer_timeouts": c.peer_timeouts,
         },
     })
 }
@@ -141,6 +145,10 @@ pub fn status_text(s: &NodeStatus) -> Vec<String> {
     lines.push(format!(
         "rejected    entries {}, frames {}, incompatible peers {}",
         c.rejected_entries, c.rejected_frames, c.incompatible_peers
+    ));
+    lines.push(format!(
+        "protection  replayed {}, rate limited {}, dropped {}, peer timeouts {}",
+        c.replayed, c.rate_limited, c.dropped_frames, c.peer_timeouts
     ));
     lines
 }

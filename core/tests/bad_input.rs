@@ -184,8 +184,42 @@ async fn invalid_config_values_are_invalid_input_and_release_the_dir() {
         ErrorKind::InvalidInput,
         "malformed bootstrap ticket",
     );
-    // None of those left the dir locked.
-    let node = open_small(dir.path()).await;
+    // Rate limits: a byte burst below the largest frame could never pass one; exactly the
+    // frame size is accepted.
+    let mut burst = NodeConfig::loopback(dir.path());
+    burst.rate_limits.byte_burst = burst.max_frame_bytes as u32 - 1;
+    expect_err(
+        Node::open(burst).await,
+        ErrorKind::InvalidInput,
+        "byte burst below the frame limit",
+    );
+    let mut zero_rate = NodeConfig::loopback(dir.path());
+    zero_rate.rate_limits.frames_per_sec = 0;
+    expect_err(
+        Node::open(zero_rate).await,
+        ErrorKind::InvalidInput,
+        "zero frame rate",
+    );
+    // Timers: keepalive must come before the idle timeout.
+    let mut timers = NodeConfig::loopback(dir.path());
+    timers.timers.keepalive_ms = timers.timers.idle_timeout_ms;
+    expect_err(
+        Node::open(timers).await,
+        ErrorKind::InvalidInput,
+        "keepalive not below idle timeout",
+    );
+    let mut frame_timeout = NodeConfig::loopback(dir.path());
+    frame_timeout.timers.frame_timeout_ms = 0;
+    expect_err(
+        Node::open(frame_timeout).await,
+        ErrorKind::InvalidInput,
+        "zero frame timeout",
+    );
+    // None of those left the dir locked, and limits exactly at their bounds are accepted.
+    let mut at_bounds = NodeConfig::loopback(dir.path()).with_max_payload(SMALL_LIMIT);
+    at_bounds.rate_limits.byte_burst = at_bounds.max_frame_bytes as u32;
+    at_bounds.timers.keepalive_ms = at_bounds.timers.idle_timeout_ms - 1;
+    let node = Node::open(at_bounds).await.expect("limits at their bounds");
     node.shutdown().await.unwrap();
 }
 

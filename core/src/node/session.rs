@@ -25,7 +25,6 @@ use crate::wire::entry::Id32;
 use crate::wire::frame::{self, LENGTH_PREFIX, Message};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const BATCH_MAX_ENTRIES: u32 = 1024;
 /// How often the session timers run.
 const TICK: Duration = Duration::from_millis(500);
@@ -351,6 +350,7 @@ enum ReadFailure {
 async fn read_frame(
     recv: &mut RecvStream,
     max_frame: usize,
+    body_timeout: Duration,
 ) -> Result<(Message, usize), ReadFailure> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match recv.read_exact(&mut prefix).await {
@@ -366,7 +366,7 @@ async fn read_frame(
     }
     let len = frame::frame_len(prefix, max_frame).map_err(ReadFailure::Bad)?;
     let mut body = vec![0u8; len];
-    match tokio::time::timeout(FRAME_BODY_TIMEOUT, recv.read_exact(&mut body)).await {
+    match tokio::time::timeout(body_timeout, recv.read_exact(&mut body)).await {
         Ok(Ok(())) => {}
         Ok(Err(ReadExactError::FinishedEarly(_))) => {
             return Err(ReadFailure::Bad(WireError::Truncated("frame body")));
@@ -424,8 +424,10 @@ async fn read_loop(
 ) {
     let mut limiter = PeerLimiter::new(inner.config.rate_limits);
     let mut last_warning = None;
+    let body_timeout = Duration::from_millis(inner.config.timers.frame_timeout_ms);
     loop {
-        let (message, bytes) = match read_frame(&mut recv, inner.config.max_frame_bytes).await {
+        let read = read_frame(&mut recv, inner.config.max_frame_bytes, body_timeout);
+        let (message, bytes) = match read.await {
             Ok((m, bytes)) => (retag(inner, &peer, m, Way::In), bytes),
             Err(ReadFailure::Ended) => return,
             Err(ReadFailure::Bad(e)) => {

@@ -114,10 +114,13 @@ impl NodeConfig {
         }
         self.rate_limits.validate(self.max_frame_bytes)?;
         let t = &self.timers;
-        if t.keepalive_ms == 0 || t.idle_timeout_ms <= t.keepalive_ms || t.handshake_timeout_ms == 0
+        if t.keepalive_ms == 0
+            || t.idle_timeout_ms <= t.keepalive_ms
+            || t.handshake_timeout_ms == 0
+            || t.frame_timeout_ms == 0
         {
             return Err(CoveyError::invalid(
-                "timers: keepalive must be above zero and below the idle timeout, and the handshake timeout above zero",
+                "timers: keepalive must be above zero and below the idle timeout; handshake and frame timeouts above zero",
             ));
         }
         Ok(())

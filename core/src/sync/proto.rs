@@ -29,6 +29,9 @@ pub struct Timers {
     pub keepalive_ms: u64,
     /// After this long without hearing from a peer that speaks `keepalive`, it is gone.
     pub idle_timeout_ms: u64,
+    /// A frame whose length prefix arrived must be complete within this long, or the
+    /// session is closed (a peer that starts a frame and stalls holds nothing of ours).
+    pub frame_timeout_ms: u64,
 }
 
 impl Default for Timers {
@@ -37,6 +40,7 @@ impl Default for Timers {
             handshake_timeout_ms: 10_000,
             keepalive_ms: 5_000,
             idle_timeout_ms: 20_000,
+            frame_timeout_ms: 30_000,
         }
     }
 }
