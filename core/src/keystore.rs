@@ -92,7 +92,10 @@ impl KeyStore for FileKeyStore {
         };
         create_private_dir(&self.dir).map_err(io)?;
         // Write then rename, so a crash never leaves a half-written key behind.
-        let tmp = path.with_extension("key.tmp");
+        // A temp name of its own per call: two concurrent stores of one key (a cancelled
+        // join racing the next) must not rename each other's file away.
+        let unique: u64 = rand::random();
+        let tmp = path.with_extension(format!("key.{unique:016x}.tmp"));
         let mut file = private_options()
             .write(true)
             .create(true)

@@ -1598,9 +1598,14 @@ fn unknown_hello_features_are_ignored() {
     );
     assert!(session.is_ready());
     assert!(!out.iter().any(|o| matches!(o, Output::Close { .. })));
-    for f in &features {
-        assert!(session.peer_features().contains(f));
-    }
+    // Known features are kept; unknown ones are dropped rather than held for the session.
+    assert!(session.peer_features().contains("run-signatures"));
+    assert_eq!(
+        session.peer_features().len(),
+        1,
+        "{:?}",
+        session.peer_features()
+    );
     // And the session works: entries for our group are handed on for ingest.
     let out = session.on_message(
         Message::Entries {

@@ -1100,7 +1100,10 @@ fn second_hello_is_a_protocol_violation() {
         .collect();
     assert_eq!(announced, vec![g1, g2], "{out:?}");
     assert!(session.peer_features().contains("run-signatures"));
-    assert!(session.peer_features().contains("some-future-feature"));
+    assert!(
+        !session.peer_features().contains("some-future-feature"),
+        "unknown features are ignored, not kept"
+    );
     let out = session.on_message(hello(1, 1), &view);
     assert_refusal(
         &out,

@@ -16,7 +16,7 @@ use crate::group::{GroupId, GroupKeys};
 use crate::keystore::KeyStore;
 use crate::store::{self, DirLock, GroupRow, Store};
 use crate::sync::proto::{LocalView, SyncState};
-use crate::sync::verify;
+use crate::sync::{engine, verify};
 use crate::wire::entry::Id32;
 use crate::wire::frame::Head;
 
@@ -301,36 +301,28 @@ impl Inner {
         };
         let keys = state.clone();
         let inner = self.clone();
-        let (outcome, frontier) = blocking(move || {
+        // The same verification and bookkeeping the simulator runs (`sync::engine`).
+        let done = blocking(move || {
             inner.write_counting(|tx| {
-                let outcome =
-                    verify::ingest_as_member(tx, &rules, Some(&keys.keys.content_key), entries)?;
-                let frontier = store::frontier(tx, &group)?;
-                Ok((outcome.stored.len() as u64, (outcome, frontier)))
+                let done = engine::ingest_batch(tx, &rules, Some(&keys.keys.content_key), entries)?;
+                Ok((done.outcome.stored.len() as u64, done))
             })
         })
         .await?;
+        let outcome = &done.outcome;
         let c = &self.counters;
         c.received
             .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
         c.duplicates
             .fetch_add(outcome.duplicates, Ordering::Relaxed);
         if let Some(first) = outcome.rejected.first() {
-            let mut reasons: Vec<(&str, usize)> = Vec::new();
-            for r in &outcome.rejected {
-                match reasons.iter_mut().find(|(k, _)| *k == r.reason) {
-                    Some((_, n)) => *n += 1,
-                    None => reasons.push((r.reason, 1)),
-                }
-            }
-            self.report_rejected(peer, &reasons, &first.detail);
+            self.report_rejected(peer, &engine::rejection_summary(outcome), &first.detail);
         }
-        let mut newest: HashMap<Id32, u64> = HashMap::new();
+        state
+            .max_lamport
+            .fetch_max(done.max_lamport, Ordering::AcqRel);
         for (cursor, entry) in &outcome.stored {
             let h = entry.header();
-            state.max_lamport.fetch_max(h.lamport, Ordering::AcqRel);
-            let seq = newest.entry(h.author).or_insert(0);
-            *seq = (*seq).max(h.seq);
             if let Ok(author) = iroh::PublicKey::from_bytes(&h.author) {
                 self.emit(Event::EntryReceived {
                     group_id: GroupId(group),
@@ -340,29 +332,15 @@ impl Inner {
                 });
             }
         }
-        let to_heads = |m: &HashMap<Id32, u64>| -> Vec<Head> {
-            m.iter()
-                .map(|(author, seq)| Head {
-                    author: *author,
-                    seq: *seq,
-                })
-                .collect()
-        };
-        let stored = to_heads(&newest);
-        for dup in &outcome.duplicate_heads {
-            let seq = newest.entry(dup.author).or_insert(0);
-            *seq = (*seq).max(dup.seq);
-        }
-        let held = to_heads(&newest);
         let mut view = Snapshot {
             groups: self.groups_read()?.keys().copied().collect(),
             frontiers: HashMap::new(),
         };
-        view.frontiers.insert(group, frontier);
+        view.frontiers.insert(group, done.frontier);
         Ok(Ingested {
-            stored,
-            held,
-            duplicates: outcome.duplicate_heads,
+            stored: done.stored,
+            held: done.held,
+            duplicates: done.duplicates,
             view,
         })
     }

@@ -17,15 +17,15 @@ use super::inner::Inner;
 use super::{Event, SYNC_ALPN};
 use crate::store;
 use crate::sync::backoff::Backoff;
+use crate::sync::engine::{self, FRAME_ENVELOPE_ROOM, RangeBatch};
 use crate::sync::limits::PeerLimiter;
 use crate::sync::outbox::{Outbox, Work};
-use crate::sync::proto::{Output, SyncSession};
+use crate::sync::proto::{DEFAULT_PEER_MAX_FRAME, Output, SyncSession};
 use crate::wire::WireError;
 use crate::wire::entry::Id32;
 use crate::wire::frame::{self, LENGTH_PREFIX, Message};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const BATCH_MAX_ENTRIES: u32 = 1024;
 /// How often the session timers run.
 const TICK: Duration = Duration::from_millis(500);
 /// One rate-limit warning per peer per this long; every held-back frame is still counted.
@@ -249,10 +249,25 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
     let peer = conn.remote_id();
     let streams = match direction {
         Direction::Outgoing => conn.open_bi().await.map_err(|e| e.to_string()),
-        Direction::Incoming => tokio::time::timeout(CONNECT_TIMEOUT, conn.accept_bi())
-            .await
-            .map_err(|_| "peer opened no stream".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string())),
+        // A stream is only visible once the peer writes to it; one that connects and never
+        // does is held no longer than a peer that never says hello.
+        Direction::Incoming => {
+            let wait_ms = inner.config.timers.handshake_timeout_ms;
+            match tokio::time::timeout(Duration::from_millis(wait_ms), conn.accept_bi()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => {
+                    inner.warn(
+                        "handshake-timeout",
+                        format!(
+                            "peer {}: opened no stream within {wait_ms} ms",
+                            peer.fmt_short()
+                        ),
+                    );
+                    conn.close(0u32.into(), b"handshake timeout");
+                    return;
+                }
+            }
+        }
     };
     let (send, recv) = match streams {
         Ok(s) => s,
@@ -262,7 +277,9 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
         }
     };
     let serial = inner.sessions.serial.fetch_add(1, Ordering::Relaxed);
-    let mut machine = SyncSession::new().with_timers(inner.config.timers);
+    let mut machine = SyncSession::new()
+        .with_timers(inner.config.timers)
+        .with_max_frame(inner.config.max_frame_bytes);
     machine.advance(inner.clock_ms());
     let handle = SessionHandle {
         serial,
@@ -627,25 +644,7 @@ fn retag(inner: &Inner, peer: &EndpointId, message: Message, way: Way) -> Messag
                 .unwrap_or(group),
         }
     };
-    match message {
-        Message::Frontier { group, heads } => Message::Frontier {
-            group: map(group),
-            heads,
-        },
-        Message::Announce { group, heads } => Message::Announce {
-            group: map(group),
-            heads,
-        },
-        Message::Entries { group, entries } => Message::Entries {
-            group: map(group),
-            entries,
-        },
-        Message::Ack { group, heads } => Message::Ack {
-            group: map(group),
-            heads,
-        },
-        other => other,
-    }
+    engine::retag(message, map)
 }
 
 async fn write_frame(
@@ -664,12 +663,12 @@ async fn write_frame(
 }
 
 /// A batch read from the store, ahead of being needed.
-type Rows = crate::error::Result<Vec<(u64, Vec<u8>)>>;
+type Batch = crate::error::Result<RangeBatch>;
 struct Prefetch {
     group: Id32,
     author: Id32,
     from: u64,
-    task: tokio::task::JoinHandle<Rows>,
+    task: tokio::task::JoinHandle<Batch>,
 }
 
 /// Drains the peer's outbox onto the stream. Entry batches are read from the store one at a
@@ -682,22 +681,20 @@ async fn write_loop(
     mut send: SendStream,
     handle: SessionHandle,
 ) {
-    // Entries per frame: leave room in the frame for the message envelope.
-    let batch_bytes = inner.config.max_frame_bytes.saturating_sub(1024);
+    // Frames fit both our limit and the one the peer announced.
+    let frame_limit = || {
+        let theirs = handle
+            .state
+            .lock()
+            .map(|s| s.machine.peer_max_frame())
+            .unwrap_or(DEFAULT_PEER_MAX_FRAME);
+        inner.config.max_frame_bytes.min(theirs)
+    };
     let read = |group: Id32, author: Id32, from: u64, up_to: u64| {
+        let limit = frame_limit();
         let store = inner.store.clone();
         tokio::task::spawn_blocking(move || {
-            store.read(|c| {
-                store::log_range(
-                    c,
-                    &group,
-                    &author,
-                    from,
-                    up_to,
-                    BATCH_MAX_ENTRIES,
-                    batch_bytes,
-                )
-            })
+            store.read(|c| engine::read_range_batch(c, group, author, from, up_to, limit))
         })
     };
     let mut prefetch: Option<Prefetch> = None;
@@ -728,8 +725,8 @@ async fn write_loop(
                     }
                     _ => read(group, author, after_seq, up_to_seq),
                 };
-                let rows = match task.await {
-                    Ok(Ok(rows)) => rows,
+                let batch = match task.await {
+                    Ok(Ok(batch)) => batch,
                     Ok(Err(e)) => {
                         log::error!("reading entries to send: {e}");
                         return;
@@ -739,22 +736,38 @@ async fn write_loop(
                         return;
                     }
                 };
-                let Some(last) = rows.last().map(|(seq, _)| *seq) else {
+                let Some(message) = batch.message else {
                     continue;
                 };
-                if last < up_to_seq {
+                if let Message::Entries { entries, .. } = &message
+                    && let [raw] = entries.as_slice()
+                    && raw.len() + FRAME_ENVELOPE_ROOM > frame_limit()
+                {
+                    // One entry larger than the peer accepts: sending it would only get the
+                    // session refused, again on every redial. The peer cannot take this log
+                    // past here (its payload limit is below this entry's), so stop.
+                    prefetch = None;
+                    inner.warn(
+                        "entry-too-large-for-peer",
+                        format!(
+                            "an entry of {} bytes exceeds the frame limit peer {} announced; that log is not sent past it",
+                            raw.len(),
+                            peer.fmt_short()
+                        ),
+                    );
+                    continue;
+                }
+                if let Some((last, up_to)) = batch.rest {
                     if let Ok(mut state) = handle.state.lock() {
-                        state.outbox.requeue_range(group, author, last, up_to_seq);
+                        state.outbox.requeue_range(group, author, last, up_to);
                     }
                     prefetch = Some(Prefetch {
                         group,
                         author,
                         from: last,
-                        task: read(group, author, last, up_to_seq),
+                        task: read(group, author, last, up_to),
                     });
                 }
-                let entries = rows.into_iter().map(|(_, raw)| raw).collect();
-                let message = Message::Entries { group, entries };
                 if !write_frame(&inner, &peer, &mut send, message).await {
                     return;
                 }

@@ -162,7 +162,8 @@ pub struct GroupInfo {
     pub epoch: u64,
     /// How members join.
     pub kind: GroupKind,
-    /// Members known to this node (authors seen, and this node).
+    /// Members known to this node: authors seen, peers that acknowledged entries, and this
+    /// node; equal to `members().len()`.
     pub member_count: u32,
 }
 

@@ -4,6 +4,7 @@
 //! `covey-sim` crate drives the same pieces.
 
 pub mod backoff;
+pub mod engine;
 pub mod limits;
 pub mod outbox;
 pub mod proto;

@@ -2,7 +2,7 @@
 //! read-only view of the store, and returns [`Output`]s for a driver to carry out. It never
 //! touches a socket, a clock or the disk, so it runs the same under iroh and a simulator.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::wire::entry::Id32;
 use crate::wire::frame::{Head, Message, RefuseCode};
@@ -15,6 +15,18 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// them), `keepalive` (`Ping`/`Pong`, and an idle timeout). Unknown features are ignored; a
 /// message a feature adds is only sent to peers that announced it.
 pub const FEATURES: &[&str] = &["run-signatures", "acks", "keepalive"];
+
+/// Prefix of the valued feature `max-frame=<bytes>`: the largest frame the sender accepts.
+/// Batches sent to a peer are sized to fit its limit as well as ours; a peer that does not
+/// announce one accepts [`DEFAULT_PEER_MAX_FRAME`].
+pub const MAX_FRAME_FEATURE: &str = "max-frame=";
+
+/// Most authors a session tracks per group for one peer. Far beyond any real group; a peer
+/// naming more (to grow our memory) is a protocol violation.
+pub const MAX_TRACKED_AUTHORS: usize = 65_536;
+
+/// The frame limit assumed of a peer that announces none: the default node's.
+pub const DEFAULT_PEER_MAX_FRAME: usize = (1 << 20) + 64 * 1024;
 
 /// Largest seq a head may claim: the same bound as lamport clocks, far past any real log.
 /// A frontier beyond it (say `u64::MAX`) is a protocol violation, not a promise to wait on.
@@ -53,6 +65,23 @@ pub trait LocalView {
     fn groups(&self) -> Vec<Id32>;
     /// This node's version vector for `group`.
     fn frontier(&self, group: &Id32) -> Vec<Head>;
+}
+
+/// The receipts a peer's claimed heads are worth: only for logs we hold (a peer cannot grow
+/// our receipt table with logs we have never seen), and never past what we hold (a claim
+/// beyond our own head must not read as delivery of entries written later).
+fn receipts(claimed: &[Head], local: &BTreeMap<Id32, u64>) -> Vec<Head> {
+    claimed
+        .iter()
+        .filter_map(|h| {
+            let ours = *local.get(&h.author)?;
+            let seq = h.seq.min(ours);
+            (seq > 0).then_some(Head {
+                author: h.author,
+                seq,
+            })
+        })
+        .collect()
 }
 
 /// How far a group is synced with one peer.
@@ -130,15 +159,15 @@ pub enum Output {
 #[derive(Debug, Default)]
 struct PeerGroup {
     /// Highest seq per author the peer holds or has been sent.
-    peer_has: HashMap<Id32, u64>,
+    peer_has: BTreeMap<Id32, u64>,
     /// Authors for which the peer advertised more than we hold, and how much.
-    awaiting: HashMap<Id32, u64>,
+    awaiting: BTreeMap<Id32, u64>,
     /// Local entries committed after our frontier was read but before the peer's arrived;
     /// merged into the catch-up so none waits for its author's next entry.
-    pending_local: HashMap<Id32, u64>,
+    pending_local: BTreeMap<Id32, u64>,
     /// What we told the peer we hold (frontier, announce, acks): entries at or below it that
     /// it sends anyway are replays.
-    told: HashMap<Id32, u64>,
+    told: BTreeMap<Id32, u64>,
     sent_frontier: bool,
     frontier_received: bool,
 }
@@ -156,8 +185,8 @@ pub struct SyncSession {
     phase: Phase,
     version: u16,
     min_version: u16,
-    peer_features: HashSet<String>,
-    groups: HashMap<Id32, PeerGroup>,
+    peer_features: BTreeSet<String>,
+    groups: BTreeMap<Id32, PeerGroup>,
     timers: Timers,
     now_ms: u64,
     started_ms: u64,
@@ -166,6 +195,9 @@ pub struct SyncSession {
     next_nonce: u64,
     rtt_ms: Option<u64>,
     warned_replay: bool,
+    max_frame: Option<usize>,
+    peer_max_frame: usize,
+    negotiated: Option<u16>,
 }
 
 impl Default for SyncSession {
@@ -186,8 +218,8 @@ impl SyncSession {
             phase: Phase::AwaitingHello,
             version,
             min_version,
-            peer_features: HashSet::new(),
-            groups: HashMap::new(),
+            peer_features: BTreeSet::new(),
+            groups: BTreeMap::new(),
             timers: Timers::default(),
             now_ms: 0,
             started_ms: 0,
@@ -196,7 +228,26 @@ impl SyncSession {
             next_nonce: 1,
             rtt_ms: None,
             warned_replay: false,
+            max_frame: None,
+            peer_max_frame: DEFAULT_PEER_MAX_FRAME,
+            negotiated: None,
         }
+    }
+
+    /// Announces this node's frame limit to the peer (feature `max-frame=<bytes>`).
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = Some(bytes);
+        self
+    }
+
+    /// The largest frame the peer accepts: what it announced, or the default.
+    pub fn peer_max_frame(&self) -> usize {
+        self.peer_max_frame
+    }
+
+    /// The protocol version both sides speak (the lower of the two newest), once ready.
+    pub fn negotiated_version(&self) -> Option<u16> {
+        self.negotiated
     }
 
     /// Replaces the session's timers.
@@ -305,16 +356,20 @@ impl SyncSession {
     }
 
     /// Features the peer announced.
-    pub fn peer_features(&self) -> &HashSet<String> {
+    pub fn peer_features(&self) -> &BTreeSet<String> {
         &self.peer_features
     }
 
     /// The first outputs of a session: our hello.
     pub fn start(&mut self) -> Vec<Output> {
+        let mut features: Vec<String> = FEATURES.iter().map(|f| f.to_string()).collect();
+        if let Some(bytes) = self.max_frame {
+            features.push(format!("{MAX_FRAME_FEATURE}{bytes}"));
+        }
         vec![Output::Send(Message::Hello {
             version: self.version,
             min_version: self.min_version,
-            features: FEATURES.iter().map(|f| f.to_string()).collect(),
+            features,
         })]
     }
 
@@ -424,7 +479,19 @@ impl SyncSession {
             ];
         }
         self.phase = Phase::Ready;
-        self.peer_features = features.into_iter().collect();
+        self.negotiated = Some(self.version.min(version));
+        // Only features this build knows are kept: a hello stuffed with megabytes of unknown
+        // feature names costs nothing past this point.
+        for feature in features {
+            if let Some(bytes) = feature.strip_prefix(MAX_FRAME_FEATURE) {
+                if let Ok(bytes) = bytes.parse::<usize>() {
+                    // Never below what one default entry needs, never above our own reason.
+                    self.peer_max_frame = bytes.max(64 * 1024);
+                }
+            } else if FEATURES.contains(&feature.as_str()) {
+                self.peer_features.insert(feature);
+            }
+        }
         let mut out = Vec::new();
         for group in view.groups() {
             out.extend(self.send_frontier(group, view));
@@ -449,10 +516,21 @@ impl SyncSession {
         if !view.has_group(&group) || heads.is_empty() {
             return Vec::new();
         }
+        let local: BTreeMap<Id32, u64> = view
+            .frontier(&group)
+            .into_iter()
+            .map(|h| (h.author, h.seq))
+            .collect();
         let state = self.groups.entry(group).or_default();
         for head in &heads {
-            let known = state.peer_has.entry(head.author).or_insert(0);
-            *known = (*known).max(head.seq);
+            if local.contains_key(&head.author) || state.peer_has.contains_key(&head.author) {
+                let known = state.peer_has.entry(head.author).or_insert(0);
+                *known = (*known).max(head.seq);
+            }
+        }
+        let heads = receipts(&heads, &local);
+        if heads.is_empty() {
+            return Vec::new();
         }
         vec![Output::PeerHeads { group, heads }]
     }
@@ -464,14 +542,14 @@ impl SyncSession {
             return Vec::new();
         }
         let mut out = self.send_frontier(group, view);
-        let mut local: HashMap<Id32, u64> = view
+        let mut local: BTreeMap<Id32, u64> = view
             .frontier(&group)
             .into_iter()
             .map(|h| (h.author, h.seq))
             .collect();
         let state = self.groups.entry(group).or_default();
         state.frontier_received = true;
-        for (author, seq) in state.pending_local.drain() {
+        for (author, seq) in std::mem::take(&mut state.pending_local) {
             let ours = local.entry(author).or_insert(0);
             *ours = (*ours).max(seq);
         }
@@ -483,10 +561,16 @@ impl SyncSession {
                 state.awaiting.insert(head.author, head.seq);
             }
         }
-        if !heads.is_empty() {
+        if state.peer_has.len() > MAX_TRACKED_AUTHORS {
+            return self.violation(format!(
+                "peer named more than {MAX_TRACKED_AUTHORS} authors in one group"
+            ));
+        }
+        let known_heads = receipts(&heads, &local);
+        if !known_heads.is_empty() {
             out.push(Output::PeerHeads {
                 group,
-                heads: heads.clone(),
+                heads: known_heads,
             });
         }
         for (author, &ours) in &local {
@@ -528,15 +612,23 @@ impl SyncSession {
             let known = state.peer_has.entry(head.author).or_insert(0);
             *known = (*known).max(head.seq);
         }
-        if state.awaiting.is_empty() && (!acks || held.is_empty()) {
-            return Vec::new();
+        // The peer sent these, so it holds them: a receipt, even for logs we first heard of
+        // from it.
+        let mut out = Vec::new();
+        if !held.is_empty() {
+            out.push(Output::PeerHeads {
+                group,
+                heads: held.to_vec(),
+            });
         }
-        let local: HashMap<Id32, u64> = view
+        if state.awaiting.is_empty() && (!acks || held.is_empty()) {
+            return out;
+        }
+        let local: BTreeMap<Id32, u64> = view
             .frontier(&group)
             .into_iter()
             .map(|h| (h.author, h.seq))
             .collect();
-        let mut out = Vec::new();
         if acks {
             // Ack our contiguous frontier for the authors just touched: that is what a
             // receipt promises (we hold everything up to it), whatever the batch held.

@@ -36,7 +36,7 @@ pub struct Rules {
 pub struct Rejection {
     /// Short stable reason, such as `bad-signature` or `seq-gap`.
     pub reason: &'static str,
-    /// Human detail.
+    /// Human detail; empty after the first rejection of the same reason in a batch.
     pub detail: String,
 }
 
@@ -57,6 +57,13 @@ pub struct Outcome {
 }
 
 fn reject(out: &mut Outcome, reason: &'static str, detail: String) {
+    // Only the first detail per reason is kept: a batch of thousands of bad entries must not
+    // cost thousands of strings (callers report counts and the first detail).
+    let detail = if out.rejected.iter().any(|r| r.reason == reason) {
+        String::new()
+    } else {
+        detail
+    };
     out.rejected.push(Rejection { reason, detail });
 }
 

@@ -31,6 +31,10 @@ pub const ENTRY_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 158;
 /// Length of the Ed25519 signature trailer.
 pub const SIGNATURE_LEN: usize = 64;
+/// Shortest valid entry: a header, an empty payload's AEAD tag, and a signature. Frames
+/// refuse anything shorter up front, so a frame of tiny fake entries cannot cost a
+/// receiver per-entry work out of proportion to its size.
+pub const MIN_ENTRY_LEN: usize = HEADER_LEN + crate::crypto::aead::TAG_LEN + SIGNATURE_LEN;
 /// Domain separation for entry signatures.
 pub const SIGNATURE_LABEL: &[u8] = b"covey/v1/entry-signature";
 

@@ -159,6 +159,12 @@ mod byte_strings {
                 // The claimed length is untrusted: cap the up-front allocation.
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 while let Some(ByteBuf(item)) = seq.next_element()? {
+                    if item.len() < super::super::entry::MIN_ENTRY_LEN {
+                        return Err(serde::de::Error::invalid_length(
+                            item.len(),
+                            &"an entry of at least MIN_ENTRY_LEN bytes",
+                        ));
+                    }
                     out.push(item);
                 }
                 Ok(out)
@@ -209,6 +215,7 @@ pub fn decode(body: &[u8]) -> Result<Message, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::entry::MIN_ENTRY_LEN;
 
     fn roundtrip(message: Message) {
         let frame = encode(&message).unwrap();
@@ -234,7 +241,7 @@ mod tests {
         });
         roundtrip(Message::Entries {
             group: [3; 32],
-            entries: vec![vec![1, 2, 3], vec![]],
+            entries: vec![vec![1; MIN_ENTRY_LEN], vec![2; MIN_ENTRY_LEN + 1]],
         });
         roundtrip(Message::Announce {
             group: [5; 32],
@@ -265,7 +272,7 @@ mod tests {
             _Frontier,
             Entries { group: Id32, entries: Vec<Vec<u8>> },
         }
-        let entries = vec![vec![1, 2, 3], vec![], vec![7; 300]];
+        let entries = vec![vec![1; MIN_ENTRY_LEN], vec![7; 300]];
         let ours = postcard::to_stdvec(&Message::Entries {
             group: [3; 32],
             entries: entries.clone(),
@@ -292,7 +299,7 @@ mod tests {
     fn garbage_and_truncation_are_errors_not_panics() {
         let frame = encode(&Message::Entries {
             group: [3; 32],
-            entries: vec![vec![9; 40]; 3],
+            entries: vec![vec![9; MIN_ENTRY_LEN]; 3],
         })
         .unwrap();
         for len in 4..frame.len() {
@@ -316,5 +323,17 @@ mod tests {
             let _ = decode(&bytes);
         }
         assert!(decode(&[2, 3, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn entries_shorter_than_the_smallest_entry_are_refused_at_decode() {
+        for (len, ok) in [(MIN_ENTRY_LEN - 1, false), (MIN_ENTRY_LEN, true)] {
+            let frame = encode(&Message::Entries {
+                group: [3; 32],
+                entries: vec![vec![5; len]],
+            })
+            .unwrap();
+            assert_eq!(decode(&frame[4..]).is_ok(), ok, "entry of {len} bytes");
+        }
     }
 }

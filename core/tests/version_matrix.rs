@@ -1,0 +1,833 @@
+//! Protocol evolution (docs/PROTOCOL.md, "Session" and "Evolving the protocol"): version
+//! negotiation across a matrix of old and new builds, unknown features ignored, features
+//! gating the messages they add, and messages from the future refused as bad frames.
+//!
+//! Sessions are driven against each other in memory, every message crossing through
+//! `frame::encode` and `frame::decode` so the wire encoding is exercised too; the last test
+//! runs a real node over iroh against a raw client.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use covey_core::node::SYNC_ALPN;
+use covey_core::sync::proto::{
+    FEATURES, LocalView, MAX_FRAME_FEATURE, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION,
+    SyncSession, SyncState, Timers,
+};
+use covey_core::wire::WireError;
+use covey_core::wire::entry::Id32;
+use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
+use covey_core::{Node, NodeConfig};
+use iroh::SecretKey;
+use iroh::endpoint::{Connection, ReadExactError, RecvStream, SendStream};
+use iroh_tickets::endpoint::EndpointTicket;
+
+const GROUP: Id32 = [0x61; 32];
+const AUTHOR_X: Id32 = [0x0a; 32];
+const AUTHOR_Y: Id32 = [0x0b; 32];
+const MAX_FRAME: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// In-memory sessions
+// ---------------------------------------------------------------------------------------------
+
+/// A node's groups and, per group, its frontier (author -> highest seq).
+#[derive(Debug, Clone, Default)]
+struct View(BTreeMap<Id32, BTreeMap<Id32, u64>>);
+
+impl View {
+    fn with(group: Id32, heads: &[(Id32, u64)]) -> Self {
+        let mut v = Self::default();
+        v.0.insert(group, heads.iter().copied().collect());
+        v
+    }
+}
+
+impl LocalView for View {
+    fn has_group(&self, group: &Id32) -> bool {
+        self.0.contains_key(group)
+    }
+
+    fn groups(&self) -> Vec<Id32> {
+        self.0.keys().copied().collect()
+    }
+
+    fn frontier(&self, group: &Id32) -> Vec<Head> {
+        self.0
+            .get(group)
+            .map(|heads| {
+                heads
+                    .iter()
+                    .map(|(author, seq)| Head {
+                        author: *author,
+                        seq: *seq,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn head(author: Id32, seq: u64) -> Head {
+    Head { author, seq }
+}
+
+/// Carries a message across the wire: one frame out, its prefix checked, its body decoded.
+fn wire(message: &Message) -> Message {
+    let bytes = frame::encode(message).expect("encode");
+    let prefix: [u8; LENGTH_PREFIX] = bytes[..LENGTH_PREFIX].try_into().unwrap();
+    let len = frame::frame_len(prefix, MAX_FRAME).expect("within the frame limit");
+    assert_eq!(len, bytes.len() - LENGTH_PREFIX);
+    let decoded = frame::decode(&bytes[LENGTH_PREFIX..]).expect("decode");
+    assert_eq!(&decoded, message, "the wire changed the message");
+    decoded
+}
+
+fn sends(outputs: &[Output]) -> Vec<Message> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn this_builds_features() -> Vec<String> {
+    FEATURES.iter().map(|f| f.to_string()).collect()
+}
+
+/// Starts a session and returns the hello it sends (its only output).
+fn hello_of(session: &mut SyncSession) -> Message {
+    match &session.start()[..] {
+        [Output::Send(hello @ Message::Hello { .. })] => hello.clone(),
+        other => panic!("start sent {other:?}"),
+    }
+}
+
+fn timers() -> Timers {
+    Timers {
+        handshake_timeout_ms: 10_000,
+        keepalive_ms: 5_000,
+        idle_timeout_ms: 20_000,
+        ..Timers::default()
+    }
+}
+
+/// Asserts `out` is exactly a refusal for incompatible versions, as a side speaking `ours`
+/// (version, min_version) says it to a peer speaking `theirs`; returns the `Refuse` sent.
+fn assert_version_refusal(
+    out: &[Output],
+    ours: (u16, u16),
+    theirs: (u16, u16),
+    ctx: &str,
+) -> Message {
+    let [
+        Output::Send(refuse),
+        Output::Warn { kind, message },
+        Output::Close { reason },
+    ] = out
+    else {
+        panic!("{ctx}: expected Refuse, Warn, Close; got {out:?}");
+    };
+    let Message::Refuse { code, reason: sent } = wire(refuse) else {
+        panic!("{ctx}: sent {refuse:?} instead of a Refuse");
+    };
+    assert_eq!(code, RefuseCode::IncompatibleVersion as u16, "{ctx}");
+    assert_eq!(code, 1, "{ctx}: the documented code");
+    assert_eq!(*kind, "incompatible-version", "{ctx}");
+    let (v, min) = ours;
+    let (pv, pmin) = theirs;
+    for text in [&sent, message, reason] {
+        assert!(
+            text.contains(&format!("we speak {min}..={v}")),
+            "{ctx}: {text:?} names our range first"
+        );
+        assert!(
+            text.contains(&format!("peer speaks {pmin}..={pv}")),
+            "{ctx}: {text:?} names the peer's range"
+        );
+        assert!(
+            text.contains("incompatible protocol versions"),
+            "{ctx}: {text:?}"
+        );
+    }
+    refuse.clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The version matrix
+// ---------------------------------------------------------------------------------------------
+
+/// (version, min_version) of five builds: an old one, two that overlap it, two newer ones.
+const BUILDS: [(u16, u16); 5] = [(1, 1), (2, 1), (2, 2), (3, 2), (3, 3)];
+
+/// The pairs (in either order) that share no version, written out by hand from the rule
+/// "peer.version >= our.min and our.version >= peer.min" rather than computed with it.
+const DISJOINT: [((u16, u16), (u16, u16)); 5] = [
+    ((1, 1), (2, 2)),
+    ((1, 1), (3, 2)),
+    ((1, 1), (3, 3)),
+    ((2, 1), (3, 3)),
+    ((2, 2), (3, 3)),
+];
+
+#[test]
+fn version_matrix_ready_or_refused_on_both_sides() {
+    let disjoint: BTreeSet<_> = DISJOINT
+        .iter()
+        .flat_map(|&(a, b)| [(a, b), (b, a)])
+        .collect();
+    let (mut ready_pairs, mut refused_pairs) = (0, 0);
+    for ours in BUILDS {
+        for theirs in BUILDS {
+            let ctx = format!("ours {ours:?} vs theirs {theirs:?}");
+            // Ours holds 3 entries of author X, theirs 2 of author Y.
+            let view_a = View::with(GROUP, &[(AUTHOR_X, 3)]);
+            let view_b = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+            let mut a = SyncSession::with_versions(ours.0, ours.1);
+            let mut b = SyncSession::with_versions(theirs.0, theirs.1);
+            let hello_a = hello_of(&mut a);
+            let hello_b = hello_of(&mut b);
+            assert_eq!(
+                hello_a,
+                Message::Hello {
+                    version: ours.0,
+                    min_version: ours.1,
+                    features: this_builds_features(),
+                },
+                "{ctx}"
+            );
+            let out_a = a.on_message(wire(&hello_b), &view_a);
+            let out_b = b.on_message(wire(&hello_a), &view_b);
+
+            if disjoint.contains(&(ours, theirs)) {
+                refused_pairs += 1;
+                assert!(!a.is_ready() && !b.is_ready(), "{ctx}");
+                let refuse_a =
+                    assert_version_refusal(&out_a, ours, theirs, &format!("{ctx}: ours"));
+                let refuse_b =
+                    assert_version_refusal(&out_b, theirs, ours, &format!("{ctx}: theirs"));
+                // Each refusal reaches a side that already closed: nothing more happens.
+                assert!(a.on_message(wire(&refuse_b), &view_a).is_empty(), "{ctx}");
+                assert!(b.on_message(wire(&refuse_a), &view_b).is_empty(), "{ctx}");
+                assert!(a.on_tick(1_000_000).is_empty(), "{ctx}: closed for good");
+                assert!(a.on_local_entry(GROUP, AUTHOR_X, 4).is_empty(), "{ctx}");
+                continue;
+            }
+
+            ready_pairs += 1;
+            assert!(a.is_ready() && b.is_ready(), "{ctx}");
+            assert_eq!(
+                out_a,
+                vec![Output::Send(Message::Frontier {
+                    group: GROUP,
+                    heads: vec![head(AUTHOR_X, 3)],
+                })],
+                "{ctx}: ours announces its frontier"
+            );
+            assert_eq!(
+                out_b,
+                vec![Output::Send(Message::Frontier {
+                    group: GROUP,
+                    heads: vec![head(AUTHOR_Y, 2)],
+                })],
+                "{ctx}: theirs announces its frontier"
+            );
+            // The frontiers cross: each side sends what the other lacks and waits for the rest.
+            let got_a = a.on_message(wire(&sends(&out_b)[0]), &view_a);
+            let got_b = b.on_message(wire(&sends(&out_a)[0]), &view_b);
+            assert_eq!(
+                got_a,
+                vec![
+                    Output::SendRange {
+                        group: GROUP,
+                        author: AUTHOR_X,
+                        after_seq: 0,
+                        up_to_seq: 3,
+                    },
+                    Output::StateChanged {
+                        group: GROUP,
+                        state: SyncState::CatchingUp,
+                    },
+                ],
+                "{ctx}: ours"
+            );
+            assert_eq!(
+                got_b,
+                vec![
+                    Output::SendRange {
+                        group: GROUP,
+                        author: AUTHOR_Y,
+                        after_seq: 0,
+                        up_to_seq: 2,
+                    },
+                    Output::StateChanged {
+                        group: GROUP,
+                        state: SyncState::CatchingUp,
+                    },
+                ],
+                "{ctx}: theirs"
+            );
+        }
+    }
+    assert_eq!((ready_pairs, refused_pairs), (15, 10));
+}
+
+#[test]
+fn this_build_against_a_newer_and_an_older_neighbour() {
+    let view = View::with(GROUP, &[]);
+    let ours = (PROTOCOL_VERSION, MIN_PROTOCOL_VERSION);
+    // A newer build that still accepts ours talks to us.
+    let mut s = SyncSession::new();
+    hello_of(&mut s);
+    let newer = Message::Hello {
+        version: PROTOCOL_VERSION + 1,
+        min_version: MIN_PROTOCOL_VERSION,
+        features: vec!["future-x".into()],
+    };
+    let out = s.on_message(wire(&newer), &view);
+    assert!(s.is_ready(), "{out:?}");
+    // One that retired our version does not, and both of us say so.
+    let mut s = SyncSession::new();
+    hello_of(&mut s);
+    let retired = (PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1);
+    let out = s.on_message(
+        wire(&Message::Hello {
+            version: retired.0,
+            min_version: retired.1,
+            features: vec![],
+        }),
+        &view,
+    );
+    assert_version_refusal(&out, ours, retired, "retired");
+    // A peer whose range is upside down (min above version) meets nobody's range.
+    let mut s = SyncSession::new();
+    hello_of(&mut s);
+    let out = s.on_message(
+        wire(&Message::Hello {
+            version: 1,
+            min_version: 5,
+            features: vec![],
+        }),
+        &view,
+    );
+    assert_version_refusal(&out, ours, (1, 5), "upside down");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Features
+// ---------------------------------------------------------------------------------------------
+
+/// A session of this build at t = 1000 that received `hello`; returns it and its outputs.
+fn ready_with(hello: &Message, view: &View) -> (SyncSession, Vec<Output>) {
+    let mut s = SyncSession::new().with_timers(timers());
+    s.advance(1_000);
+    hello_of(&mut s);
+    let out = s.on_message(wire(hello), view);
+    assert!(s.is_ready(), "{out:?}");
+    (s, out)
+}
+
+fn hello_with(features: &[&str]) -> Message {
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+        min_version: MIN_PROTOCOL_VERSION,
+        features: features.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+#[test]
+fn unknown_features_are_ignored() {
+    let view = View::with(GROUP, &[]);
+    let (mut s, out) = ready_with(&hello_with(&["future-x"]), &view);
+    assert_eq!(
+        out,
+        vec![Output::Send(Message::Frontier {
+            group: GROUP,
+            heads: vec![],
+        })]
+    );
+    for known in FEATURES {
+        assert!(
+            !s.peer_features().contains(*known),
+            "{known} was not announced"
+        );
+    }
+    // The session works as usual: the peer's frontier starts a catch-up.
+    let out = s.on_message(
+        wire(&Message::Frontier {
+            group: GROUP,
+            heads: vec![head(AUTHOR_Y, 2)],
+        }),
+        &view,
+    );
+    assert!(
+        out.contains(&Output::StateChanged {
+            group: GROUP,
+            state: SyncState::CatchingUp,
+        }),
+        "{out:?}"
+    );
+    // Unknown names next to known ones: the known ones take effect.
+    let (s, _) = ready_with(
+        &hello_with(&[
+            "future-x",
+            "acks",
+            "x/y=z",
+            "",
+            "keepalive",
+            &"z".repeat(300),
+        ]),
+        &view,
+    );
+    for f in ["acks", "keepalive"] {
+        assert!(s.peer_features().contains(f), "{f}");
+    }
+}
+
+#[test]
+fn feature_names_are_compared_exactly() {
+    // Near misses of `acks` and `keepalive` enable neither: no Ack, no Ping, no timeout.
+    let (mut r, _) = catching_up(&hello_with(&["ACKS", "Keepalive", "acks ", " keepalive"]));
+    let after = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    assert_eq!(
+        r.on_ingested(GROUP, &[head(AUTHOR_Y, 2)], &after),
+        vec![
+            received(),
+            Output::StateChanged {
+                group: GROUP,
+                state: SyncState::UpToDate,
+            }
+        ]
+    );
+    let idle = timers().idle_timeout_ms;
+    assert_eq!(tick_span(&mut r, 1_000, 1_000 + 3 * idle), vec![]);
+    assert!(r.is_ready());
+}
+
+/// What `on_ingested` reports first after R stores Y 1..=2 from S: S holds them (a receipt).
+fn received() -> Output {
+    Output::PeerHeads {
+        group: GROUP,
+        heads: vec![head(AUTHOR_Y, 2)],
+    }
+}
+
+/// Receiver R (this build, in the group, holding nothing) and sender S (holding two entries of
+/// author Y) after their handshake and frontier exchange: R is catching up.
+fn catching_up(r_hears: &Message) -> (SyncSession, SyncSession) {
+    let view_r = View::with(GROUP, &[]);
+    let view_s = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    let (mut r, out_r) = ready_with(r_hears, &view_r);
+    let mut s = SyncSession::new();
+    hello_of(&mut s);
+    let hello_r = hello_with(FEATURES);
+    let out_s = s.on_message(wire(&hello_r), &view_s);
+    let got_r = r.on_message(wire(&sends(&out_s)[0]), &view_r);
+    assert_eq!(
+        got_r,
+        vec![Output::StateChanged {
+            group: GROUP,
+            state: SyncState::CatchingUp,
+        },]
+    );
+    let got_s = s.on_message(wire(&sends(&out_r)[0]), &view_s);
+    assert_eq!(
+        got_s[0],
+        Output::SendRange {
+            group: GROUP,
+            author: AUTHOR_Y,
+            after_seq: 0,
+            up_to_seq: 2,
+        }
+    );
+    (r, s)
+}
+
+#[test]
+fn acks_go_only_to_peers_that_announced_them() {
+    let after = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    let stored = [head(AUTHOR_Y, 2)];
+    let up_to_date = Output::StateChanged {
+        group: GROUP,
+        state: SyncState::UpToDate,
+    };
+
+    // A peer that did not announce `acks` gets none.
+    let (mut r, _) = catching_up(&hello_with(&["run-signatures", "keepalive", "future-x"]));
+    let out = r.on_ingested(GROUP, &stored, &after);
+    assert_eq!(
+        out,
+        vec![received(), up_to_date.clone()],
+        "no Ack without the feature"
+    );
+    // Without an Ack, R never told the peer it holds Y 1..=2: a resend is not a replay.
+    assert_eq!(
+        r.count_replayed(GROUP, &[head(AUTHOR_Y, 1), head(AUTHOR_Y, 2)]),
+        (0, vec![])
+    );
+
+    // A peer that did gets one, and it reaches the peer as a delivery receipt.
+    let hello = hello_with(FEATURES);
+    let (mut r, mut s) = catching_up(&hello);
+    let out = r.on_ingested(GROUP, &stored, &after);
+    let ack = Message::Ack {
+        group: GROUP,
+        heads: vec![head(AUTHOR_Y, 2)],
+    };
+    assert_eq!(out, vec![received(), Output::Send(ack.clone()), up_to_date]);
+    let view_s = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    assert_eq!(
+        s.on_message(wire(&ack), &view_s),
+        vec![Output::PeerHeads {
+            group: GROUP,
+            heads: vec![head(AUTHOR_Y, 2)],
+        }]
+    );
+    // The same heads are not acknowledged twice (the peer's receipt is recorded again,
+    // which is idempotent).
+    assert_eq!(r.on_ingested(GROUP, &stored, &after), vec![received()]);
+    // Having acknowledged Y 1..=2, entries of it sent again are replays, warned about once.
+    let (n, warn) = r.count_replayed(GROUP, &[head(AUTHOR_Y, 1), head(AUTHOR_Y, 2)]);
+    assert_eq!(n, 2);
+    assert!(
+        matches!(
+            &warn[..],
+            [Output::Warn {
+                kind: "replayed-entries",
+                ..
+            }]
+        ),
+        "{warn:?}"
+    );
+    assert_eq!(r.count_replayed(GROUP, &[head(AUTHOR_Y, 2)]), (1, vec![]));
+}
+
+/// Ticks `s` every 100 ms over `(from, to]` and returns what each tick output, with its time.
+fn tick_span(s: &mut SyncSession, from: u64, to: u64) -> Vec<(u64, Output)> {
+    let mut out = Vec::new();
+    let mut t = from + 100;
+    while t <= to {
+        out.extend(s.on_tick(t).into_iter().map(|o| (t, o)));
+        t += 100;
+    }
+    out
+}
+
+#[test]
+fn a_peer_without_keepalive_is_never_pinged_nor_timed_out() {
+    let view = View::with(GROUP, &[]);
+    let (mut s, _) = ready_with(&hello_with(&["acks", "future-x"]), &view);
+    let idle = timers().idle_timeout_ms;
+    assert_eq!(tick_span(&mut s, 1_000, 1_000 + 10 * idle), vec![]);
+    assert!(s.on_tick(u64::MAX / 2).is_empty());
+    assert!(s.is_ready(), "silence is no reason to drop it");
+    // It may still ping us, and is answered.
+    assert_eq!(
+        s.on_message(wire(&Message::Ping { nonce: 7 }), &view),
+        vec![Output::Send(Message::Pong { nonce: 7 })]
+    );
+}
+
+#[test]
+fn a_keepalive_peer_is_pinged_when_silent_and_dropped_after_the_idle_timeout() {
+    let t = timers();
+    let view = View::with(GROUP, &[]);
+    // Our session and the peer's, both of this build, so both speak `keepalive`.
+    let (mut ours, _) = ready_with(&hello_with(FEATURES), &view);
+    let mut peer = SyncSession::new();
+    let ours_hello = hello_with(FEATURES);
+    hello_of(&mut peer);
+    peer.on_message(wire(&ours_hello), &view);
+    assert!(peer.is_ready());
+
+    // Heard at 1000: the first ping goes out keepalive_ms later, not before.
+    let ping_at = 1_000 + t.keepalive_ms;
+    assert_eq!(
+        tick_span(&mut ours, 1_000, ping_at),
+        vec![(ping_at, Output::Send(Message::Ping { nonce: 1 }))]
+    );
+    // The peer answers; the pong arrives 500 ms after the ping and measures the round trip.
+    let pong = peer.on_message(wire(&Message::Ping { nonce: 1 }), &view);
+    assert_eq!(pong, vec![Output::Send(Message::Pong { nonce: 1 })]);
+    let heard = ping_at + 500;
+    assert!(tick_span(&mut ours, ping_at, heard - 100).is_empty());
+    ours.advance(heard);
+    assert!(ours.on_message(wire(&sends(&pong)[0]), &view).is_empty());
+    assert_eq!(ours.rtt_ms(), Some(500));
+
+    // Then the peer goes silent: a ping every keepalive_ms, and gone after idle_timeout_ms.
+    let gone_at = heard + t.idle_timeout_ms;
+    let outputs = tick_span(&mut ours, heard, gone_at);
+    let reason = format!("peer silent for {} ms", t.idle_timeout_ms);
+    assert_eq!(
+        outputs,
+        vec![
+            (heard + 5_000, Output::Send(Message::Ping { nonce: 2 })),
+            (heard + 10_000, Output::Send(Message::Ping { nonce: 3 })),
+            (heard + 15_000, Output::Send(Message::Ping { nonce: 4 })),
+            (
+                gone_at,
+                Output::Warn {
+                    kind: "peer-timeout",
+                    message: reason.clone(),
+                }
+            ),
+            (gone_at, Output::Close { reason }),
+        ]
+    );
+    assert!(!ours.is_ready());
+    assert!(ours.on_tick(gone_at + 60_000).is_empty(), "closed for good");
+}
+
+#[test]
+fn a_peer_that_never_says_hello_is_dropped_after_the_handshake_timeout() {
+    let mut s = SyncSession::new().with_timers(timers());
+    s.advance(1_000);
+    hello_of(&mut s);
+    let deadline = 1_000 + timers().handshake_timeout_ms;
+    let outputs = tick_span(&mut s, 1_000, deadline + 1_000);
+    let reason = format!("no hello within {} ms", timers().handshake_timeout_ms);
+    assert_eq!(
+        outputs,
+        vec![
+            (
+                deadline,
+                Output::Warn {
+                    kind: "handshake-timeout",
+                    message: reason.clone(),
+                }
+            ),
+            (deadline, Output::Close { reason }),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages from the future
+// ---------------------------------------------------------------------------------------------
+
+fn varint(mut n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[test]
+fn unknown_variants_and_appended_fields_fail_to_decode() {
+    // Variant index 200 (varint c8 01), the case PROTOCOL.md names.
+    assert!(matches!(
+        frame::decode(&[0xc8, 0x01]),
+        Err(WireError::Malformed(_))
+    ));
+    // Every index past the last variant, with or without a plausible body after it.
+    for index in (8..=300).chain([u16::MAX as u32, u32::MAX]) {
+        let mut body = varint(index);
+        assert!(frame::decode(&body).is_err(), "variant {index}");
+        body.extend_from_slice(&[0; 40]);
+        assert!(frame::decode(&body).is_err(), "variant {index} with a body");
+    }
+    // The known ones all decode, from a minimal instance of each.
+    for index in 0..8u8 {
+        let body: Vec<u8> = match index {
+            1 | 2 | 3 | 5 => [vec![index], vec![0; 32], vec![0]].concat(),
+            0 => vec![0, 1, 1, 0],
+            4 => vec![4, 1, 0],
+            _ => vec![index, 9],
+        };
+        assert!(frame::decode(&body).is_ok(), "variant {index}");
+    }
+    // A future version cannot append a field to an existing message: v1 refuses it.
+    let mut ping_with_field = vec![6, 1];
+    ping_with_field.extend_from_slice(&[0x2a]);
+    assert!(matches!(
+        frame::decode(&ping_with_field),
+        Err(WireError::Malformed(m)) if m.contains("trailing")
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Over real iroh
+// ---------------------------------------------------------------------------------------------
+
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A bare iroh client speaking `covey/sync/1` frame by frame.
+struct RawPeer {
+    endpoint: iroh::Endpoint,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+}
+
+#[derive(Debug)]
+enum Read {
+    Frame(Message),
+    /// The node finished its stream or closed the connection.
+    Ended,
+}
+
+impl RawPeer {
+    async fn connect(node: &Node) -> Self {
+        let ticket: EndpointTicket = node.addr().await.unwrap().parse().unwrap();
+        let endpoint = loopback_endpoint(SecretKey::generate()).await;
+        let conn = tokio::time::timeout(
+            RECV_TIMEOUT,
+            endpoint.connect(ticket.endpoint_addr().clone(), SYNC_ALPN),
+        )
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+        let (send, recv) = conn.open_bi().await.expect("open_bi");
+        Self {
+            endpoint,
+            conn,
+            send,
+            recv,
+        }
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.expect("write");
+    }
+
+    async fn send(&mut self, message: &Message) {
+        self.send_raw(&frame::encode(message).unwrap()).await;
+    }
+
+    async fn read(&mut self) -> Read {
+        let recv = &mut self.recv;
+        let read = async {
+            let mut prefix = [0u8; LENGTH_PREFIX];
+            match recv.read_exact(&mut prefix).await {
+                Ok(()) => {}
+                Err(ReadExactError::FinishedEarly(0)) | Err(ReadExactError::ReadError(_)) => {
+                    return Read::Ended;
+                }
+                Err(e) => panic!("the node cut a frame prefix short: {e}"),
+            }
+            let len = frame::frame_len(prefix, MAX_FRAME).expect("the node's frame fits");
+            let mut body = vec![0u8; len];
+            recv.read_exact(&mut body).await.expect("frame body");
+            Read::Frame(frame::decode(&body).expect("the node sends valid frames"))
+        };
+        tokio::time::timeout(RECV_TIMEOUT, read)
+            .await
+            .expect("the node said nothing in time")
+    }
+
+    /// Reads the node's hello, which it sends first whatever we do.
+    async fn expect_hello(&mut self) {
+        match self.read().await {
+            Read::Frame(Message::Hello {
+                version,
+                min_version,
+                features,
+            }) => {
+                assert_eq!(
+                    (version, min_version),
+                    (PROTOCOL_VERSION, MIN_PROTOCOL_VERSION)
+                );
+                // A node also announces its frame limit (a valued feature).
+                let mut expected = this_builds_features();
+                expected.push(format!(
+                    "{MAX_FRAME_FEATURE}{}",
+                    NodeConfig::loopback("unused").max_frame_bytes
+                ));
+                assert_eq!(features, expected);
+            }
+            other => panic!("expected the node's hello, got {other:?}"),
+        }
+    }
+
+    /// Reads the node's `Refuse`, then expects the session to end; returns code and reason.
+    async fn expect_refuse(&mut self) -> (u16, String) {
+        let refusal = match self.read().await {
+            Read::Frame(Message::Refuse { code, reason }) => (code, reason),
+            other => panic!("expected a Refuse, got {other:?}"),
+        };
+        assert!(
+            matches!(self.read().await, Read::Ended),
+            "nothing follows a Refuse"
+        );
+        tokio::time::timeout(RECV_TIMEOUT, self.conn.closed())
+            .await
+            .expect("the node closed the connection after refusing");
+        refusal
+    }
+
+    async fn close(self) {
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.close().await;
+    }
+}
+
+async fn wait_counters(node: &Node, what: &str, check: impl Fn(&covey_core::SyncCounters) -> bool) {
+    wait_until(5, what, || async { check(&counters(node).await) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_an_incompatible_peer_and_a_frame_from_the_future_over_iroh() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(NodeConfig::loopback(dir.path()))
+        .await
+        .expect("open node");
+    let mut events = node.subscribe();
+
+    // A peer that only speaks version 9 is refused with code 1, both ranges named.
+    let mut peer = RawPeer::connect(&node).await;
+    peer.send(&Message::Hello {
+        version: 9,
+        min_version: 9,
+        features: vec!["future-x".into()],
+    })
+    .await;
+    peer.expect_hello().await;
+    let (code, reason) = peer.expect_refuse().await;
+    assert_eq!(code, 1, "IncompatibleVersion ({reason})");
+    assert!(reason.contains("we speak 1..=1"), "{reason}");
+    assert!(reason.contains("peer speaks 9..=9"), "{reason}");
+    let warning = wait_warning(&mut events, 5, "incompatible-version").await;
+    assert!(
+        warning.contains("1..=1") && warning.contains("9..=9"),
+        "{warning}"
+    );
+    wait_counters(&node, "incompatible_peers = 1", |c| {
+        c.incompatible_peers == 1 && c.rejected_frames == 0
+    })
+    .await;
+    peer.close().await;
+
+    // A compatible peer that then sends variant 200 has sent a bad frame: refused with
+    // code 2, counted as a rejected frame, and not as an incompatible peer.
+    let mut peer = RawPeer::connect(&node).await;
+    peer.send(&hello_with(&["future-x"])).await;
+    peer.expect_hello().await;
+    peer.send_raw(&[0, 0, 0, 2, 0xc8, 0x01]).await;
+    let (code, reason) = peer.expect_refuse().await;
+    assert_eq!(code, RefuseCode::ProtocolViolation as u16, "{reason}");
+    let warning = wait_warning(&mut events, 5, "rejected-frame").await;
+    assert!(!warning.is_empty());
+    wait_counters(&node, "rejected_frames = 1", |c| {
+        c.rejected_frames == 1 && c.incompatible_peers == 1
+    })
+    .await;
+    peer.close().await;
+
+    wait_until(5, "both refused sessions are gone", || async {
+        node.status().await.unwrap().connected_peers.is_empty()
+    })
+    .await;
+    node.shutdown().await.unwrap();
+}
