@@ -414,7 +414,8 @@ for m in re.finditer(r"(?<![.\w$])([A-Za-z_]\w*)\s*\(", t2):
 core = {"Node", "NodeConfig", "open", "joinPassphrase", "publish", "entries", "entry",
         "subscribe", "shutdown", "addPeer", "addr", "status", "members", "groups", "pause",
         "resume", "networkChanged", "nodeId", "cancel", "isCancelled", "EventListener",
-        "KeyStore", "CoveyError", "setLogger", "entryReceived", "groupChanged"}
+        "KeyStore", "CoveyError", "setLogger", "entryReceived", "groupChanged", "delivery",
+        "ackedBy", "allMembers"}
 missing_core = sorted(core - used_covey)
 if missing_core:
     err(f"{test_path}: the API check found no use of {missing_core} (the suite should exercise "

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::error::CoveyError;
 use crate::events::{EventListener, Subscription};
 use crate::runtime::{run, runtime};
-use crate::types::{Entry, EntryMeta, GroupInfo, Member, NodeConfig, NodeStatus};
+use crate::types::{Delivery, Entry, EntryMeta, GroupInfo, Member, NodeConfig, NodeStatus};
 
 /// An embedded Covey node. Open one per data dir with `Node.open`; call `shutdown` when done
 /// (a node that is garbage-collected without it is shut down in the background).
@@ -118,7 +118,8 @@ impl Node {
         .await
     }
 
-    /// Members of a group known to this node: every author seen, and this node.
+    /// Members of a group known to this node: every author seen, every peer that has
+    /// acknowledged entries of the group, and this node.
     pub async fn members(&self, group_id: String) -> Result<Vec<Member>, CoveyError> {
         let gid = self::group_id(&group_id)?;
         let core = self.core();
@@ -178,6 +179,21 @@ impl Node {
         let eid = self::entry_id(&entry_id)?;
         let core = self.core();
         run(async move { core.entry(&gid, &eid).await.map(|e| e.map(Entry::from)) }).await
+    }
+
+    /// Delivery receipt of one entry: the peers known to hold it and whether every member this
+    /// node knows of has it. Receipts persist across restarts. Fails with `NotFound` if the
+    /// group is not joined or this node does not hold the entry, `InvalidInput` for an id that
+    /// is not 64 hex characters.
+    pub async fn delivery(
+        &self,
+        group_id: String,
+        entry_id: String,
+    ) -> Result<Delivery, CoveyError> {
+        let gid = self::group_id(&group_id)?;
+        let eid = self::entry_id(&entry_id)?;
+        let core = self.core();
+        run(async move { core.delivery(&gid, &eid).await.map(Delivery::from) }).await
     }
 
     /// Stops syncing (the app goes to the background) until `resume`.

@@ -229,6 +229,26 @@ impl From<covey_core::Entry> for Entry {
     }
 }
 
+/// Who has an entry, as far as this node knows: its delivery receipt.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Delivery {
+    /// Node ids of the peers other than this node known to hold the entry, sorted: its author
+    /// (when that is not this node) and every peer that has acknowledged it.
+    pub acked_by: Vec<String>,
+    /// Whether every member this node knows of, other than itself, is in `acked_by`. False
+    /// when this node knows of no other member.
+    pub all_members: bool,
+}
+
+impl From<covey_core::Delivery> for Delivery {
+    fn from(d: covey_core::Delivery) -> Self {
+        Self {
+            acked_by: d.acked_by.iter().map(ToString::to_string).collect(),
+            all_members: d.all_members,
+        }
+    }
+}
+
 /// Counters of what the sync layer saw since the node opened.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncCounters {
@@ -244,6 +264,14 @@ pub struct SyncCounters {
     pub rejected_frames: u64,
     /// Sessions refused for an incompatible protocol version.
     pub incompatible_peers: u64,
+    /// Entries a peer re-sent after being told this node holds them.
+    pub replayed: u64,
+    /// Queued sends dropped because a peer would not read them.
+    pub dropped_frames: u64,
+    /// Frames held back because a peer exceeded its rate limit.
+    pub rate_limited: u64,
+    /// Sessions ended because the peer stopped answering keepalives.
+    pub peer_timeouts: u64,
 }
 
 impl From<covey_core::SyncCounters> for SyncCounters {
@@ -255,6 +283,10 @@ impl From<covey_core::SyncCounters> for SyncCounters {
             rejected_entries: c.rejected_entries,
             rejected_frames: c.rejected_frames,
             incompatible_peers: c.incompatible_peers,
+            replayed: c.replayed,
+            dropped_frames: c.dropped_frames,
+            rate_limited: c.rate_limited,
+            peer_timeouts: c.peer_timeouts,
         }
     }
 }

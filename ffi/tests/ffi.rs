@@ -141,6 +141,43 @@ fn errors_map_by_kind() {
     });
 }
 
+#[test]
+fn delivery_of_a_local_entry_and_its_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    block_on(async {
+        let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
+        let g = a.join_passphrase("pw".into(), "g".into()).await.unwrap();
+        let meta = a.publish(g.group_id.clone(), vec![1], None).await.unwrap();
+        let d = a
+            .delivery(g.group_id.clone(), meta.entry_id.clone())
+            .await
+            .unwrap();
+        assert!(d.acked_by.is_empty(), "{d:?}");
+        assert!(!d.all_members);
+        assert!(matches!(
+            a.delivery(g.group_id.clone(), "00".repeat(32)).await,
+            Err(CoveyError::NotFound { .. })
+        ));
+        assert!(matches!(
+            a.delivery("00".repeat(32), meta.entry_id.clone()).await,
+            Err(CoveyError::NotFound { .. })
+        ));
+        assert!(matches!(
+            a.delivery(g.group_id.clone(), "zz".repeat(32)).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            a.delivery("abc".into(), meta.entry_id.clone()).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        a.shutdown().await.unwrap();
+        assert!(matches!(
+            a.delivery(g.group_id.clone(), meta.entry_id.clone()).await,
+            Err(CoveyError::Closed { .. })
+        ));
+    });
+}
+
 #[derive(Default)]
 struct MemKeys {
     secrets: Mutex<HashMap<String, Vec<u8>>>,

@@ -21,6 +21,7 @@ Errors are subclasses of :class:`CoveyError`, one per kind (``CoveyError.Invalid
 
 from ._ffi.covey_ffi import (
     CoveyError,
+    Delivery,
     Durability,
     Entry,
     EntryMeta,
@@ -46,6 +47,7 @@ from ._ffi.covey_ffi import (
 
 __all__ = [
     "CoveyError",
+    "Delivery",
     "Durability",
     "Entry",
     "EntryMeta",

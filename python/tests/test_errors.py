@@ -44,6 +44,25 @@ async def test_error_kinds_for_bad_input(nodes):
         assert "ticket" in e.message
 
 
+async def test_delivery_of_a_fresh_local_entry_and_its_errors(nodes):
+    a = await nodes.open()
+    g = await a.join_passphrase(PASS, "receipts")
+    meta = await a.publish(g.group_id, b"mine")
+    # Nobody else has it yet, and nobody else is known.
+    d = await a.delivery(g.group_id, meta.entry_id)
+    assert isinstance(d, covey.Delivery)
+    assert d.acked_by == []
+    assert d.all_members is False
+    with pytest.raises(covey.CoveyError.NotFound):
+        await a.delivery(g.group_id, "00" * 32)
+    with pytest.raises(covey.CoveyError.NotFound):
+        await a.delivery("cd" * 32, meta.entry_id)
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.delivery(g.group_id, "xyz")
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.delivery("not-hex", meta.entry_id)
+
+
 async def test_oversized_payload_is_invalid_input(nodes):
     small = await nodes.open(max_payload_bytes=1024)
     g = await small.join_passphrase(PASS, "small")

@@ -409,6 +409,11 @@ uint64_t uniffi_covey_ffi_fn_method_node_add_peer(uint64_t ptr, RustBuffer addr
 uint64_t uniffi_covey_ffi_fn_method_node_addr(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DELIVERY
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DELIVERY
+uint64_t uniffi_covey_ffi_fn_method_node_delivery(uint64_t ptr, RustBuffer group_id, RustBuffer entry_id
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ENTRIES
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ENTRIES
 uint64_t uniffi_covey_ffi_fn_method_node_entries(uint64_t ptr, RustBuffer group_id, uint64_t after_cursor, uint32_t limit
@@ -790,6 +795,12 @@ uint16_t uniffi_covey_ffi_checksum_method_node_add_peer(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ADDR
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ADDR
 uint16_t uniffi_covey_ffi_checksum_method_node_addr(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DELIVERY
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DELIVERY
+uint16_t uniffi_covey_ffi_checksum_method_node_delivery(void
     
 );
 #endif

@@ -1301,6 +1301,14 @@ public protocol NodeProtocol: AnyObject, Sendable {
     func addr() async throws  -> String
     
     /**
+     * Delivery receipt of one entry: the peers known to hold it and whether every member this
+     * node knows of has it. Receipts persist across restarts. Fails with `NotFound` if the
+     * group is not joined or this node does not hold the entry, `InvalidInput` for an id that
+     * is not 64 hex characters.
+     */
+    func delivery(groupId: String, entryId: String) async throws  -> Delivery
+    
+    /**
      * Up to `limit` entries of a group after `after_cursor` (0 for the start), in local order,
      * oldest first. Pass the last entry's `cursor` to get the next page.
      */
@@ -1323,7 +1331,8 @@ public protocol NodeProtocol: AnyObject, Sendable {
     func joinPassphrase(passphrase: String, name: String) async throws  -> GroupInfo
     
     /**
-     * Members of a group known to this node: every author seen, and this node.
+     * Members of a group known to this node: every author seen, every peer that has
+     * acknowledged entries of the group, and this node.
      */
     func members(groupId: String) async throws  -> [Member]
     
@@ -1488,6 +1497,28 @@ open func addr()async throws  -> String  {
 }
     
     /**
+     * Delivery receipt of one entry: the peers known to hold it and whether every member this
+     * node knows of has it. Receipts persist across restarts. Fails with `NotFound` if the
+     * group is not joined or this node does not hold the entry, `InvalidInput` for an id that
+     * is not 64 hex characters.
+     */
+open func delivery(groupId: String, entryId: String)async throws  -> Delivery  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_delivery(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(groupId),FfiConverterString.lower(entryId)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeDelivery_lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
      * Up to `limit` entries of a group after `after_cursor` (0 for the start), in local order,
      * oldest first. Pass the last entry's `cursor` to get the next page.
      */
@@ -1566,7 +1597,8 @@ open func joinPassphrase(passphrase: String, name: String)async throws  -> Group
 }
     
     /**
-     * Members of a group known to this node: every author seen, and this node.
+     * Members of a group known to this node: every author seen, every peer that has
+     * acknowledged entries of the group, and this node.
      */
 open func members(groupId: String)async throws  -> [Member]  {
     return
@@ -1922,6 +1954,79 @@ public func FfiConverterTypeSubscription_lower(_ value: Subscription) -> UInt64 
 }
 
 
+
+
+/**
+ * Who has an entry, as far as this node knows: its delivery receipt.
+ */
+public struct Delivery: Equatable, Hashable {
+    /**
+     * Node ids of the peers other than this node known to hold the entry, sorted: its author
+     * (when that is not this node) and every peer that has acknowledged it.
+     */
+    public var ackedBy: [String]
+    /**
+     * Whether every member this node knows of, other than itself, is in `acked_by`. False
+     * when this node knows of no other member.
+     */
+    public var allMembers: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Node ids of the peers other than this node known to hold the entry, sorted: its author
+         * (when that is not this node) and every peer that has acknowledged it.
+         */ackedBy: [String], 
+        /**
+         * Whether every member this node knows of, other than itself, is in `acked_by`. False
+         * when this node knows of no other member.
+         */allMembers: Bool) {
+        self.ackedBy = ackedBy
+        self.allMembers = allMembers
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Delivery: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDelivery: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Delivery {
+        return
+            try Delivery(
+                ackedBy: FfiConverterSequenceString.read(from: &buf), 
+                allMembers: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Delivery, into buf: inout [UInt8]) {
+        FfiConverterSequenceString.write(value.ackedBy, into: &buf)
+        FfiConverterBool.write(value.allMembers, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDelivery_lift(_ buf: RustBuffer) throws -> Delivery {
+    return try FfiConverterTypeDelivery.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDelivery_lower(_ value: Delivery) -> RustBuffer {
+    return FfiConverterTypeDelivery.lower(value)
+}
 
 
 /**
@@ -2710,6 +2815,22 @@ public struct SyncCounters: Equatable, Hashable {
      * Sessions refused for an incompatible protocol version.
      */
     public var incompatiblePeers: UInt64
+    /**
+     * Entries a peer re-sent after being told this node holds them.
+     */
+    public var replayed: UInt64
+    /**
+     * Queued sends dropped because a peer would not read them.
+     */
+    public var droppedFrames: UInt64
+    /**
+     * Frames held back because a peer exceeded its rate limit.
+     */
+    public var rateLimited: UInt64
+    /**
+     * Sessions ended because the peer stopped answering keepalives.
+     */
+    public var peerTimeouts: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2731,13 +2852,29 @@ public struct SyncCounters: Equatable, Hashable {
          */rejectedFrames: UInt64, 
         /**
          * Sessions refused for an incompatible protocol version.
-         */incompatiblePeers: UInt64) {
+         */incompatiblePeers: UInt64, 
+        /**
+         * Entries a peer re-sent after being told this node holds them.
+         */replayed: UInt64, 
+        /**
+         * Queued sends dropped because a peer would not read them.
+         */droppedFrames: UInt64, 
+        /**
+         * Frames held back because a peer exceeded its rate limit.
+         */rateLimited: UInt64, 
+        /**
+         * Sessions ended because the peer stopped answering keepalives.
+         */peerTimeouts: UInt64) {
         self.published = published
         self.received = received
         self.duplicates = duplicates
         self.rejectedEntries = rejectedEntries
         self.rejectedFrames = rejectedFrames
         self.incompatiblePeers = incompatiblePeers
+        self.replayed = replayed
+        self.droppedFrames = droppedFrames
+        self.rateLimited = rateLimited
+        self.peerTimeouts = peerTimeouts
     }
 
     
@@ -2761,7 +2898,11 @@ public struct FfiConverterTypeSyncCounters: FfiConverterRustBuffer {
                 duplicates: FfiConverterUInt64.read(from: &buf), 
                 rejectedEntries: FfiConverterUInt64.read(from: &buf), 
                 rejectedFrames: FfiConverterUInt64.read(from: &buf), 
-                incompatiblePeers: FfiConverterUInt64.read(from: &buf)
+                incompatiblePeers: FfiConverterUInt64.read(from: &buf), 
+                replayed: FfiConverterUInt64.read(from: &buf), 
+                droppedFrames: FfiConverterUInt64.read(from: &buf), 
+                rateLimited: FfiConverterUInt64.read(from: &buf), 
+                peerTimeouts: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -2772,6 +2913,10 @@ public struct FfiConverterTypeSyncCounters: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.rejectedEntries, into: &buf)
         FfiConverterUInt64.write(value.rejectedFrames, into: &buf)
         FfiConverterUInt64.write(value.incompatiblePeers, into: &buf)
+        FfiConverterUInt64.write(value.replayed, into: &buf)
+        FfiConverterUInt64.write(value.droppedFrames, into: &buf)
+        FfiConverterUInt64.write(value.rateLimited, into: &buf)
+        FfiConverterUInt64.write(value.peerTimeouts, into: &buf)
     }
 }
 
@@ -4079,6 +4224,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_covey_ffi_checksum_method_node_addr() != 9850) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_covey_ffi_checksum_method_node_delivery() != 65432) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_covey_ffi_checksum_method_node_entries() != 7021) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4091,7 +4239,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_covey_ffi_checksum_method_node_join_passphrase() != 40279) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_covey_ffi_checksum_method_node_members() != 34996) {
+    if (uniffi_covey_ffi_checksum_method_node_members() != 18242) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_network_changed() != 10396) {

@@ -559,6 +559,27 @@ final class SyncTests: CoveyTestCase {
         }
     }
 
+    func testDeliveryOfAFreshLocalEntry() async throws {
+        try await coveyTest { nodes in
+            let a = try await nodes.open()
+            let g = try await a.joinPassphrase(passphrase: pass, name: "receipts")
+            let meta = try await a.publish(groupId: g.groupId, payload: Data("mine".utf8))
+            // Nobody else has it yet, and nobody else is known.
+            let d = try await a.delivery(groupId: g.groupId, entryId: meta.entryId)
+            XCTAssertTrue(d.ackedBy.isEmpty)
+            XCTAssertFalse(d.allMembers)
+            await expectError("NotFound", "delivery of an unknown entry") {
+                try await a.delivery(groupId: g.groupId, entryId: String(repeating: "00", count: 32))
+            }
+            await expectError("NotFound", "delivery in an unknown group") {
+                try await a.delivery(groupId: String(repeating: "cd", count: 32), entryId: meta.entryId)
+            }
+            await expectError("InvalidInput", "delivery with an entry id not hex") {
+                try await a.delivery(groupId: g.groupId, entryId: "xyz")
+            }
+        }
+    }
+
     func testPauseResumeAndNetworkChanged() async throws {
         try await coveyTest { nodes in
             let a = try await nodes.open()

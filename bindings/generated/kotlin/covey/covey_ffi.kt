@@ -772,6 +772,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_addr(
     ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_delivery(
+    ): Int
     external fun uniffi_covey_ffi_checksum_method_node_entries(
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_entry(
@@ -866,6 +868,8 @@ internal object UniffiLib {
     external fun uniffi_covey_ffi_fn_method_node_add_peer(`ptr`: Long,`addr`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_addr(`ptr`: Long,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_delivery(`ptr`: Long,`groupId`: RustBuffer.ByValue,`entryId`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_entries(`ptr`: Long,`groupId`: RustBuffer.ByValue,`afterCursor`: Long,`limit`: Int,
     ): Long
@@ -1041,6 +1045,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_covey_ffi_checksum_method_node_addr() and 0xFFFF) != 9850) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_delivery() and 0xFFFF) != 65432) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_covey_ffi_checksum_method_node_entries() and 0xFFFF) != 7021) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1053,7 +1060,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_covey_ffi_checksum_method_node_join_passphrase() and 0xFFFF) != 40279) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_covey_ffi_checksum_method_node_members() and 0xFFFF) != 34996) {
+    if ((lib.uniffi_covey_ffi_checksum_method_node_members() and 0xFFFF) != 18242) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_network_changed() and 0xFFFF) != 10396) {
@@ -2613,6 +2620,14 @@ public interface NodeInterface {
     suspend fun `addr`(): kotlin.String
     
     /**
+     * Delivery receipt of one entry: the peers known to hold it and whether every member this
+     * node knows of has it. Receipts persist across restarts. Fails with `NotFound` if the
+     * group is not joined or this node does not hold the entry, `InvalidInput` for an id that
+     * is not 64 hex characters.
+     */
+    suspend fun `delivery`(`groupId`: kotlin.String, `entryId`: kotlin.String): Delivery
+    
+    /**
      * Up to `limit` entries of a group after `after_cursor` (0 for the start), in local order,
      * oldest first. Pass the last entry's `cursor` to get the next page.
      */
@@ -2635,7 +2650,8 @@ public interface NodeInterface {
     suspend fun `joinPassphrase`(`passphrase`: kotlin.String, `name`: kotlin.String): GroupInfo
     
     /**
-     * Members of a group known to this node: every author seen, and this node.
+     * Members of a group known to this node: every author seen, every peer that has
+     * acknowledged entries of the group, and this node.
      */
     suspend fun `members`(`groupId`: kotlin.String): List<Member>
     
@@ -2843,6 +2859,35 @@ open class Node: Disposable, AutoCloseable, NodeInterface
 
     
     /**
+     * Delivery receipt of one entry: the peers known to hold it and whether every member this
+     * node knows of has it. Receipts persist across restarts. Fails with `NotFound` if the
+     * group is not joined or this node does not hold the entry, `InvalidInput` for an id that
+     * is not 64 hex characters.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `delivery`(`groupId`: kotlin.String, `entryId`: kotlin.String) : Delivery {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_delivery(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`groupId`),
+        FfiConverterString.lower(`entryId`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeDelivery.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Up to `limit` entries of a group after `after_cursor` (0 for the start), in local order,
      * oldest first. Pass the last entry's `cursor` to get the next page.
      */
@@ -2948,7 +2993,8 @@ open class Node: Disposable, AutoCloseable, NodeInterface
 
     
     /**
-     * Members of a group known to this node: every author seen, and this node.
+     * Members of a group known to this node: every author seen, every peer that has
+     * acknowledged entries of the group, and this node.
      */
     @Throws(CoveyException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -3506,6 +3552,55 @@ public object FfiConverterTypeSubscription: FfiConverter<Subscription, Long> {
 
     override fun write(value: Subscription, buf: ByteBuffer) {
         buf.putLong(lower(value))
+    }
+}
+
+
+
+/**
+ * Who has an entry, as far as this node knows: its delivery receipt.
+ */
+data class Delivery (
+    /**
+     * Node ids of the peers other than this node known to hold the entry, sorted: its author
+     * (when that is not this node) and every peer that has acknowledged it.
+     */
+    var `ackedBy`: List<kotlin.String>
+    , 
+    /**
+     * Whether every member this node knows of, other than itself, is in `acked_by`. False
+     * when this node knows of no other member.
+     */
+    var `allMembers`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDelivery: FfiConverterRustBuffer<Delivery> {
+    override fun read(buf: ByteBuffer): Delivery {
+        return Delivery(
+            FfiConverterSequenceString.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Delivery) = (
+            FfiConverterSequenceString.allocationSize(value.`ackedBy`) +
+            FfiConverterBoolean.allocationSize(value.`allMembers`)
+    )
+
+    override fun write(value: Delivery, buf: ByteBuffer) {
+            FfiConverterSequenceString.write(value.`ackedBy`, buf)
+            FfiConverterBoolean.write(value.`allMembers`, buf)
     }
 }
 
@@ -4107,6 +4202,26 @@ data class SyncCounters (
      * Sessions refused for an incompatible protocol version.
      */
     var `incompatiblePeers`: kotlin.ULong
+    , 
+    /**
+     * Entries a peer re-sent after being told this node holds them.
+     */
+    var `replayed`: kotlin.ULong
+    , 
+    /**
+     * Queued sends dropped because a peer would not read them.
+     */
+    var `droppedFrames`: kotlin.ULong
+    , 
+    /**
+     * Frames held back because a peer exceeded its rate limit.
+     */
+    var `rateLimited`: kotlin.ULong
+    , 
+    /**
+     * Sessions ended because the peer stopped answering keepalives.
+     */
+    var `peerTimeouts`: kotlin.ULong
     
 ){
     
@@ -4129,6 +4244,10 @@ public object FfiConverterTypeSyncCounters: FfiConverterRustBuffer<SyncCounters>
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -4138,7 +4257,11 @@ public object FfiConverterTypeSyncCounters: FfiConverterRustBuffer<SyncCounters>
             FfiConverterULong.allocationSize(value.`duplicates`) +
             FfiConverterULong.allocationSize(value.`rejectedEntries`) +
             FfiConverterULong.allocationSize(value.`rejectedFrames`) +
-            FfiConverterULong.allocationSize(value.`incompatiblePeers`)
+            FfiConverterULong.allocationSize(value.`incompatiblePeers`) +
+            FfiConverterULong.allocationSize(value.`replayed`) +
+            FfiConverterULong.allocationSize(value.`droppedFrames`) +
+            FfiConverterULong.allocationSize(value.`rateLimited`) +
+            FfiConverterULong.allocationSize(value.`peerTimeouts`)
     )
 
     override fun write(value: SyncCounters, buf: ByteBuffer) {
@@ -4148,6 +4271,10 @@ public object FfiConverterTypeSyncCounters: FfiConverterRustBuffer<SyncCounters>
             FfiConverterULong.write(value.`rejectedEntries`, buf)
             FfiConverterULong.write(value.`rejectedFrames`, buf)
             FfiConverterULong.write(value.`incompatiblePeers`, buf)
+            FfiConverterULong.write(value.`replayed`, buf)
+            FfiConverterULong.write(value.`droppedFrames`, buf)
+            FfiConverterULong.write(value.`rateLimited`, buf)
+            FfiConverterULong.write(value.`peerTimeouts`, buf)
     }
 }
 

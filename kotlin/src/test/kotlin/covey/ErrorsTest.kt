@@ -5,6 +5,7 @@ package covey
 import kotlin.test.assertContains
 import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
+import kotlin.test.assertFalse
 import kotlin.test.assertIs
 import org.junit.jupiter.api.Test
 
@@ -42,6 +43,27 @@ class ErrorsTest : CoveyTestBase() {
 
         // The node is still fine.
         assertEquals(1u, a.status().groups)
+    }
+
+    @Test
+    fun `delivery of a fresh local entry and its errors`() = coveyTest { nodes ->
+        val a = nodes.open()
+        val g = a.joinPassphrase(PASS, "receipts")
+        val meta = a.publish(g.groupId, "mine".toByteArray())
+        // Nobody else has it yet, and nobody else is known.
+        val d = a.delivery(g.groupId, meta.entryId)
+        assertEquals(listOf<String>(), d.ackedBy)
+        assertFalse(d.allMembers)
+        assertFailsWith<CoveyException.NotFound>("unknown entry") {
+            a.delivery(g.groupId, "00".repeat(32))
+        }
+        assertFailsWith<CoveyException.NotFound>("unknown group") {
+            a.delivery("cd".repeat(32), meta.entryId)
+        }
+        assertFailsWith<CoveyException.InvalidInput>("entry id not hex") { a.delivery(g.groupId, "xyz") }
+        assertFailsWith<CoveyException.InvalidInput>("group id not hex") {
+            a.delivery("not-hex", meta.entryId)
+        }
     }
 
     @Test
