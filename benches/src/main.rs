@@ -11,6 +11,9 @@
 //! - `latency`: publish → `EntryReceived` on a connected, caught-up peer.
 //! - `verify`: [`verify::ingest`] of a contiguous run (one signature per batch) against
 //!   checking every signature individually.
+//! - `catchup`: a stale node in one child process catches up on a backlog served by another
+//!   (the harness re-executes itself), at two backlog sizes: MB/s against a raw iroh transfer,
+//!   and both processes' peak RSS, which must not grow with the backlog (see [`catchup`]).
 //!
 //! Next to each goal the report prints diagnostics that say where the time goes (WAL pages
 //! per commit by schema, the `spawn_blocking` hop, catch-up stages timed alone, the arrival
@@ -48,6 +51,8 @@ use serde::Serialize;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
+mod catchup;
+
 /// Bytes an entry's encoding adds to its payload: header, AEAD tag and signature.
 const ENTRY_OVERHEAD: usize = HEADER_LEN + aead::TAG_LEN + SIGNATURE_LEN;
 /// The passphrase every benchmark node joins with.
@@ -73,6 +78,8 @@ enum Part {
     Latency,
     /// Catch-up verification with run signatures against per-entry signatures.
     Verify,
+    /// Stale-node catch-up between two child processes: MB/s and both processes' peak RSS.
+    Catchup,
 }
 
 /// Command line of `covey-bench`.
@@ -128,6 +135,14 @@ struct Args {
     /// Entries per ingested batch in the verify part.
     #[arg(long, default_value_t = 1000)]
     verify_batch: usize,
+    /// Backlog sizes of the catchup part, comma-separated (default 10000,100000; under
+    /// --quick 1000,10000); 0 skips the part. Peak RSS is compared between the smallest and
+    /// the largest.
+    #[arg(long, value_delimiter = ',')]
+    catchup_entries: Option<Vec<usize>>,
+    /// Payload bytes per entry in the catchup part.
+    #[arg(long, default_value_t = 1024)]
+    catchup_payload: usize,
 }
 
 impl Args {
@@ -413,6 +428,8 @@ struct Report {
     latency: Option<LatencyResult>,
     /// Catch-up verification.
     verify: Option<VerifyResult>,
+    /// Stale-node catch-up between two child processes.
+    catchup: Option<catchup::CatchupReport>,
     /// Goals and whether they were met.
     goals: Vec<Goal>,
 }
@@ -1883,6 +1900,9 @@ fn render(report: &Report) -> String {
             v.diag_decode_s, v.diag_insert_s
         );
     }
+    if let Some(c) = &report.catchup {
+        catchup::render(&mut s, c);
+    }
     if !report.goals.is_empty() {
         let _ = writeln!(s, "\ngoals");
         for g in &report.goals {
@@ -1906,7 +1926,13 @@ async fn run(args: &Args) -> Result<Report> {
     let load_start = load_average();
     let (busy_start, own_start) = (machine_busy_s(), process_cpu_s());
     let parts: Vec<Part> = if args.parts.is_empty() {
-        vec![Part::Publish, Part::Sync, Part::Latency, Part::Verify]
+        vec![
+            Part::Publish,
+            Part::Sync,
+            Part::Latency,
+            Part::Verify,
+            Part::Catchup,
+        ]
     } else {
         args.parts.clone()
     };
@@ -1928,6 +1954,7 @@ async fn run(args: &Args) -> Result<Report> {
         sync: Vec::new(),
         latency: None,
         verify: None,
+        catchup: None,
         goals: Vec::new(),
     };
     if parts.contains(&Part::Publish) {
@@ -2015,6 +2042,53 @@ async fn run(args: &Args) -> Result<Report> {
         ));
         report.verify = Some(v);
     }
+    let catchup_sizes = args.catchup_entries.clone().unwrap_or_else(|| {
+        if args.quick {
+            vec![1_000, 10_000]
+        } else {
+            vec![10_000, 100_000]
+        }
+    });
+    if parts.contains(&Part::Catchup) && catchup_sizes.iter().any(|&n| n > 0) {
+        progress(format!(
+            "catchup: {catchup_sizes:?} x {}, stale and source nodes in child processes",
+            size(args.catchup_payload)
+        ));
+        let c = catchup::bench_catchup(&catchup_sizes, args.catchup_payload, rounds)
+            .await
+            .context("catchup benchmark")?;
+        if let Some(c) = c {
+            if let Some(large) = c.runs.last() {
+                report.goals.push(Goal::at_least(
+                    format!(
+                        "catchup MB/s @{} x {}",
+                        large.entries,
+                        size(large.payload_bytes)
+                    ),
+                    large.catchup_mbps,
+                    100.0,
+                ));
+                report.goals.push(Goal::at_most(
+                    format!("catchup rejected entries @{}", large.entries),
+                    large.rejected_entries as f64,
+                    0.0,
+                ));
+            }
+            if c.runs.len() > 1 {
+                report.goals.push(Goal::at_most(
+                    "catchup stale peak RSS largest/smallest",
+                    c.stale_peak_ratio,
+                    catchup::FLAT_RSS_RATIO,
+                ));
+                report.goals.push(Goal::at_most(
+                    "catchup source peak RSS largest/smallest",
+                    c.source_peak_ratio,
+                    catchup::FLAT_RSS_RATIO,
+                ));
+            }
+            report.catchup = Some(c);
+        }
+    }
     report.run.load_end = load_average();
     report.run.wall_s = started.elapsed().as_secs_f64();
     let others = (machine_busy_s() - busy_start) - (process_cpu_s() - own_start);
@@ -2024,6 +2098,13 @@ async fn run(args: &Args) -> Result<Report> {
 
 /// Entry point: parses arguments, runs, prints the report.
 fn main() -> std::process::ExitCode {
+    if let Some(mode) = std::env::args_os().nth(1)
+        && let Some(mode) = [catchup::SOURCE_MODE, catchup::STALE_MODE]
+            .into_iter()
+            .find(|m| mode == *m)
+    {
+        return catchup::child_main(mode);
+    }
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

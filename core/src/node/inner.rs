@@ -321,9 +321,14 @@ impl Inner {
         state
             .max_lamport
             .fetch_max(done.max_lamport, Ordering::AcqRel);
+        // Decompressing an Ed25519 point costs microseconds: once per author, not per entry.
+        let mut keys: HashMap<Id32, Option<iroh::PublicKey>> = HashMap::new();
         for (cursor, entry) in &outcome.stored {
             let h = entry.header();
-            if let Ok(author) = iroh::PublicKey::from_bytes(&h.author) {
+            let key = *keys
+                .entry(h.author)
+                .or_insert_with(|| iroh::PublicKey::from_bytes(&h.author).ok());
+            if let Some(author) = key {
                 self.emit(Event::EntryReceived {
                     group_id: GroupId(group),
                     cursor: *cursor,

@@ -502,6 +502,8 @@ async fn read_loop(
 /// QUIC flow control, not by our buffering.
 type IngestQueue = mpsc::Sender<(Id32, Vec<Vec<u8>>)>;
 const INGEST_QUEUE_FRAMES: usize = 2;
+/// Most entries merged into one ingest transaction from queued frames.
+const INGEST_MERGE_ENTRIES: usize = 4096;
 
 /// Stores queued batches in order; ends the session if the store fails.
 async fn ingest_loop(
@@ -510,7 +512,23 @@ async fn ingest_loop(
     handle: SessionHandle,
     mut queue: mpsc::Receiver<(Id32, Vec<Vec<u8>>)>,
 ) {
-    while let Some((group, entries)) = queue.recv().await {
+    while let Some((mut group, mut entries)) = queue.recv().await {
+        // Batches already waiting for the same group go into the same transaction: one
+        // commit and one frontier read for several frames while a catch-up streams in.
+        while entries.len() < INGEST_MERGE_ENTRIES {
+            match queue.try_recv() {
+                Ok((next_group, more)) if next_group == group => entries.extend(more),
+                Ok((next_group, more)) => {
+                    let batch = vec![Output::Ingest { group, entries }];
+                    if !handle_outputs(&inner, peer, &handle, batch, None).await {
+                        handle.conn.close(2u32.into(), b"cannot store entries");
+                        return;
+                    }
+                    (group, entries) = (next_group, more);
+                }
+                Err(_) => break,
+            }
+        }
         let batch = vec![Output::Ingest { group, entries }];
         if !handle_outputs(&inner, peer, &handle, batch, None).await {
             handle.conn.close(2u32.into(), b"cannot store entries");

@@ -74,6 +74,11 @@ fn configure(conn: &Connection, durability: Durability) -> Result<()> {
         },
     )?;
     conn.set_prepared_statement_cache_capacity(64);
+    // Checkpoint the WAL every 8192 pages rather than every 1000: a catch-up commits many
+    // pages per batch and the default spent a fifth of its CPU checkpointing. An 8 MiB page
+    // cache per connection keeps the indexes' upper levels hot during bulk ingest.
+    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    conn.pragma_update(None, "cache_size", -8192)?;
     Ok(())
 }
 
@@ -213,8 +218,17 @@ pub fn head(conn: &Connection, group: &Id32, author: &Id32) -> Result<Option<(u6
 /// The group's version vector. Logs are stored contiguously (only seq = head + 1 is ever
 /// accepted), so the highest seq per author is the highest contiguous one.
 pub fn frontier(conn: &Connection, group: &Id32) -> Result<Vec<Head>> {
+    // A skip-scan over the (group_id, author, seq) index: one seek per author instead of a
+    // walk over every entry of the group (which made each catch-up batch, and each ack, cost
+    // time proportional to the whole log).
     let mut stmt = conn.prepare_cached(
-        "SELECT author, MAX(seq) FROM entries WHERE group_id = ?1 GROUP BY author ORDER BY author",
+        "WITH RECURSIVE a(author) AS (
+             SELECT (SELECT MIN(author) FROM entries WHERE group_id = ?1)
+             UNION ALL
+             SELECT (SELECT MIN(author) FROM entries WHERE group_id = ?1 AND author > a.author)
+             FROM a WHERE a.author IS NOT NULL)
+         SELECT author, (SELECT MAX(seq) FROM entries WHERE group_id = ?1 AND author = a.author)
+         FROM a WHERE author IS NOT NULL ORDER BY author",
     )?;
     let rows = stmt.query_map(params![group], |r| {
         Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
