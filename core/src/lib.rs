@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod dht;
 pub mod error;
 pub mod group;
 pub mod keystore;

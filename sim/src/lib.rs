@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod dht;
 pub mod forge;
 pub mod net;
 pub mod rng;
