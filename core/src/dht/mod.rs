@@ -16,6 +16,7 @@ pub mod machine;
 pub mod proto;
 pub mod record;
 pub mod routing;
+pub mod sqlite_store;
 
 pub use id::{Distance, Key};
 pub use lookup::LookupStats;

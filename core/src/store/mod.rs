@@ -581,7 +581,7 @@ mod tests {
         drop(conn);
 
         let store = Store::open(dir.path(), Durability::Normal).unwrap();
-        assert_eq!(store.read(schema::version).unwrap(), 2);
+        assert_eq!(store.read(schema::version).unwrap(), schema::SCHEMA_VERSION);
         assert!(store.read(|c| Ok(has_table(c))).unwrap());
         assert_eq!(store.read(groups).unwrap(), vec![group_row([7; 32])]);
         assert_eq!(store.read(peers).unwrap(), vec!["ticket-9".to_owned()]);
@@ -694,5 +694,62 @@ mod tests {
         assert!(err.message().contains(&dir.path().display().to_string()));
         drop(_first);
         DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn version_2_database_migrates_to_3_keeping_its_rows() {
+        use crate::dht::record::{MemoryQuotas, ProviderRecord, Record, RecordStore, provider_key};
+        use crate::dht::sqlite_store::SqliteRecordStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().take(2) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i as u32 + 1)
+                .unwrap();
+        }
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        insert_group(&conn, &group_row([7; 32]), 1).unwrap();
+        put_peer(&conn, &[9; 32], "ticket-9", 2).unwrap();
+        record_peer_heads(&conn, &[7; 32], &[9; 32], &[head(1, 3), head(2, 8)]).unwrap();
+        assert_eq!(schema::version(&conn).unwrap(), 2);
+        let dht_tables = |c: &Connection| -> i64 {
+            c.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'
+                 AND name IN ('dht_records', 'dht_providers')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(dht_tables(&conn), 0, "version 2 has no DHT tables");
+        drop(conn);
+
+        let store = std::sync::Arc::new(Store::open(dir.path(), Durability::Normal).unwrap());
+        assert_eq!(store.read(schema::version).unwrap(), 3);
+        assert_eq!(store.read(|c| Ok(dht_tables(c))).unwrap(), 2);
+        assert_eq!(store.read(groups).unwrap(), vec![group_row([7; 32])]);
+        assert_eq!(store.read(peers).unwrap(), vec!["ticket-9".to_owned()]);
+        assert_eq!(
+            store
+                .read(|c| peer_heads_for(c, &[7; 32], &[1; 32]))
+                .unwrap(),
+            vec![([9; 32], 3)]
+        );
+        assert_eq!(
+            store
+                .read(|c| peer_heads_for(c, &[7; 32], &[2; 32]))
+                .unwrap(),
+            vec![([9; 32], 8)]
+        );
+        // The new tables work in the migrated database.
+        let secret = iroh::SecretKey::from_bytes(&[4; 32]);
+        let record = Record::sign(&secret, b"name", b"value", 1, 10_000).unwrap();
+        let provider = ProviderRecord::sign(&secret, provider_key(b"app"), 10_000);
+        let mut dht = SqliteRecordStore::new(store.clone(), MemoryQuotas::default());
+        dht.put(record.clone(), 5).unwrap();
+        dht.add_provider(provider.clone(), 5).unwrap();
+        assert_eq!(dht.get(&record.key(), 5), Some(record));
+        assert_eq!(dht.provider_records(), vec![provider]);
     }
 }
