@@ -128,6 +128,8 @@ pub(super) struct Inner {
     pub(super) entry_count: AtomicU64,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(super) lock: Mutex<Option<DirLock>>,
+    /// The DHT driver (ALPN `covey/dht/1`).
+    pub(super) dht: super::dht::DhtDriver,
 }
 
 /// A read-only picture of local state for the sans-IO session.
@@ -283,12 +285,8 @@ impl Inner {
 
     /// Verifies and stores a batch from `peer`; reports, counts and fans out the result.
     /// Returns the heads now held for the batch's authors and the group's new frontier.
-    pub(super) async fn ingest(
-        self: &Arc<Self>,
-        peer: EndpointId,
-        group: Id32,
-        entries: Vec<Vec<u8>>,
-    ) -> Result<Ingested> {
+    /// The verification rules and content key of a joined group.
+    fn ingest_rules(&self, group: Id32) -> Result<(Arc<GroupState>, verify::Rules)> {
         let state = self
             .groups_read()?
             .get(&group)
@@ -299,12 +297,39 @@ impl Inner {
             epoch: state.row.epoch,
             max_ciphertext: self.config.max_payload_bytes + aead::TAG_LEN,
         };
-        let keys = state.clone();
+        Ok((state, rules))
+    }
+
+    /// Decodes a batch from a peer and tries its payloads (`verify::prepare`), on the
+    /// blocking pool and outside any transaction.
+    pub(super) async fn prepare_batch(
+        self: &Arc<Self>,
+        group: Id32,
+        entries: Vec<Vec<u8>>,
+    ) -> Result<verify::Prepared> {
+        let (state, rules) = self.ingest_rules(group)?;
+        blocking(move || {
+            Ok(verify::prepare(
+                &rules,
+                Some(&state.keys.content_key),
+                entries,
+            ))
+        })
+        .await
+    }
+
+    pub(super) async fn ingest(
+        self: &Arc<Self>,
+        peer: EndpointId,
+        group: Id32,
+        batch: verify::Prepared,
+    ) -> Result<Ingested> {
+        let (state, rules) = self.ingest_rules(group)?;
         let inner = self.clone();
         // The same verification and bookkeeping the simulator runs (`sync::engine`).
         let done = blocking(move || {
             inner.write_counting(|tx| {
-                let done = engine::ingest_batch(tx, &rules, Some(&keys.keys.content_key), entries)?;
+                let done = engine::ingest_prepared(tx, &rules, batch)?;
                 Ok((done.outcome.stored.len() as u64, done))
             })
         })

@@ -21,6 +21,7 @@ use crate::sync::engine::{self, FRAME_ENVELOPE_ROOM, RangeBatch};
 use crate::sync::limits::PeerLimiter;
 use crate::sync::outbox::{Outbox, Work};
 use crate::sync::proto::{DEFAULT_PEER_MAX_FRAME, Output, SyncSession};
+use crate::sync::verify::Prepared;
 use crate::wire::WireError;
 use crate::wire::entry::Id32;
 use crate::wire::frame::{self, LENGTH_PREFIX, Message};
@@ -500,7 +501,7 @@ async fn read_loop(
 /// Batches waiting to be verified and stored, so the next frame is read and decoded while the
 /// current one commits. Two frames at most: memory stays bounded and the peer is slowed by
 /// QUIC flow control, not by our buffering.
-type IngestQueue = mpsc::Sender<(Id32, Vec<Vec<u8>>)>;
+type IngestQueue = mpsc::Sender<(Id32, Prepared)>;
 const INGEST_QUEUE_FRAMES: usize = 2;
 /// Most entries merged into one ingest transaction from queued frames.
 const INGEST_MERGE_ENTRIES: usize = 4096;
@@ -510,29 +511,84 @@ async fn ingest_loop(
     inner: Arc<Inner>,
     peer: EndpointId,
     handle: SessionHandle,
-    mut queue: mpsc::Receiver<(Id32, Vec<Vec<u8>>)>,
+    mut queue: mpsc::Receiver<(Id32, Prepared)>,
 ) {
-    while let Some((mut group, mut entries)) = queue.recv().await {
+    while let Some((mut group, mut batch)) = queue.recv().await {
         // Batches already waiting for the same group go into the same transaction: one
         // commit and one frontier read for several frames while a catch-up streams in.
-        while entries.len() < INGEST_MERGE_ENTRIES {
+        while batch.len() < INGEST_MERGE_ENTRIES {
             match queue.try_recv() {
-                Ok((next_group, more)) if next_group == group => entries.extend(more),
+                Ok((next_group, more)) if next_group == group => batch.merge(more),
                 Ok((next_group, more)) => {
-                    let batch = vec![Output::Ingest { group, entries }];
-                    if !handle_outputs(&inner, peer, &handle, batch, None).await {
-                        handle.conn.close(2u32.into(), b"cannot store entries");
+                    if !store_and_follow(&inner, peer, &handle, group, batch).await {
                         return;
                     }
-                    (group, entries) = (next_group, more);
+                    (group, batch) = (next_group, more);
                 }
                 Err(_) => break,
             }
         }
-        let batch = vec![Output::Ingest { group, entries }];
-        if !handle_outputs(&inner, peer, &handle, batch, None).await {
-            handle.conn.close(2u32.into(), b"cannot store entries");
+        if !store_and_follow(&inner, peer, &handle, group, batch).await {
             return;
+        }
+    }
+}
+
+/// Stores one prepared batch and carries out what the machine says next; false (and the
+/// connection closed) when the store failed.
+async fn store_and_follow(
+    inner: &Arc<Inner>,
+    peer: EndpointId,
+    handle: &SessionHandle,
+    group: Id32,
+    batch: Prepared,
+) -> bool {
+    let ok = match store_batch(inner, peer, handle, group, batch).await {
+        Some(more) => handle_outputs(inner, peer, handle, more, None).await,
+        None => false,
+    };
+    if !ok {
+        handle.conn.close(2u32.into(), b"cannot store entries");
+    }
+    ok
+}
+
+/// Verifies against the store and stores a prepared batch from `peer`, tells the machine,
+/// and pushes what was new to every other session. Returns the machine's outputs, or `None`
+/// when the store failed.
+async fn store_batch(
+    inner: &Arc<Inner>,
+    peer: EndpointId,
+    handle: &SessionHandle,
+    group: Id32,
+    batch: Prepared,
+) -> Option<Vec<Output>> {
+    match inner.ingest(peer, group, batch).await {
+        Ok(done) => {
+            let mut replayed = 0;
+            let more = handle.apply(|m| {
+                let (n, mut out) = m.count_replayed(group, &done.duplicates);
+                replayed = n;
+                out.extend(m.on_ingested(group, &done.held, &done.view));
+                out
+            });
+            if replayed > 0 {
+                inner
+                    .counters
+                    .replayed
+                    .fetch_add(replayed, Ordering::Relaxed);
+            }
+            for head in done.stored {
+                inner
+                    .sessions
+                    .each(|s| s.on_local_entry(group, head.author, head.seq));
+            }
+            Some(more)
+        }
+        Err(e) => {
+            log::error!("storing entries from {}: {e}", peer.fmt_short());
+            inner.warn("storage", format!("could not store entries: {e}"));
+            None
         }
     }
 }
@@ -558,40 +614,28 @@ async fn handle_outputs(
                 keep_going = false;
                 handle.queue(vec![output]);
             }
-            Output::Ingest { group, entries } if ingest.is_some() => {
-                let Some(queue) = ingest else { continue };
-                if queue.send((group, entries)).await.is_err() {
-                    return false;
+            Output::Ingest { group, entries } => {
+                // Decoding and the payload checks run here, off the write transaction, while
+                // the ingest task commits the previous batch.
+                let prepared = match inner.prepare_batch(group, entries).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        log::warn!("entries from {}: {e}", peer.fmt_short());
+                        return false;
+                    }
+                };
+                match ingest {
+                    Some(q) => {
+                        if q.send((group, prepared)).await.is_err() {
+                            return false;
+                        }
+                    }
+                    None => match store_batch(inner, peer, handle, group, prepared).await {
+                        Some(more) => queue.extend(more),
+                        None => return false,
+                    },
                 }
             }
-            Output::Ingest { group, entries } => match inner.ingest(peer, group, entries).await {
-                Ok(done) => {
-                    let mut replayed = 0;
-                    let more = handle.apply(|m| {
-                        let (n, mut out) = m.count_replayed(group, &done.duplicates);
-                        replayed = n;
-                        out.extend(m.on_ingested(group, &done.held, &done.view));
-                        out
-                    });
-                    if replayed > 0 {
-                        inner
-                            .counters
-                            .replayed
-                            .fetch_add(replayed, Ordering::Relaxed);
-                    }
-                    queue.extend(more);
-                    for head in done.stored {
-                        inner
-                            .sessions
-                            .each(|s| s.on_local_entry(group, head.author, head.seq));
-                    }
-                }
-                Err(e) => {
-                    log::error!("storing entries from {}: {e}", peer.fmt_short());
-                    inner.warn("storage", format!("could not store entries: {e}"));
-                    return false;
-                }
-            },
             Output::PeerHeads { group, heads } => {
                 let store = inner.store.clone();
                 let peer_id = *peer.as_bytes();

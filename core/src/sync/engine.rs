@@ -113,7 +113,17 @@ pub fn ingest_batch(
     content_key: Option<&Secret32>,
     entries: Vec<Vec<u8>>,
 ) -> Result<Ingested> {
-    let outcome = verify::ingest_as_member(tx, rules, content_key, entries)?;
+    ingest_prepared(tx, rules, verify::prepare(rules, content_key, entries))
+}
+
+/// Like [`ingest_batch`] for a batch already through [`verify::prepare`] (decoded and its
+/// payloads tried off the write transaction).
+pub fn ingest_prepared(
+    tx: &Connection,
+    rules: &Rules,
+    prepared: verify::Prepared,
+) -> Result<Ingested> {
+    let outcome = verify::store_prepared(tx, rules, prepared)?;
     let frontier = store::frontier(tx, &rules.group_id)?;
     let mut newest: BTreeMap<Id32, u64> = BTreeMap::new();
     let mut max_lamport = 0;

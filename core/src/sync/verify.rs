@@ -6,7 +6,7 @@
 //! authenticates the whole run; if that fails we fall back to one signature per entry and
 //! keep the valid prefix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use rusqlite::Connection;
 
@@ -82,7 +82,45 @@ pub fn ingest_as_member(
     content_key: Option<&Secret32>,
     raws: Vec<Vec<u8>>,
 ) -> Result<Outcome> {
+    store_prepared(conn, rules, prepare(rules, content_key, raws))
+}
+
+/// A batch checked as far as it can be without the store: decoded, its group, ranges and
+/// epoch checked, and (for a member) each payload's AEAD tried. Preparing the next batch
+/// while the previous one commits takes this work out of the write transaction.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    by_author: BTreeMap<Id32, Vec<SignedEntry>>,
+    rejected: Vec<Rejection>,
+    /// Ids of entries whose payload does not open (members only).
+    unopenable: HashSet<Id32>,
+}
+
+impl Prepared {
+    /// How many entries are still to be checked against the store.
+    pub fn len(&self) -> usize {
+        self.by_author.values().map(Vec::len).sum()
+    }
+
+    /// Whether no entry is left to check against the store.
+    pub fn is_empty(&self) -> bool {
+        self.by_author.values().all(Vec::is_empty)
+    }
+
+    /// Appends another prepared batch of the same group (to store both in one transaction).
+    pub fn merge(&mut self, other: Prepared) {
+        for (author, entries) in other.by_author {
+            self.by_author.entry(author).or_default().extend(entries);
+        }
+        self.rejected.extend(other.rejected);
+        self.unopenable.extend(other.unopenable);
+    }
+}
+
+/// The store-free half of [`ingest_as_member`]: see [`Prepared`].
+pub fn prepare(rules: &Rules, content_key: Option<&Secret32>, raws: Vec<Vec<u8>>) -> Prepared {
     let mut out = Outcome::default();
+    let mut unopenable = HashSet::new();
     let mut by_author: BTreeMap<Id32, Vec<SignedEntry>> = BTreeMap::new();
     for raw in raws {
         let entry = match SignedEntry::decode(raw, rules.max_ciphertext) {
@@ -127,8 +165,32 @@ pub fn ingest_as_member(
             );
             continue;
         }
+        if let Some(key) = content_key
+            && entry.open(key).is_err()
+        {
+            unopenable.insert(*entry.id());
+        }
         by_author.entry(h.author).or_default().push(entry);
     }
+    Prepared {
+        by_author,
+        rejected: out.rejected,
+        unopenable,
+    }
+}
+
+/// The store half of [`ingest_as_member`]: chains against what is held, signatures, then
+/// stores what passed, through `conn` (a transaction).
+pub fn store_prepared(conn: &Connection, rules: &Rules, prepared: Prepared) -> Result<Outcome> {
+    let Prepared {
+        by_author,
+        rejected,
+        unopenable,
+    } = prepared;
+    let mut out = Outcome {
+        rejected,
+        ..Outcome::default()
+    };
     for (author, mut entries) in by_author {
         entries.sort_by_key(|e| e.header().seq);
         let (mut head_seq, mut head_id) =
@@ -199,9 +261,7 @@ pub fn ingest_as_member(
             run.push(entry);
         }
         let mut accepted = authenticate_run(run, &mut out);
-        if let Some(key) = content_key {
-            keep_decryptable(&mut accepted, key, &mut out);
-        }
+        keep_decryptable(&mut accepted, &unopenable, &mut out);
         for entry in accepted {
             let cursor = store::insert_entry(conn, &entry)?;
             out.stored.push((cursor, entry));
@@ -212,8 +272,11 @@ pub fn ingest_as_member(
 
 /// Truncates an authenticated run at its first entry whose payload does not open; later
 /// entries link to it, so they cannot be stored without it.
-fn keep_decryptable(run: &mut Vec<SignedEntry>, key: &Secret32, out: &mut Outcome) {
-    let Some(bad) = run.iter().position(|e| e.open(key).is_err()) else {
+fn keep_decryptable(run: &mut Vec<SignedEntry>, unopenable: &HashSet<Id32>, out: &mut Outcome) {
+    if unopenable.is_empty() {
+        return;
+    }
+    let Some(bad) = run.iter().position(|e| unopenable.contains(e.id())) else {
         return;
     };
     for entry in run.drain(bad..) {
