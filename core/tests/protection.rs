@@ -25,7 +25,8 @@ use covey_core::sync::proto::{MAX_SEQ, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use covey_core::wire::entry::{ENTRY_VERSION, EntryHeader, EntryKind, Id32, SignedEntry};
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
 use covey_core::{
-    Entry, EntryId, Event, GroupId, Node, NodeConfig, Subscription, SyncCounters, SyncState,
+    Entry, EntryId, ErrorKind, Event, GroupId, Node, NodeConfig, Subscription, SyncCounters,
+    SyncState,
 };
 use iroh::endpoint::{Connection, ReadExactError, RecvStream, SendStream};
 use iroh::{Endpoint, EndpointId, SecretKey};
@@ -1565,7 +1566,23 @@ async fn a_dialer_reconnects_by_itself_when_its_peer_returns() {
 
     // B returns on the same port; A was never told, so any session is A's own redial
     // (B does not know A's address: only A added a peer).
-    let b = Node::open(b_config()).await.expect("reopen B on its port");
+    // The old endpoint's UDP socket is released when its last handle drops, which can be a
+    // moment after `shutdown` returns: retry the bind briefly, as an app reopening on a fixed
+    // port would.
+    let mut reopened = None;
+    for _ in 0..50 {
+        match Node::open(b_config()).await {
+            Ok(node) => {
+                reopened = Some(node);
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::Network => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("reopen B: {e:?}"),
+        }
+    }
+    let b = reopened.expect("reopen B on its port within 5 s");
     assert_eq!(b.node_id(), b_id);
     assert_eq!(b.status().await.unwrap().known_peers, 0);
     for i in 0..3 {

@@ -1,6 +1,8 @@
 //! [`Node`]: the facade that wires identity, store, groups and sync together.
 
 mod delivery;
+mod dht;
+mod dht_api;
 mod events;
 mod inner;
 mod publish;
@@ -18,6 +20,8 @@ use iroh_tickets::endpoint::EndpointTicket;
 use tokio::sync::{Notify, broadcast, watch};
 
 pub use delivery::Delivery;
+pub use dht::DHT_ALPN;
+pub use dht_api::DhtRecord;
 pub use events::Subscription;
 pub use types::*;
 
@@ -94,6 +98,8 @@ impl Node {
             .await?
         };
         let endpoint = bind_endpoint(&config, secret.clone()).await?;
+        // DHT: one state machine per node, driven over `covey/dht/1`.
+        let dht = dht::DhtDriver::start(endpoint.clone(), secret.clone(), store.clone())?;
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             id: secret.public(),
@@ -115,9 +121,11 @@ impl Node {
             lock: Mutex::new(Some(lock)),
             key_store,
             config,
+            dht,
         });
         let router = Router::builder(endpoint)
             .accept(SYNC_ALPN, session::SyncHandler::new(&inner))
+            .accept(DHT_ALPN, inner.dht.handler())
             .spawn();
         let node = Node { inner, router };
         log::info!(
@@ -128,7 +136,10 @@ impl Node {
         let remembered = node.inner.store_read(store::peers).await?;
         for ticket in remembered {
             match parse_ticket(&ticket) {
-                Ok(addr) => node.inner.clone().spawn_dialer(addr),
+                Ok(addr) => {
+                    node.inner.dht.add_seed(addr.clone());
+                    node.inner.clone().spawn_dialer(addr)
+                }
                 Err(e) => log::warn!("ignoring a remembered peer: {e}"),
             }
         }
@@ -170,6 +181,7 @@ impl Node {
         self.inner
             .store_write(move |tx| store::put_peer(tx, &id, &canonical, now_ms()))
             .await?;
+        self.inner.dht.add_seed(addr.clone());
         self.inner.clone().spawn_dialer(addr);
         Ok(())
     }
@@ -449,6 +461,7 @@ impl Node {
         }
         self.inner.shutdown.send_replace(true);
         self.inner.sessions.close_all("shutting down");
+        self.inner.dht.shutdown();
         if let Err(e) = self.router.shutdown().await {
             log::warn!("router shutdown: {e}");
         }
@@ -488,6 +501,7 @@ impl Drop for Node {
             }
         }
         self.inner.sessions.close_all("node dropped");
+        self.inner.dht.shutdown();
         self.inner.close_events();
     }
 }

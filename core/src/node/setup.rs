@@ -7,6 +7,7 @@ use iroh::{Endpoint, EndpointAddr, NetReportConfig, RelayMode, RelayUrl, SecretK
 use iroh_tickets::endpoint::EndpointTicket;
 
 use super::SYNC_ALPN;
+use super::dht::DHT_ALPN;
 use super::types::NodeConfig;
 use crate::crypto::Secret32;
 use crate::error::{CoveyError, Result};
@@ -58,7 +59,7 @@ pub(super) async fn bind_endpoint(config: &NodeConfig, secret: SecretKey) -> Res
         .build();
     builder = builder
         .secret_key(secret)
-        .alpns(vec![SYNC_ALPN.to_vec()])
+        .alpns(vec![SYNC_ALPN.to_vec(), DHT_ALPN.to_vec()])
         .transport_config(transport);
     builder = if config.relay_urls.is_empty() {
         builder.relay_mode(RelayMode::Disabled)

@@ -1,0 +1,531 @@
+//! The iroh driver of the DHT: runs one [`Dht`] state machine over ALPN `covey/dht/1`.
+//!
+//! One [`Dht`] sits behind a mutex that is never held across an await. Every call into it
+//! (a local operation, a message in, a timer tick) is followed by [`Shared::pump`], which
+//! drains its actions: sends go out on their own tasks (bounded by a semaphore), finished
+//! operations wake their callers through oneshot channels keyed by [`OpId`].
+//!
+//! On the wire each message travels on its own bidirectional stream as one frame:
+//! `u32 frame length | u32 message length | message | address hints`. The message is the
+//! DHT's own encoding; the hints (postcard `Vec<EndpointAddr>`, bounded) carry the sender's
+//! address and the addresses it knows for the contacts it names, so a node can dial peers it
+//! learned of through a lookup without any address-lookup service. A hint is only a dialing
+//! hint: iroh authenticates the peer's id on connect, so a wrong one only fails a dial.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iroh::endpoint::{Connection, RecvStream};
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
+use tokio::sync::{Notify, Semaphore, oneshot};
+
+use super::inner::now_ms;
+use crate::dht::Key;
+use crate::dht::machine::{Action, Dht, DhtConfig, OpId, Outcome};
+use crate::dht::proto::{self, MAX_MESSAGE_BYTES, Message, Response};
+use crate::dht::record::MemoryQuotas;
+use crate::dht::sqlite_store::SqliteRecordStore;
+use crate::error::{CoveyError, ErrorKind, Result};
+use crate::store::Store;
+
+/// The ALPN of the DHT protocol.
+pub const DHT_ALPN: &[u8] = proto::ALPN;
+/// How long a caller waits for a DHT operation before `Timeout`.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dial may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing or reading one frame may take.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most address hints carried in (or accepted from) one frame.
+const MAX_HINTS: usize = 48;
+/// Most socket addresses kept per hinted peer.
+const MAX_ADDRS_PER_HINT: usize = 8;
+/// Room for the hints in a frame.
+const MAX_HINT_BYTES: usize = 16 * 1024;
+/// Largest frame accepted.
+const MAX_FRAME_BYTES: usize = 4 + MAX_MESSAGE_BYTES + MAX_HINT_BYTES;
+/// Most peer addresses remembered.
+const MAX_ADDRS: usize = 8192;
+/// Most cached connections before closed ones are pruned.
+const MAX_CONNS: usize = 1024;
+/// Most sends in flight at once.
+const MAX_SENDS: usize = 64;
+/// Longest the timer sleeps without looking at the machine again.
+const MAX_SLEEP_MS: u64 = 60_000;
+
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
+/// The DHT of one node: the state machine, its connections and its waiting callers.
+pub(super) struct DhtDriver {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DhtDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhtDriver")
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+struct Shared {
+    endpoint: Endpoint,
+    dht: Mutex<Dht<SqliteRecordStore>>,
+    waiters: Mutex<HashMap<OpId, oneshot::Sender<Outcome>>>,
+    addrs: Mutex<HashMap<EndpointId, EndpointAddr>>,
+    conns: Mutex<HashMap<EndpointId, Slot>>,
+    wake: Notify,
+    closed: AtomicBool,
+    sends: Semaphore,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn poisoned() -> CoveyError {
+    CoveyError::internal("dht state lock poisoned")
+}
+
+fn key_of(id: &EndpointId) -> Key {
+    Key(*id.as_bytes())
+}
+
+impl DhtDriver {
+    /// A driver for the node `secret` on `endpoint`, holding records in `store`; starts its
+    /// timer task.
+    pub(super) fn start(endpoint: Endpoint, secret: SecretKey, store: Arc<Store>) -> Result<Self> {
+        let seed: [u8; 32] = rand::random();
+        let dht = Dht::new(
+            secret,
+            SqliteRecordStore::new(store, MemoryQuotas::default()),
+            DhtConfig::default(),
+            seed,
+            now_ms(),
+        )?;
+        let shared = Arc::new(Shared {
+            endpoint,
+            dht: Mutex::new(dht),
+            waiters: Mutex::new(HashMap::new()),
+            addrs: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            sends: Semaphore::new(MAX_SENDS),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let timer = tokio::spawn(timer_loop(shared.clone()));
+        shared.track(timer);
+        Ok(Self { shared })
+    }
+
+    /// The protocol handler to register on the router for [`DHT_ALPN`].
+    pub(super) fn handler(&self) -> DhtHandler {
+        DhtHandler {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Learns `addr` and bootstraps from it (a self-lookup through it), in the background.
+    pub(super) fn add_seed(&self, addr: EndpointAddr) {
+        if self.shared.closed.load(Ordering::Acquire) || addr.id == self.shared.endpoint.id() {
+            return;
+        }
+        let id = addr.id;
+        self.shared.learn(addr, true);
+        let started = self
+            .shared
+            .lock_dht()
+            .and_then(|mut dht| dht.bootstrap(&[key_of(&id)], now_ms()));
+        if let Err(e) = started {
+            log::debug!("dht bootstrap from {} not started: {e}", id.fmt_short());
+        }
+        self.shared.pump();
+    }
+
+    /// Starts an operation with `start` and waits (at most [`OP_TIMEOUT`]) for its outcome.
+    pub(super) async fn run(
+        &self,
+        start: impl FnOnce(&mut Dht<SqliteRecordStore>, u64) -> Result<OpId>,
+    ) -> Result<Outcome> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(CoveyError::closed());
+        }
+        let (tx, rx) = oneshot::channel();
+        let op = {
+            let mut dht = shared.lock_dht()?;
+            let op = start(&mut dht, now_ms())?;
+            shared
+                .waiters
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(op, tx);
+            op
+        };
+        shared.pump();
+        match tokio::time::timeout(OP_TIMEOUT, rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(CoveyError::closed()),
+            Err(_) => {
+                if let Ok(mut w) = shared.waiters.lock() {
+                    w.remove(&op);
+                }
+                if shared.closed.load(Ordering::Acquire) {
+                    return Err(CoveyError::closed());
+                }
+                Err(CoveyError::new(
+                    ErrorKind::Timeout,
+                    format!("dht operation did not finish within {OP_TIMEOUT:?}"),
+                ))
+            }
+        }
+    }
+
+    /// Stops the timer, closes DHT connections and fails waiting callers with `Closed`.
+    pub(super) fn shutdown(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.wake.notify_one();
+        if let Ok(mut tasks) = self.shared.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+        if let Ok(mut w) = self.shared.waiters.lock() {
+            w.clear();
+        }
+        let slots: Vec<Slot> = match self.shared.conns.lock() {
+            Ok(mut c) => c.drain().map(|(_, s)| s).collect(),
+            Err(_) => Vec::new(),
+        };
+        for slot in slots {
+            if let Ok(mut s) = slot.try_lock()
+                && let Some(conn) = s.take()
+            {
+                conn.close(0u32.into(), b"shutting down");
+            }
+        }
+    }
+}
+
+impl Drop for DhtDriver {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    fn lock_dht(&self) -> Result<std::sync::MutexGuard<'_, Dht<SqliteRecordStore>>> {
+        self.dht.lock().map_err(|_| poisoned())
+    }
+
+    fn track(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// Remembers an address for dialing. `trusted` (the peer's own claim, or the app's
+    /// ticket) replaces what we had; a third party's hint only fills a gap.
+    fn learn(&self, addr: EndpointAddr, trusted: bool) {
+        if addr.id == self.endpoint.id() || addr.ip_addrs().next().is_none() {
+            return;
+        }
+        let Ok(mut addrs) = self.addrs.lock() else {
+            return;
+        };
+        if addrs.contains_key(&addr.id) {
+            if trusted {
+                addrs.insert(addr.id, addr);
+            }
+        } else if addrs.len() < MAX_ADDRS {
+            addrs.insert(addr.id, addr);
+        }
+    }
+
+    /// Carries out every queued action of the machine.
+    fn pump(self: &Arc<Self>) {
+        let actions: Vec<Action> = match self.dht.lock() {
+            Ok(mut dht) => std::iter::from_fn(|| dht.poll_action()).collect(),
+            Err(_) => return,
+        };
+        for action in actions {
+            match action {
+                Action::Send { to, message } => self.spawn_send(to, message),
+                Action::Done { op, outcome, .. } => {
+                    let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&op));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(outcome);
+                    }
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn spawn_send(self: &Arc<Self>, to: Key, message: Message) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(peer) = EndpointId::from_bytes(&to.0) else {
+            return;
+        };
+        let frame = match self.frame(&message) {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!("dht message to {} not encodable: {e}", peer.fmt_short());
+                return;
+            }
+        };
+        let shared = self.clone();
+        let task = tokio::spawn(async move {
+            let Ok(_permit) = shared.sends.acquire().await else {
+                return;
+            };
+            for _ in 0..2 {
+                let conn = match shared.connection(peer).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::debug!("dht dial {} failed: {e}", peer.fmt_short());
+                        return;
+                    }
+                };
+                match tokio::time::timeout(FRAME_TIMEOUT, write_frame(&conn, &frame)).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => log::debug!("dht send to {} failed: {e}", peer.fmt_short()),
+                    Err(_) => log::debug!("dht send to {} timed out", peer.fmt_short()),
+                }
+                shared.forget_conn(peer, &conn);
+            }
+        });
+        self.track(task);
+    }
+
+    /// Encodes `message` with our address and those of the contacts it names.
+    fn frame(&self, message: &Message) -> Result<Vec<u8>> {
+        let body = proto::encode(message).map_err(|e| CoveyError::internal(e.to_string()))?;
+        let mut named: Vec<[u8; 32]> = Vec::new();
+        if let Message::Response { body: r, .. } = message {
+            match r {
+                Response::Nodes { contacts }
+                | Response::Value { contacts, .. }
+                | Response::Providers { contacts, .. } => {
+                    named.extend(contacts.iter().map(|k| k.0));
+                }
+                _ => {}
+            }
+            if let Response::Providers { providers, .. } = r {
+                named.extend(providers.iter().map(|p| p.provider));
+            }
+        }
+        let mut hints: Vec<EndpointAddr> = vec![self.endpoint.addr()];
+        if let Ok(addrs) = self.addrs.lock() {
+            for id in named {
+                if hints.len() >= MAX_HINTS {
+                    break;
+                }
+                if let Ok(id) = EndpointId::from_bytes(&id)
+                    && let Some(a) = addrs.get(&id)
+                {
+                    hints.push(a.clone());
+                }
+            }
+        }
+        let hint_bytes = postcard::to_stdvec(&hints).unwrap_or_default();
+        let hint_bytes = if hint_bytes.len() > MAX_HINT_BYTES {
+            Vec::new()
+        } else {
+            hint_bytes
+        };
+        let len = 4 + body.len() + hint_bytes.len();
+        let mut out = Vec::with_capacity(4 + len);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&hint_bytes);
+        Ok(out)
+    }
+
+    /// A frame arrived from `from` (authenticated by the connection).
+    fn on_frame(self: &Arc<Self>, from: EndpointId, frame: &[u8]) {
+        let Some((len, rest)) = frame.split_first_chunk::<4>() else {
+            return;
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > rest.len() || len > MAX_MESSAGE_BYTES {
+            log::debug!("dht frame from {} malformed", from.fmt_short());
+            return;
+        }
+        let (body, hints) = rest.split_at(len);
+        if let Ok(hints) = postcard::from_bytes::<Vec<EndpointAddr>>(hints) {
+            for mut hint in hints.into_iter().take(MAX_HINTS) {
+                if hint.addrs.len() > MAX_ADDRS_PER_HINT {
+                    hint.addrs = hint.addrs.into_iter().take(MAX_ADDRS_PER_HINT).collect();
+                }
+                let trusted = hint.id == from;
+                self.learn(hint, trusted);
+            }
+        }
+        match self.dht.lock() {
+            Ok(mut dht) => dht.handle_bytes(key_of(&from), body, now_ms()),
+            Err(_) => return,
+        }
+        self.pump();
+    }
+
+    /// The connection to `peer`, dialing it when there is none.
+    async fn connection(self: &Arc<Self>, peer: EndpointId) -> Result<Connection> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CoveyError::closed());
+        }
+        let slot = self.slot(peer)?;
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref()
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .addrs
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&peer).cloned())
+            .unwrap_or_else(|| EndpointAddr::new(peer));
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr, DHT_ALPN))
+            .await
+            .map_err(|_| CoveyError::new(ErrorKind::Timeout, "dht dial timed out"))?
+            .map_err(|e| CoveyError::network(format!("dht dial: {e}")))?;
+        *guard = Some(conn.clone());
+        drop(guard);
+        let reader = tokio::spawn(serve(self.clone(), conn.clone()));
+        self.track(reader);
+        Ok(conn)
+    }
+
+    fn slot(&self, peer: EndpointId) -> Result<Slot> {
+        let mut conns = self.conns.lock().map_err(|_| poisoned())?;
+        if conns.len() >= MAX_CONNS && !conns.contains_key(&peer) {
+            conns.retain(|_, s| match s.try_lock() {
+                Ok(c) => c.as_ref().is_some_and(|c| c.close_reason().is_none()),
+                Err(_) => true,
+            });
+        }
+        Ok(conns.entry(peer).or_default().clone())
+    }
+
+    fn forget_conn(&self, peer: EndpointId, conn: &Connection) {
+        let slot = self.conns.lock().ok().and_then(|c| c.get(&peer).cloned());
+        if let Some(slot) = slot
+            && let Ok(mut s) = slot.try_lock()
+            && s.as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            s.take();
+        }
+    }
+
+    /// Keeps an incoming connection for sending back to its peer, if none is cached.
+    fn adopt(&self, conn: &Connection) {
+        if let Ok(slot) = self.slot(conn.remote_id())
+            && let Ok(mut s) = slot.try_lock()
+            && s.as_ref().is_none_or(|c| c.close_reason().is_some())
+        {
+            *s = Some(conn.clone());
+        }
+    }
+}
+
+async fn write_frame(conn: &Connection, frame: &[u8]) -> std::result::Result<(), String> {
+    let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(frame).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn read_frame(recv: &mut RecvStream) -> std::result::Result<Vec<u8>, String> {
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    if !(4..=MAX_FRAME_BYTES).contains(&len) {
+        return Err(format!("frame of {len} bytes"));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+/// Reads frames off `conn` (one per stream) until it closes.
+async fn serve(shared: Arc<Shared>, conn: Connection) {
+    let from = conn.remote_id();
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        if shared.closed.load(Ordering::Acquire) {
+            break;
+        }
+        let frame = tokio::time::timeout(FRAME_TIMEOUT, read_frame(&mut recv)).await;
+        let _ = send.finish();
+        match frame {
+            Ok(Ok(bytes)) => shared.on_frame(from, &bytes),
+            Ok(Err(e)) => log::debug!("dht frame from {} dropped: {e}", from.fmt_short()),
+            Err(_) => log::debug!("dht frame from {} timed out", from.fmt_short()),
+        }
+    }
+}
+
+/// Runs the machine's timers until shutdown.
+async fn timer_loop(shared: Arc<Shared>) {
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let deadline = match shared.dht.lock() {
+            Ok(dht) => dht.next_deadline(),
+            Err(_) => return,
+        };
+        let now = now_ms();
+        if deadline <= now {
+            if let Ok(mut dht) = shared.dht.lock() {
+                dht.handle_timeout(now);
+            }
+            shared.pump();
+            // Never spin: at least a few ms between ticks.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let wait = (deadline - now).min(MAX_SLEEP_MS);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = shared.wake.notified() => {}
+        }
+    }
+}
+
+/// Accepts `covey/dht/1` connections.
+#[derive(Clone)]
+pub(super) struct DhtHandler {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DhtHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhtHandler").finish()
+    }
+}
+
+impl ProtocolHandler for DhtHandler {
+    async fn accept(&self, connection: Connection) -> std::result::Result<(), AcceptError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            connection.close(1u32.into(), b"closed");
+            return Ok(());
+        }
+        self.shared.adopt(&connection);
+        serve(self.shared.clone(), connection).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! The DHT over real iroh on loopback: 30 nodes in one process, put/get, compare-and-swap,
+//! providers, get latency, bad arguments and calls after shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use covey_core::{ErrorKind, Node, Result};
+
+const NODES: usize = 30;
+
+/// Resident set size of this process in KiB, where /proc is available.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Retries `f` every 100 ms until it returns `Some`, or panics after `secs` naming `what`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not done after {secs}s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ok_or_log<T>(r: Result<T>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("{what}: {e} (retrying)");
+            None
+        }
+    }
+}
+
+/// Opens `NODES` loopback nodes; node `i` adds node 0 and up to two other earlier nodes.
+async fn network(dirs: &[tempfile::TempDir]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let node = common::open(dir.path()).await;
+        let mut seeds = vec![0, i / 2, i.saturating_sub(1)];
+        seeds.sort_unstable();
+        seeds.dedup();
+        for s in seeds {
+            if s < i {
+                common::connect(&node, &nodes[s]).await;
+            }
+        }
+        nodes.push(node);
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_nodes_put_get_cas_providers() {
+    let dirs: Vec<_> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
+    let rss_before = rss_kib();
+    let nodes = network(&dirs).await;
+    let rss_after = rss_kib();
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        println!(
+            "memory: {NODES} nodes added {} KiB RSS ({} KiB per node)",
+            a.saturating_sub(b),
+            a.saturating_sub(b) / NODES as u64
+        );
+    }
+    // Let the bootstrap self-lookups settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Put on one node, get from several others.
+    let publisher = &nodes[7];
+    let seq = eventually(20, "first put", || async {
+        ok_or_log(
+            publisher.dht_put("profile", b"hello dht", 600, None).await,
+            "put",
+        )
+    })
+    .await;
+    assert!(seq >= 1);
+    for reader in [0usize, 3, 12, 19, 25, 29] {
+        let node = &nodes[reader];
+        let record = eventually(20, "get from another node", || async {
+            ok_or_log(node.dht_get(&publisher.node_id(), "profile").await, "get").flatten()
+        })
+        .await;
+        assert_eq!(record.publisher, publisher.node_id());
+        assert_eq!(record.name, "profile");
+        assert_eq!(record.value, b"hello dht");
+        assert_eq!(record.seq, seq, "node {reader} sees the published seq");
+        assert!(record.expires_at_ms > 0);
+    }
+    // A name nobody published is None.
+    let missing = nodes[4]
+        .dht_get(&publisher.node_id(), "never-published")
+        .await
+        .unwrap();
+    assert!(missing.is_none());
+
+    // Compare-and-swap: the current sequence succeeds, a stale one is a Conflict.
+    let writer = &nodes[11];
+    let first = eventually(20, "cas first put", || async {
+        ok_or_log(writer.dht_put("counter", b"1", 600, Some(0)).await, "put")
+    })
+    .await;
+    let second = writer
+        .dht_put("counter", b"2", 600, Some(first))
+        .await
+        .unwrap();
+    assert!(second > first);
+    common::expect_err(
+        writer.dht_put("counter", b"3", 600, Some(first)).await,
+        ErrorKind::Conflict,
+        "stale expected_seq",
+    );
+    let seen = eventually(20, "cas result visible", || async {
+        ok_or_log(nodes[22].dht_get(&writer.node_id(), "counter").await, "get")
+            .flatten()
+            .filter(|r| r.seq == second)
+    })
+    .await;
+    assert_eq!(seen.value, b"2");
+
+    // Providers: two nodes provide, a third finds both.
+    let key = b"covey-test-rendezvous";
+    for p in [3usize, 17] {
+        let node = &nodes[p];
+        eventually(20, "provide", || async {
+            ok_or_log(node.dht_provide(key, 600).await, "provide")
+        })
+        .await;
+    }
+    let want = {
+        let mut w = vec![nodes[3].node_id(), nodes[17].node_id()];
+        w.sort();
+        w
+    };
+    let found = eventually(20, "providers", || async {
+        ok_or_log(nodes[26].dht_providers(key).await, "providers")
+            .filter(|found| want.iter().all(|w| found.contains(w)))
+    })
+    .await;
+    assert!(want.iter().all(|w| found.contains(w)));
+    let none = nodes[26]
+        .dht_providers(b"nobody provides this")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    // Latency of dht_get over 100 gets from different nodes (printed, never asserted).
+    let mut times = Vec::with_capacity(100);
+    for i in 0..100 {
+        let node = &nodes[(i * 7 + 1) % NODES];
+        let start = Instant::now();
+        let record = node.dht_get(&publisher.node_id(), "profile").await.unwrap();
+        times.push(start.elapsed());
+        assert_eq!(record.map(|r| r.value), Some(b"hello dht".to_vec()));
+    }
+    times.sort();
+    println!(
+        "dht_get latency over {} gets on {NODES} loopback nodes: p50 {:?}, p95 {:?}, max {:?}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() * 95 / 100],
+        times[times.len() - 1]
+    );
+
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_and_closed() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = common::open(da.path()).await;
+    let b = common::open(db.path()).await;
+    common::connect(&b, &a).await;
+    let kind = ErrorKind::InvalidInput;
+    common::expect_err(
+        a.dht_put("big", &[0u8; 1025], 60, None).await,
+        kind,
+        "1025-byte value",
+    );
+    common::expect_err(a.dht_put("", b"v", 60, None).await, kind, "empty name");
+    common::expect_err(
+        a.dht_put(&"n".repeat(300), b"v", 60, None).await,
+        kind,
+        "300-byte name",
+    );
+    common::expect_err(a.dht_put("ttl", b"v", 0, None).await, kind, "zero ttl");
+    common::expect_err(a.dht_get(&b.node_id(), "").await, kind, "get empty name");
+    common::expect_err(a.dht_provide(b"", 60).await, kind, "empty provider key");
+    common::expect_err(a.dht_provide(b"k", 0).await, kind, "zero provider ttl");
+    common::expect_err(
+        a.dht_providers(&[0u8; 2000]).await,
+        kind,
+        "huge provider key",
+    );
+
+    // A 1 KiB value is fine; the two nodes can exchange it.
+    let seq = eventually(20, "put between two nodes", || async {
+        ok_or_log(b.dht_put("ok", &[7u8; 1024], 60, None).await, "put")
+    })
+    .await;
+    let got = a.dht_get(&b.node_id(), "ok").await.unwrap().unwrap();
+    assert_eq!((got.seq, got.value.len()), (seq, 1024));
+
+    a.shutdown().await.unwrap();
+    let closed = ErrorKind::Closed;
+    common::expect_err(
+        a.dht_put("x", b"v", 60, None).await,
+        closed,
+        "put after shutdown",
+    );
+    common::expect_err(
+        a.dht_get(&b.node_id(), "x").await,
+        closed,
+        "get after shutdown",
+    );
+    common::expect_err(
+        a.dht_provide(b"k", 60).await,
+        closed,
+        "provide after shutdown",
+    );
+    common::expect_err(
+        a.dht_providers(b"k").await,
+        closed,
+        "providers after shutdown",
+    );
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_answers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::open(dir.path()).await;
+    let start = Instant::now();
+    let got = node.dht_get(&node.node_id(), "nothing").await.unwrap();
+    assert!(got.is_none());
+    // With no peers the node keeps its own record.
+    let seq = node.dht_put("alone", b"v", 60, None).await.unwrap();
+    let got = node
+        .dht_get(&node.node_id(), "alone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.seq, got.value), (seq, b"v".to_vec()));
+    assert!(node.dht_providers(b"k").await.unwrap().is_empty());
+    println!(
+        "lone node: get, put and providers answered in {:?}",
+        start.elapsed()
+    );
+    node.shutdown().await.unwrap();
+}
