@@ -15,6 +15,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -132,6 +133,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish and look up signed records and providers in the DHT.
+    ///
+    /// The node dials its remembered peers for the lookup; a node with none still keeps its
+    /// own records and answers for them.
+    #[command(subcommand)]
+    Dht(DhtCommand),
     /// Run N embedded nodes on loopback and check they converge.
     ///
     /// Each node gets its own temp dir; all join one passphrase group, link up in a ring (or
@@ -148,6 +155,47 @@ enum PeerCommand {
     Add {
         /// The peer's address ticket, as printed by its `covey run`.
         ticket: String,
+    },
+}
+
+/// `covey dht ...`
+#[derive(Debug, Subcommand)]
+enum DhtCommand {
+    /// Publish VALUE under (this node, NAME) and print its new sequence number.
+    Put {
+        /// The record's name in this node's namespace.
+        name: String,
+        /// The value text (at most 1 KiB).
+        value: String,
+        /// How long the record lives, in seconds.
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        ttl: u64,
+        /// Compare-and-swap: fail unless the current sequence is this (0: no record yet).
+        #[arg(long, value_name = "SEQ")]
+        expected_seq: Option<u64>,
+    },
+    /// Look up PUBLISHER's record NAME and print its seq and value (exit 1 when none).
+    Get {
+        /// The publisher's node id.
+        publisher: String,
+        /// The record's name.
+        name: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Announce this node as a provider of KEY.
+    Provide {
+        /// The key text.
+        key: String,
+        /// How long the announcement lives, in seconds.
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        ttl: u64,
+    },
+    /// List the providers of KEY, one node id per line.
+    Providers {
+        /// The key text.
+        key: String,
     },
 }
 
@@ -315,7 +363,63 @@ async fn command(node: &Node, command: Command) -> Result<()> {
             }
         }
         Command::Run { json } => run(node, json).await,
+        Command::Dht(cmd) => dht(node, cmd).await,
         Command::Demo(_) => Err(CoveyError::internal("demo is dispatched before opening")),
+    }
+}
+
+/// `covey dht ...`.
+async fn dht(node: &Node, cmd: DhtCommand) -> Result<()> {
+    match cmd {
+        DhtCommand::Put {
+            name,
+            value,
+            ttl,
+            expected_seq,
+        } => {
+            let seq = node
+                .dht_put(&name, value.as_bytes(), ttl, expected_seq)
+                .await?;
+            outln!("seq {seq}")
+        }
+        DhtCommand::Get {
+            publisher,
+            name,
+            json,
+        } => {
+            let publisher = covey_core::EndpointId::from_str(publisher.trim())
+                .map_err(|e| CoveyError::invalid(format!("publisher is not a node id: {e}")))?;
+            let Some(record) = node.dht_get(&publisher, &name).await? else {
+                return Err(CoveyError::not_found(format!(
+                    "no record {name:?} of {publisher}"
+                )));
+            };
+            let value = String::from_utf8_lossy(&record.value).into_owned();
+            if json {
+                outln!(
+                    "{}",
+                    json!({
+                        "publisher": record.publisher.to_string(),
+                        "name": record.name,
+                        "seq": record.seq,
+                        "expires_at_ms": record.expires_at_ms,
+                        "value_utf8": value,
+                    })
+                )
+            } else {
+                outln!("seq {}  {value}", record.seq)
+            }
+        }
+        DhtCommand::Provide { key, ttl } => {
+            node.dht_provide(key.as_bytes(), ttl).await?;
+            outln!("providing {key:?} for {ttl} s")
+        }
+        DhtCommand::Providers { key } => {
+            for provider in node.dht_providers(key.as_bytes()).await? {
+                outln!("{provider}")?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -296,3 +296,45 @@ fn demo_converges() {
     assert!(run.stdout.lines().any(|l| l == "converged"), "{run:?}");
     assert!(run.stdout.contains("30/30"), "{run:?}");
 }
+
+#[test]
+fn dht_put_get_compare_and_swap_and_providers_on_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = covey(dir.path(), &["init"]);
+    let id = id.stdout.trim().to_string();
+    // No DHT peers: the node keeps its own records and answers for them.
+    let put = covey(dir.path(), &["dht", "put", "status", "at home"]);
+    assert_eq!(put.code(), Some(0), "{put:?}");
+    assert_eq!(put.stdout.trim(), "seq 1", "{put:?}");
+    let get = covey(dir.path(), &["dht", "get", &id, "status", "--json"]);
+    assert_eq!(get.code(), Some(0), "{get:?}");
+    let record: serde_json::Value = serde_json::from_str(get.stdout.trim()).unwrap();
+    assert_eq!(record["value_utf8"], "at home", "{get:?}");
+    assert_eq!(record["seq"], 1, "{get:?}");
+    assert_eq!(record["publisher"], id.as_str(), "{get:?}");
+    // Compare-and-swap: the right expected seq moves it on, a stale one is a conflict.
+    let cas = covey(
+        dir.path(),
+        &["dht", "put", "status", "out", "--expected-seq", "1"],
+    );
+    assert_eq!(cas.stdout.trim(), "seq 2", "{cas:?}");
+    let stale = covey(
+        dir.path(),
+        &["dht", "put", "status", "again", "--expected-seq", "1"],
+    );
+    assert_eq!(stale.code(), Some(1), "{stale:?}");
+    assert!(stale.stderr.contains("error: Conflict:"), "{stale:?}");
+    let get = covey(dir.path(), &["dht", "get", &id, "status"]);
+    assert_eq!(get.stdout.trim(), "seq 2  out", "{get:?}");
+    // A missing record and a malformed publisher are errors of their kind.
+    let missing = covey(dir.path(), &["dht", "get", &id, "nothing-here"]);
+    assert_eq!(missing.code(), Some(1), "{missing:?}");
+    assert!(missing.stderr.contains("error: NotFound:"), "{missing:?}");
+    let bad = covey(dir.path(), &["dht", "get", "not-a-node-id", "status"]);
+    assert_eq!(bad.code(), Some(1), "{bad:?}");
+    assert!(bad.stderr.contains("error: InvalidInput:"), "{bad:?}");
+    let provide = covey(dir.path(), &["dht", "provide", "photos"]);
+    assert_eq!(provide.code(), Some(0), "{provide:?}");
+    let providers = covey(dir.path(), &["dht", "providers", "photos"]);
+    assert_eq!(providers.code(), Some(0), "{providers:?}");
+}
