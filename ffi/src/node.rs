@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use crate::error::CoveyError;
 use crate::events::{EventListener, Subscription};
 use crate::runtime::{run, runtime};
-use crate::types::{Delivery, Entry, EntryMeta, GroupInfo, Member, NodeConfig, NodeStatus};
+use crate::types::{
+    Delivery, DhtRecord, Entry, EntryMeta, GroupInfo, Member, NodeConfig, NodeStatus,
+};
 
 /// An embedded Covey node. Open one per data dir with `Node.open`; call `shutdown` when done
 /// (a node that is garbage-collected without it is shut down in the background).
@@ -26,6 +28,11 @@ fn group_id(text: &str) -> Result<GroupId, CoveyError> {
 
 fn entry_id(text: &str) -> Result<EntryId, CoveyError> {
     EntryId::from_str(text).map_err(CoveyError::from)
+}
+
+fn node_id(text: &str) -> Result<covey_core::EndpointId, CoveyError> {
+    covey_core::EndpointId::from_str(text)
+        .map_err(|_| CoveyError::invalid(format!("not a node id: {text:?}")))
 }
 
 impl Node {
@@ -194,6 +201,56 @@ impl Node {
         let eid = self::entry_id(&entry_id)?;
         let core = self.core();
         run(async move { core.delivery(&gid, &eid).await.map(Delivery::from) }).await
+    }
+
+    /// Publishes `value` under (this node, `name`) for `ttl_secs`, signed by this node, and
+    /// returns its new sequence number. With `expected_seq` it is a compare-and-swap: it fails
+    /// with `Conflict` unless the current sequence is `expected_seq` (0: no record yet). Fails
+    /// with `InvalidInput` for an empty or over-long name, an oversized value or a zero ttl.
+    pub async fn dht_put(
+        &self,
+        name: String,
+        value: Vec<u8>,
+        ttl_secs: u64,
+        expected_seq: Option<u64>,
+    ) -> Result<u64, CoveyError> {
+        let core = self.core();
+        run(async move { core.dht_put(&name, &value, ttl_secs, expected_seq).await }).await
+    }
+
+    /// The record of (`publisher`, `name`) with the highest valid sequence found, or none.
+    /// Fails with `InvalidInput` for a publisher that is not a node id or a bad name.
+    pub async fn dht_get(
+        &self,
+        publisher: String,
+        name: String,
+    ) -> Result<Option<DhtRecord>, CoveyError> {
+        let publisher = self::node_id(&publisher)?;
+        let core = self.core();
+        run(async move {
+            core.dht_get(&publisher, &name)
+                .await
+                .map(|r| r.map(DhtRecord::from))
+        })
+        .await
+    }
+
+    /// Announces this node as a provider of `key` for `ttl_secs`. Fails with `Network` when no
+    /// node accepted the announcement.
+    pub async fn dht_provide(&self, key: Vec<u8>, ttl_secs: u64) -> Result<(), CoveyError> {
+        let core = self.core();
+        run(async move { core.dht_provide(&key, ttl_secs).await }).await
+    }
+
+    /// Node ids of the nodes currently announcing themselves as providers of `key`.
+    pub async fn dht_providers(&self, key: Vec<u8>) -> Result<Vec<String>, CoveyError> {
+        let core = self.core();
+        run(async move {
+            core.dht_providers(&key)
+                .await
+                .map(|ids| ids.iter().map(ToString::to_string).collect())
+        })
+        .await
     }
 
     /// Stops syncing (the app goes to the background) until `resume`.

@@ -249,6 +249,33 @@ impl From<covey_core::Delivery> for Delivery {
     }
 }
 
+/// A record read from the DHT: signed by its publisher, the highest valid sequence found.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DhtRecord {
+    /// Node id of the node that published (and signed) the record.
+    pub publisher: String,
+    /// The record's name within the publisher's namespace.
+    pub name: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its sequence number (the first put is 1; each put raises it).
+    pub seq: u64,
+    /// When it expires, ms since the Unix epoch, unless republished.
+    pub expires_at_ms: u64,
+}
+
+impl From<covey_core::DhtRecord> for DhtRecord {
+    fn from(r: covey_core::DhtRecord) -> Self {
+        Self {
+            publisher: r.publisher.to_string(),
+            name: r.name,
+            value: r.value,
+            seq: r.seq,
+            expires_at_ms: r.expires_at_ms,
+        }
+    }
+}
+
 /// Counters of what the sync layer saw since the node opened.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncCounters {

@@ -178,6 +178,41 @@ fn delivery_of_a_local_entry_and_its_errors() {
     });
 }
 
+#[test]
+fn dht_records_and_providers_on_a_lone_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    block_on(async {
+        let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
+        let seq = a.dht_put("n".into(), vec![7, 8], 60, None).await.unwrap();
+        assert_eq!(seq, 1);
+        let r = a.dht_get(a.node_id(), "n".into()).await.unwrap().unwrap();
+        assert_eq!(r.publisher, a.node_id());
+        assert_eq!(r.name, "n");
+        assert_eq!(r.value, vec![7, 8]);
+        assert_eq!(r.seq, 1);
+        assert!(r.expires_at_ms > 0);
+        assert!(matches!(
+            a.dht_put("n".into(), vec![9], 60, Some(0)).await,
+            Err(CoveyError::Conflict { .. })
+        ));
+        assert!(matches!(
+            a.dht_put(String::new(), vec![9], 60, None).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            a.dht_get("zz".into(), "n".into()).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        assert!(
+            a.dht_providers(b"unknown".to_vec())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        a.shutdown().await.unwrap();
+    });
+}
+
 #[derive(Default)]
 struct MemKeys {
     secrets: Mutex<HashMap<String, Vec<u8>>>,

@@ -22,6 +22,7 @@ Errors are subclasses of :class:`CoveyError`, one per kind (``CoveyError.Invalid
 from ._ffi.covey_ffi import (
     CoveyError,
     Delivery,
+    DhtRecord,
     Durability,
     Entry,
     EntryMeta,
@@ -48,6 +49,7 @@ from ._ffi.covey_ffi import (
 __all__ = [
     "CoveyError",
     "Delivery",
+    "DhtRecord",
     "Durability",
     "Entry",
     "EntryMeta",

@@ -63,6 +63,23 @@ async def test_delivery_of_a_fresh_local_entry_and_its_errors(nodes):
         await a.delivery("not-hex", meta.entry_id)
 
 
+async def test_dht_on_a_lone_node(nodes):
+    a = await nodes.open()
+    # With no DHT peers the record is kept locally.
+    assert await a.dht_put("n", b"v1", 60, None) == 1
+    r = await a.dht_get(a.node_id(), "n")
+    assert isinstance(r, covey.DhtRecord)
+    assert (r.publisher, r.name, r.value, r.seq) == (a.node_id(), "n", b"v1", 1)
+    assert r.expires_at_ms > 0
+    with pytest.raises(covey.CoveyError.Conflict):
+        await a.dht_put("n", b"v2", 60, 0)
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.dht_put("", b"v", 60, None)
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.dht_get("not-hex", "n")
+    assert await a.dht_providers(b"unknown") == []
+
+
 async def test_oversized_payload_is_invalid_input(nodes):
     small = await nodes.open(max_payload_bytes=1024)
     g = await small.join_passphrase(PASS, "small")

@@ -414,6 +414,26 @@ uint64_t uniffi_covey_ffi_fn_method_node_addr(uint64_t ptr
 uint64_t uniffi_covey_ffi_fn_method_node_delivery(uint64_t ptr, RustBuffer group_id, RustBuffer entry_id
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_GET
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_GET
+uint64_t uniffi_covey_ffi_fn_method_node_dht_get(uint64_t ptr, RustBuffer publisher, RustBuffer name
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_PROVIDE
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_PROVIDE
+uint64_t uniffi_covey_ffi_fn_method_node_dht_provide(uint64_t ptr, RustBuffer key, uint64_t ttl_secs
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_PROVIDERS
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_PROVIDERS
+uint64_t uniffi_covey_ffi_fn_method_node_dht_providers(uint64_t ptr, RustBuffer key
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_PUT
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DHT_PUT
+uint64_t uniffi_covey_ffi_fn_method_node_dht_put(uint64_t ptr, RustBuffer name, RustBuffer value, uint64_t ttl_secs, RustBuffer expected_seq
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ENTRIES
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ENTRIES
 uint64_t uniffi_covey_ffi_fn_method_node_entries(uint64_t ptr, RustBuffer group_id, uint64_t after_cursor, uint32_t limit
@@ -801,6 +821,30 @@ uint16_t uniffi_covey_ffi_checksum_method_node_addr(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DELIVERY
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DELIVERY
 uint16_t uniffi_covey_ffi_checksum_method_node_delivery(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_GET
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_GET
+uint16_t uniffi_covey_ffi_checksum_method_node_dht_get(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_PROVIDE
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_PROVIDE
+uint16_t uniffi_covey_ffi_checksum_method_node_dht_provide(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_PROVIDERS
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_PROVIDERS
+uint16_t uniffi_covey_ffi_checksum_method_node_dht_providers(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_PUT
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_DHT_PUT
+uint16_t uniffi_covey_ffi_checksum_method_node_dht_put(void
     
 );
 #endif

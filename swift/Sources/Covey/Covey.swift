@@ -1309,6 +1309,31 @@ public protocol NodeProtocol: AnyObject, Sendable {
     func delivery(groupId: String, entryId: String) async throws  -> Delivery
     
     /**
+     * The record of (`publisher`, `name`) with the highest valid sequence found, or none.
+     * Fails with `InvalidInput` for a publisher that is not a node id or a bad name.
+     */
+    func dhtGet(publisher: String, name: String) async throws  -> DhtRecord?
+    
+    /**
+     * Announces this node as a provider of `key` for `ttl_secs`. Fails with `Network` when no
+     * node accepted the announcement.
+     */
+    func dhtProvide(key: Data, ttlSecs: UInt64) async throws 
+    
+    /**
+     * Node ids of the nodes currently announcing themselves as providers of `key`.
+     */
+    func dhtProviders(key: Data) async throws  -> [String]
+    
+    /**
+     * Publishes `value` under (this node, `name`) for `ttl_secs`, signed by this node, and
+     * returns its new sequence number. With `expected_seq` it is a compare-and-swap: it fails
+     * with `Conflict` unless the current sequence is `expected_seq` (0: no record yet). Fails
+     * with `InvalidInput` for an empty or over-long name, an oversized value or a zero ttl.
+     */
+    func dhtPut(name: String, value: Data, ttlSecs: UInt64, expectedSeq: UInt64?) async throws  -> UInt64
+    
+    /**
      * Up to `limit` entries of a group after `after_cursor` (0 for the start), in local order,
      * oldest first. Pass the last entry's `cursor` to get the next page.
      */
@@ -1514,6 +1539,87 @@ open func delivery(groupId: String, entryId: String)async throws  -> Delivery  {
             completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeDelivery_lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * The record of (`publisher`, `name`) with the highest valid sequence found, or none.
+     * Fails with `InvalidInput` for a publisher that is not a node id or a bad name.
+     */
+open func dhtGet(publisher: String, name: String)async throws  -> DhtRecord?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_dht_get(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(publisher),FfiConverterString.lower(name)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeDhtRecord.lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * Announces this node as a provider of `key` for `ttl_secs`. Fails with `Network` when no
+     * node accepted the announcement.
+     */
+open func dhtProvide(key: Data, ttlSecs: UInt64)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_dht_provide(
+                        self.uniffiCloneHandle(),FfiConverterData.lower(key),FfiConverterUInt64.lower(ttlSecs)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_void,
+            completeFunc: ffi_covey_ffi_rust_future_complete_void,
+            freeFunc: ffi_covey_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * Node ids of the nodes currently announcing themselves as providers of `key`.
+     */
+open func dhtProviders(key: Data)async throws  -> [String]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_dht_providers(
+                        self.uniffiCloneHandle(),FfiConverterData.lower(key)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceString.lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * Publishes `value` under (this node, `name`) for `ttl_secs`, signed by this node, and
+     * returns its new sequence number. With `expected_seq` it is a compare-and-swap: it fails
+     * with `Conflict` unless the current sequence is `expected_seq` (0: no record yet). Fails
+     * with `InvalidInput` for an empty or over-long name, an oversized value or a zero ttl.
+     */
+open func dhtPut(name: String, value: Data, ttlSecs: UInt64, expectedSeq: UInt64?)async throws  -> UInt64  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_dht_put(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name),FfiConverterData.lower(value),FfiConverterUInt64.lower(ttlSecs),FfiConverterOptionUInt64.lower(expectedSeq)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_u64,
+            completeFunc: ffi_covey_ffi_rust_future_complete_u64,
+            freeFunc: ffi_covey_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterUInt64.lift,
             errorHandler: FfiConverterTypeCoveyError_lift
         )
 }
@@ -2026,6 +2132,105 @@ public func FfiConverterTypeDelivery_lift(_ buf: RustBuffer) throws -> Delivery 
 #endif
 public func FfiConverterTypeDelivery_lower(_ value: Delivery) -> RustBuffer {
     return FfiConverterTypeDelivery.lower(value)
+}
+
+
+/**
+ * A record read from the DHT: signed by its publisher, the highest valid sequence found.
+ */
+public struct DhtRecord: Equatable, Hashable {
+    /**
+     * Node id of the node that published (and signed) the record.
+     */
+    public var publisher: String
+    /**
+     * The record's name within the publisher's namespace.
+     */
+    public var name: String
+    /**
+     * The value.
+     */
+    public var value: Data
+    /**
+     * Its sequence number (the first put is 1; each put raises it).
+     */
+    public var seq: UInt64
+    /**
+     * When it expires, ms since the Unix epoch, unless republished.
+     */
+    public var expiresAtMs: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Node id of the node that published (and signed) the record.
+         */publisher: String, 
+        /**
+         * The record's name within the publisher's namespace.
+         */name: String, 
+        /**
+         * The value.
+         */value: Data, 
+        /**
+         * Its sequence number (the first put is 1; each put raises it).
+         */seq: UInt64, 
+        /**
+         * When it expires, ms since the Unix epoch, unless republished.
+         */expiresAtMs: UInt64) {
+        self.publisher = publisher
+        self.name = name
+        self.value = value
+        self.seq = seq
+        self.expiresAtMs = expiresAtMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DhtRecord: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDhtRecord: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DhtRecord {
+        return
+            try DhtRecord(
+                publisher: FfiConverterString.read(from: &buf), 
+                name: FfiConverterString.read(from: &buf), 
+                value: FfiConverterData.read(from: &buf), 
+                seq: FfiConverterUInt64.read(from: &buf), 
+                expiresAtMs: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DhtRecord, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.publisher, into: &buf)
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterData.write(value.value, into: &buf)
+        FfiConverterUInt64.write(value.seq, into: &buf)
+        FfiConverterUInt64.write(value.expiresAtMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDhtRecord_lift(_ buf: RustBuffer) throws -> DhtRecord {
+    return try FfiConverterTypeDhtRecord.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDhtRecord_lower(_ value: DhtRecord) -> RustBuffer {
+    return FfiConverterTypeDhtRecord.lower(value)
 }
 
 
@@ -3975,6 +4180,30 @@ fileprivate struct FfiConverterOptionTypeKeyStore: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeDhtRecord: FfiConverterRustBuffer {
+    typealias SwiftType = DhtRecord?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDhtRecord.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDhtRecord.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeEntry: FfiConverterRustBuffer {
     typealias SwiftType = Entry?
 
@@ -4225,6 +4454,18 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_delivery() != 65432) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_dht_get() != 17321) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_dht_provide() != 41432) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_dht_providers() != 49643) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_dht_put() != 36744) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_entries() != 7021) {

@@ -580,6 +580,28 @@ final class SyncTests: CoveyTestCase {
         }
     }
 
+    func testDhtOnALoneNode() async throws {
+        try await coveyTest { nodes in
+            let a = try await nodes.open()
+            // With no DHT peers the record is kept locally.
+            let seq = try await a.dhtPut(name: "n", value: Data("v1".utf8), ttlSecs: 60, expectedSeq: nil)
+            XCTAssertEqual(seq, 1)
+            let r = try await a.dhtGet(publisher: a.nodeId(), name: "n")
+            XCTAssertEqual(r?.publisher, a.nodeId())
+            XCTAssertEqual(r?.name, "n")
+            XCTAssertEqual(r?.value, Data("v1".utf8))
+            XCTAssertEqual(r?.seq, 1)
+            await expectError("Conflict", "dht put with a stale expected seq") {
+                _ = try await a.dhtPut(name: "n", value: Data("v2".utf8), ttlSecs: 60, expectedSeq: 0)
+            }
+            await expectError("InvalidInput", "dht put with an empty name") {
+                _ = try await a.dhtPut(name: "", value: Data("v".utf8), ttlSecs: 60, expectedSeq: nil)
+            }
+            let providers = try await a.dhtProviders(key: Data("unknown".utf8))
+            XCTAssertTrue(providers.isEmpty)
+        }
+    }
+
     func testPauseResumeAndNetworkChanged() async throws {
         try await coveyTest { nodes in
             let a = try await nodes.open()

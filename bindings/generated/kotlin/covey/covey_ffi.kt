@@ -774,6 +774,14 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_delivery(
     ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_dht_get(
+    ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_dht_provide(
+    ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_dht_providers(
+    ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_dht_put(
+    ): Int
     external fun uniffi_covey_ffi_checksum_method_node_entries(
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_entry(
@@ -870,6 +878,14 @@ internal object UniffiLib {
     external fun uniffi_covey_ffi_fn_method_node_addr(`ptr`: Long,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_delivery(`ptr`: Long,`groupId`: RustBuffer.ByValue,`entryId`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_dht_get(`ptr`: Long,`publisher`: RustBuffer.ByValue,`name`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_dht_provide(`ptr`: Long,`key`: RustBuffer.ByValue,`ttlSecs`: Long,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_dht_providers(`ptr`: Long,`key`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_dht_put(`ptr`: Long,`name`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,`ttlSecs`: Long,`expectedSeq`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_entries(`ptr`: Long,`groupId`: RustBuffer.ByValue,`afterCursor`: Long,`limit`: Int,
     ): Long
@@ -1046,6 +1062,18 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_delivery() and 0xFFFF) != 65432) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_dht_get() and 0xFFFF) != 17321) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_dht_provide() and 0xFFFF) != 41432) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_dht_providers() and 0xFFFF) != 49643) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_dht_put() and 0xFFFF) != 36744) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_entries() and 0xFFFF) != 7021) {
@@ -2628,6 +2656,31 @@ public interface NodeInterface {
     suspend fun `delivery`(`groupId`: kotlin.String, `entryId`: kotlin.String): Delivery
     
     /**
+     * The record of (`publisher`, `name`) with the highest valid sequence found, or none.
+     * Fails with `InvalidInput` for a publisher that is not a node id or a bad name.
+     */
+    suspend fun `dhtGet`(`publisher`: kotlin.String, `name`: kotlin.String): DhtRecord?
+    
+    /**
+     * Announces this node as a provider of `key` for `ttl_secs`. Fails with `Network` when no
+     * node accepted the announcement.
+     */
+    suspend fun `dhtProvide`(`key`: kotlin.ByteArray, `ttlSecs`: kotlin.ULong)
+    
+    /**
+     * Node ids of the nodes currently announcing themselves as providers of `key`.
+     */
+    suspend fun `dhtProviders`(`key`: kotlin.ByteArray): List<kotlin.String>
+    
+    /**
+     * Publishes `value` under (this node, `name`) for `ttl_secs`, signed by this node, and
+     * returns its new sequence number. With `expected_seq` it is a compare-and-swap: it fails
+     * with `Conflict` unless the current sequence is `expected_seq` (0: no record yet). Fails
+     * with `InvalidInput` for an empty or over-long name, an oversized value or a zero ttl.
+     */
+    suspend fun `dhtPut`(`name`: kotlin.String, `value`: kotlin.ByteArray, `ttlSecs`: kotlin.ULong, `expectedSeq`: kotlin.ULong?): kotlin.ULong
+    
+    /**
      * Up to `limit` entries of a group after `after_cursor` (0 for the start), in local order,
      * oldest first. Pass the last entry's `cursor` to get the next page.
      */
@@ -2881,6 +2934,117 @@ open class Node: Disposable, AutoCloseable, NodeInterface
         { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterTypeDelivery.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The record of (`publisher`, `name`) with the highest valid sequence found, or none.
+     * Fails with `InvalidInput` for a publisher that is not a node id or a bad name.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `dhtGet`(`publisher`: kotlin.String, `name`: kotlin.String) : DhtRecord? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_dht_get(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`publisher`),
+        FfiConverterString.lower(`name`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeDhtRecord.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Announces this node as a provider of `key` for `ttl_secs`. Fails with `Network` when no
+     * node accepted the announcement.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `dhtProvide`(`key`: kotlin.ByteArray, `ttlSecs`: kotlin.ULong) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_dht_provide(
+                uniffiHandle,
+                
+        FfiConverterByteArray.lower(`key`),
+        FfiConverterULong.lower(`ttlSecs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Node ids of the nodes currently announcing themselves as providers of `key`.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `dhtProviders`(`key`: kotlin.ByteArray) : List<kotlin.String> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_dht_providers(
+                uniffiHandle,
+                
+        FfiConverterByteArray.lower(`key`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceString.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Publishes `value` under (this node, `name`) for `ttl_secs`, signed by this node, and
+     * returns its new sequence number. With `expected_seq` it is a compare-and-swap: it fails
+     * with `Conflict` unless the current sequence is `expected_seq` (0: no record yet). Fails
+     * with `InvalidInput` for an empty or over-long name, an oversized value or a zero ttl.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `dhtPut`(`name`: kotlin.String, `value`: kotlin.ByteArray, `ttlSecs`: kotlin.ULong, `expectedSeq`: kotlin.ULong?) : kotlin.ULong {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_dht_put(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`name`),
+        FfiConverterByteArray.lower(`value`),
+        FfiConverterULong.lower(`ttlSecs`),
+        FfiConverterOptionalULong.lower(`expectedSeq`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterULong.lift(it) },
         // Error FFI converter
         CoveyException.ErrorHandler,
     )
@@ -3601,6 +3765,77 @@ public object FfiConverterTypeDelivery: FfiConverterRustBuffer<Delivery> {
     override fun write(value: Delivery, buf: ByteBuffer) {
             FfiConverterSequenceString.write(value.`ackedBy`, buf)
             FfiConverterBoolean.write(value.`allMembers`, buf)
+    }
+}
+
+
+
+/**
+ * A record read from the DHT: signed by its publisher, the highest valid sequence found.
+ */
+data class DhtRecord (
+    /**
+     * Node id of the node that published (and signed) the record.
+     */
+    var `publisher`: kotlin.String
+    , 
+    /**
+     * The record's name within the publisher's namespace.
+     */
+    var `name`: kotlin.String
+    , 
+    /**
+     * The value.
+     */
+    var `value`: kotlin.ByteArray
+    , 
+    /**
+     * Its sequence number (the first put is 1; each put raises it).
+     */
+    var `seq`: kotlin.ULong
+    , 
+    /**
+     * When it expires, ms since the Unix epoch, unless republished.
+     */
+    var `expiresAtMs`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDhtRecord: FfiConverterRustBuffer<DhtRecord> {
+    override fun read(buf: ByteBuffer): DhtRecord {
+        return DhtRecord(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterByteArray.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DhtRecord) = (
+            FfiConverterString.allocationSize(value.`publisher`) +
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterByteArray.allocationSize(value.`value`) +
+            FfiConverterULong.allocationSize(value.`seq`) +
+            FfiConverterULong.allocationSize(value.`expiresAtMs`)
+    )
+
+    override fun write(value: DhtRecord, buf: ByteBuffer) {
+            FfiConverterString.write(value.`publisher`, buf)
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterByteArray.write(value.`value`, buf)
+            FfiConverterULong.write(value.`seq`, buf)
+            FfiConverterULong.write(value.`expiresAtMs`, buf)
     }
 }
 
@@ -5364,6 +5599,38 @@ public object FfiConverterOptionalTypeKeyStore: FfiConverterRustBuffer<KeyStore?
         } else {
             buf.put(1)
             FfiConverterTypeKeyStore.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDhtRecord: FfiConverterRustBuffer<DhtRecord?> {
+    override fun read(buf: ByteBuffer): DhtRecord? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDhtRecord.read(buf)
+    }
+
+    override fun allocationSize(value: DhtRecord?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDhtRecord.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DhtRecord?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDhtRecord.write(value, buf)
         }
     }
 }

@@ -67,6 +67,24 @@ class ErrorsTest : CoveyTestBase() {
     }
 
     @Test
+    fun `dht on a lone node`() = coveyTest { nodes ->
+        val a = nodes.open()
+        // With no DHT peers the record is kept locally.
+        assertEquals(1uL, a.dhtPut("n", "v1".toByteArray(), 60uL, null))
+        val r = a.dhtGet(a.nodeId(), "n")!!
+        assertEquals(a.nodeId(), r.publisher)
+        assertEquals("n", r.name)
+        assertEquals("v1", r.value.decodeToString())
+        assertEquals(1uL, r.seq)
+        assertFailsWith<CoveyException.Conflict>("stale expected seq") {
+            a.dhtPut("n", "v2".toByteArray(), 60uL, 0uL)
+        }
+        assertFailsWith<CoveyException.InvalidInput>("empty name") { a.dhtPut("", ByteArray(1), 60uL, null) }
+        assertFailsWith<CoveyException.InvalidInput>("publisher not hex") { a.dhtGet("not-hex", "n") }
+        assertEquals(listOf<String>(), a.dhtProviders("unknown".toByteArray()))
+    }
+
+    @Test
     fun `oversized payload is invalid input`() = coveyTest { nodes ->
         val small = nodes.open(maxPayloadBytes = 1024uL)
         val g = small.joinPassphrase(PASS, "small")
