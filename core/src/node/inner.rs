@@ -1,6 +1,6 @@
 //! The state behind a [`super::Node`], shared with its background tasks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,9 +14,10 @@ use crate::crypto::aead;
 use crate::error::{CoveyError, Result};
 use crate::group::{GroupId, GroupKeys};
 use crate::keystore::KeyStore;
-use crate::store::{self, DirLock, GroupRow, Store};
-use crate::sync::proto::{LocalView, SyncState};
-use crate::sync::{engine, verify};
+use crate::store::{DirLock, GroupRow, Store};
+use crate::sync::engine::{self, Snapshot};
+use crate::sync::proto::SyncState;
+use crate::sync::verify;
 use crate::wire::entry::Id32;
 use crate::wire::frame::Head;
 
@@ -132,29 +133,6 @@ pub(super) struct Inner {
     pub(super) dht: super::dht::DhtDriver,
 }
 
-/// A read-only picture of local state for the sans-IO session.
-#[derive(Debug, Default)]
-pub(super) struct Snapshot {
-    pub(super) groups: HashSet<Id32>,
-    pub(super) frontiers: HashMap<Id32, Vec<Head>>,
-}
-
-impl LocalView for Snapshot {
-    fn has_group(&self, group: &Id32) -> bool {
-        self.groups.contains(group)
-    }
-
-    fn groups(&self) -> Vec<Id32> {
-        let mut v: Vec<_> = self.groups.iter().copied().collect();
-        v.sort();
-        v
-    }
-
-    fn frontier(&self, group: &Id32) -> Vec<Head> {
-        self.frontiers.get(group).cloned().unwrap_or_default()
-    }
-}
-
 impl Inner {
     pub(super) fn emit(&self, event: Event) {
         // No subscribers is fine: events are a notification, the store is the truth.
@@ -268,23 +246,17 @@ impl Inner {
 
     /// Group membership and the frontiers of `load` for a session to read.
     pub(super) async fn snapshot(&self, load: Vec<Id32>) -> Result<Snapshot> {
-        let groups: HashSet<Id32> = self.groups_read()?.keys().copied().collect();
-        let load: Vec<Id32> = load.into_iter().filter(|g| groups.contains(g)).collect();
-        let frontiers = if load.is_empty() {
-            HashMap::new()
-        } else {
-            self.store_read(move |c| {
-                load.into_iter()
-                    .map(|g| Ok((g, store::frontier(c, &g)?)))
-                    .collect::<Result<HashMap<_, _>>>()
-            })
-            .await?
-        };
-        Ok(Snapshot { groups, frontiers })
+        let joined: BTreeSet<Id32> = self.groups_read()?.keys().copied().collect();
+        if !load.iter().any(|g| joined.contains(g)) {
+            return Ok(Snapshot {
+                groups: joined,
+                frontiers: Default::default(),
+            });
+        }
+        self.store_read(move |c| engine::snapshot(c, &joined, &load))
+            .await
     }
 
-    /// Verifies and stores a batch from `peer`; reports, counts and fans out the result.
-    /// Returns the heads now held for the batch's authors and the group's new frontier.
     /// The verification rules and content key of a joined group.
     fn ingest_rules(&self, group: Id32) -> Result<(Arc<GroupState>, verify::Rules)> {
         let state = self
@@ -318,6 +290,8 @@ impl Inner {
         .await
     }
 
+    /// Verifies and stores a prepared batch from `peer`; reports and counts the result and
+    /// returns what the session needs to go on.
     pub(super) async fn ingest(
         self: &Arc<Self>,
         peer: EndpointId,
@@ -364,7 +338,7 @@ impl Inner {
         }
         let mut view = Snapshot {
             groups: self.groups_read()?.keys().copied().collect(),
-            frontiers: HashMap::new(),
+            frontiers: Default::default(),
         };
         view.frontiers.insert(group, done.frontier);
         Ok(Ingested {

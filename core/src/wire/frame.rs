@@ -159,7 +159,7 @@ mod byte_strings {
                 // The claimed length is untrusted: cap the up-front allocation.
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 while let Some(ByteBuf(item)) = seq.next_element()? {
-                    if item.len() < super::super::entry::MIN_ENTRY_LEN {
+                    if item.len() < crate::wire::entry::MIN_ENTRY_LEN {
                         return Err(serde::de::Error::invalid_length(
                             item.len(),
                             &"an entry of at least MIN_ENTRY_LEN bytes",

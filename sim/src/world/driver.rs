@@ -3,28 +3,6 @@
 
 use super::*;
 
-/// Sorts each run of consecutive `SendRange` outputs by (group, author). The machine emits
-/// the ranges of one frontier in hash-map order, which differs between runs; any order is
-/// valid (the outbox takes ranges in turn), so the simulator fixes one to stay reproducible.
-fn canonical_order(outputs: &mut [Output]) {
-    let key = |o: &Output| match o {
-        Output::SendRange { group, author, .. } => (*group, *author),
-        _ => ([0; 32], [0; 32]),
-    };
-    let mut i = 0;
-    while i < outputs.len() {
-        if matches!(outputs[i], Output::SendRange { .. }) {
-            let start = i;
-            while i < outputs.len() && matches!(outputs[i], Output::SendRange { .. }) {
-                i += 1;
-            }
-            outputs[start..i].sort_by_key(key);
-        } else {
-            i += 1;
-        }
-    }
-}
-
 /// Splits a frame into its message, as the real reader does: length prefix checked against
 /// the frame limit, then a total decode.
 fn parse_frame(bytes: &[u8], max_frame: usize) -> std::result::Result<Message, String> {
@@ -60,8 +38,7 @@ impl Sim {
         let Some(s) = self.session_mut(node, conn) else {
             return Vec::new();
         };
-        let mut outputs = f(&mut s.machine);
-        canonical_order(&mut outputs);
+        let outputs = f(&mut s.machine);
         let rest: Vec<Output> = outputs
             .into_iter()
             .filter_map(|o| s.outbox.push(o))
@@ -459,23 +436,6 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn send_ranges_are_sorted_within_runs_only() {
-        let range = |a: u8| Output::SendRange {
-            group: [1; 32],
-            author: [a; 32],
-            after_seq: 0,
-            up_to_seq: 1,
-        };
-        let warn = Output::Warn {
-            kind: "x",
-            message: String::new(),
-        };
-        let mut v = vec![range(3), range(1), warn.clone(), range(2), range(0)];
-        canonical_order(&mut v);
-        assert_eq!(v, vec![range(1), range(3), warn, range(0), range(2)]);
-    }
 
     #[test]
     fn frames_parse_like_the_real_reader() {
