@@ -1,11 +1,12 @@
 //! The DHT over real iroh on loopback: 30 nodes in one process, put/get, compare-and-swap,
-//! providers, get latency, bad arguments and calls after shutdown.
+//! providers, get latency, group rendezvous between members given only a bootstrap ticket,
+//! bootstrap falling back to cached contacts, bad arguments and calls after shutdown.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use covey_core::{ErrorKind, Node, Result};
+use covey_core::{ErrorKind, Node, NodeConfig, Result};
 
 const NODES: usize = 30;
 
@@ -260,4 +261,153 @@ async fn a_lone_node_answers_at_once() {
         start.elapsed()
     );
     node.shutdown().await.unwrap();
+}
+
+/// Opens a loopback node whose only configured peer is `bootstrap`, searching rendezvous
+/// every second.
+async fn open_with_bootstrap(dir: &std::path::Path, bootstrap: &Node) -> Node {
+    let mut config = NodeConfig::loopback(dir);
+    config.bootstrap = vec![bootstrap.addr().await.unwrap()];
+    config.dht.rendezvous_interval_ms = 1_000;
+    Node::open(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rendezvous_brings_members_together_from_only_a_bootstrap_ticket() {
+    // 27 nodes form the network; two members and one outsider join it, 30 in all.
+    let dirs: Vec<_> = (0..NODES - 3)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let nodes = network(&dirs).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Each member knows one different network node and nothing about the other member.
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = open_with_bootstrap(da.path(), &nodes[5]).await;
+    let b = open_with_bootstrap(db.path(), &nodes[20]).await;
+    // The outsider has the group's name but not its passphrase: another group entirely.
+    let c = open_with_bootstrap(dc.path(), &nodes[12]).await;
+    let started = Instant::now();
+    let group = a
+        .join_passphrase(common::PASS, common::GROUP)
+        .await
+        .unwrap();
+    let group_b = b
+        .join_passphrase(common::PASS, common::GROUP)
+        .await
+        .unwrap();
+    assert_eq!(group.group_id, group_b.group_id);
+    let other = c
+        .join_passphrase("not the passphrase", common::GROUP)
+        .await
+        .unwrap();
+    assert_ne!(other.group_id, group.group_id);
+
+    a.publish(&group.group_id, b"found you", None)
+        .await
+        .unwrap();
+    common::wait_for_count(&b, &group.group_id, 1, 60).await;
+    let got = common::all_entries(&b, &group.group_id).await;
+    assert_eq!(got[0].payload, b"found you");
+    assert_eq!(got[0].meta.author, a.node_id());
+    println!(
+        "rendezvous: members met and synced {:?} after joining",
+        started.elapsed()
+    );
+    let (sa, sb) = (a.status().await.unwrap(), b.status().await.unwrap());
+    assert!(
+        sa.connected_peers.contains(&b.node_id()) || sb.connected_peers.contains(&a.node_id()),
+        "the members are connected"
+    );
+    assert!(
+        sa.dht.rendezvous_found + sb.dht.rendezvous_found >= 1,
+        "a member was found through the rendezvous"
+    );
+    // Each remembered the other (as add_peer would) or was dialed by it.
+    assert!(sa.dht.contacts > 0 && sb.dht.contacts > 0);
+
+    // Give the outsider a few search rounds: it must find neither member.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sc = c.status().await.unwrap();
+    assert_eq!(sc.dht.rendezvous_found, 0, "the outsider found nobody");
+    assert!(!sc.connected_peers.contains(&a.node_id()));
+    assert!(!sc.connected_peers.contains(&b.node_id()));
+    assert!(common::all_entries(&c, &other.group_id).await.is_empty());
+    // Nor can anyone look the members up by what an outsider knows: the group's public id.
+    assert!(
+        nodes[9]
+            .dht_providers(&group.group_id.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    for node in [&a, &b, &c] {
+        node.shutdown().await.unwrap();
+    }
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_falls_back_to_contacts_cached_in_the_store() {
+    let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = network(&dirs).await;
+    let publisher = &nodes[6];
+    eventually(20, "put", || async {
+        ok_or_log(
+            publisher.dht_put("cached", b"still here", 600, None).await,
+            "put",
+        )
+    })
+    .await;
+
+    // A node whose only configured peer is node 1 joins, reads, and shuts down cleanly.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::loopback(dir.path());
+    config.bootstrap = vec![nodes[1].addr().await.unwrap()];
+    let joiner = Node::open(config.clone()).await.unwrap();
+    eventually(20, "first get", || async {
+        ok_or_log(joiner.dht_get(&publisher.node_id(), "cached").await, "get").flatten()
+    })
+    .await;
+    let status = joiner.status().await.unwrap();
+    assert_eq!(status.dht.bootstrap_fallbacks, 0, "the ticket worked");
+    assert!(status.dht.contacts > 1);
+    joiner.shutdown().await.unwrap();
+
+    // Its bootstrap node goes away for good; the same config now names a dead peer. A record
+    // published meanwhile can only be read through the network.
+    nodes[1].shutdown().await.unwrap();
+    eventually(20, "put while the joiner is away", || async {
+        ok_or_log(publisher.dht_put("fresh", b"new", 600, None).await, "put")
+    })
+    .await;
+    let joiner = Node::open(config).await.unwrap();
+    common::wait_until(30, "fallback to cached contacts", || async {
+        joiner.status().await.unwrap().dht.bootstrap_fallbacks == 1
+    })
+    .await;
+    let record = eventually(20, "get after fallback", || async {
+        ok_or_log(joiner.dht_get(&publisher.node_id(), "cached").await, "get").flatten()
+    })
+    .await;
+    assert_eq!(record.value, b"still here");
+    let fresh = eventually(20, "get of a record put while away", || async {
+        ok_or_log(joiner.dht_get(&publisher.node_id(), "fresh").await, "get").flatten()
+    })
+    .await;
+    assert_eq!(fresh.value, b"new");
+    assert!(joiner.status().await.unwrap().dht.contacts > 1);
+    joiner.shutdown().await.unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        if i != 1 {
+            node.shutdown().await.unwrap();
+        }
+    }
 }

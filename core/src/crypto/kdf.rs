@@ -26,6 +26,8 @@ pub const LABEL_CONTENT_KEY: &str = "covey/v1/content-key";
 pub const LABEL_SESSION_TAG: &str = "covey/v1/session-tag";
 /// Label deriving the key that hashes client-id payloads for idempotency checks.
 pub const LABEL_IDEMPOTENCY_KEY: &str = "covey/v1/idempotency-key";
+/// Label deriving the key members announce themselves under in the DHT (group rendezvous).
+pub const LABEL_RENDEZVOUS: &str = "covey/v1/rendezvous";
 
 /// The salt of a passphrase group: BLAKE3 of the salt label followed by the group name,
 /// so the same passphrase under two names gives two unrelated groups.

@@ -377,6 +377,16 @@ impl<S: RecordStore> Dht<S> {
         self.new_op(Kind::FindNode, self.local, now_ms)
     }
 
+    /// Pings `peer`, a node met outside the DHT (over a sync connection, say): it joins the
+    /// routing table only if it answers, so a peer that does not speak the DHT never does.
+    /// Does nothing for ourselves or a peer already in the table.
+    pub fn probe(&mut self, peer: Key, now_ms: u64) {
+        if peer == self.local || self.routing.contains(&peer) {
+            return;
+        }
+        self.send_request(peer, Request::Ping, Purpose::EvictPing, now_ms);
+    }
+
     /// Looks up the `k` nodes closest to `target`.
     pub fn find_node(&mut self, target: Key, now_ms: u64) -> Result<OpId> {
         self.new_op(Kind::FindNode, target, now_ms)

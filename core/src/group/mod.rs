@@ -80,6 +80,17 @@ pub struct GroupKeys {
     pub idempotency_key: Secret32,
     /// Keyed-hash key for [`GroupKeys::session_tag`].
     pub session_tag_key: Secret32,
+    /// Keyed-hash key for [`GroupKeys::rendezvous_key`], derived from the epoch secret.
+    pub rendezvous_secret: Secret32,
+}
+
+/// Length of one rendezvous time window: fixed by the protocol, so every member derives the
+/// same key for the same moment. One hour, the default provider-record lifetime.
+pub const RENDEZVOUS_WINDOW_MS: u64 = 3_600_000;
+
+/// The rendezvous window that `unix_ms` falls in.
+pub fn rendezvous_window(unix_ms: u64) -> u64 {
+    unix_ms / RENDEZVOUS_WINDOW_MS
 }
 
 impl GroupKeys {
@@ -91,7 +102,17 @@ impl GroupKeys {
             content_key: kdf::derive(root, kdf::LABEL_CONTENT_KEY),
             idempotency_key: kdf::derive(root, kdf::LABEL_IDEMPOTENCY_KEY),
             session_tag_key: kdf::derive(root, kdf::LABEL_SESSION_TAG),
+            rendezvous_secret: kdf::derive(root, kdf::LABEL_RENDEZVOUS),
         }
+    }
+
+    /// The DHT provider key members announce themselves under during rendezvous window
+    /// `window` (see [`rendezvous_window`]): keyed BLAKE3 of the window number (u64,
+    /// big-endian) under a key derived from the epoch secret. Only members can compute it,
+    /// and keys of two windows are unlinkable to anyone else, so an outsider can neither find
+    /// a group's members nor follow one announcement from hour to hour.
+    pub fn rendezvous_key(&self, window: u64) -> [u8; 32] {
+        *blake3::keyed_hash(self.rendezvous_secret.expose(), &window.to_be_bytes()).as_bytes()
     }
 
     /// The name this group goes by in sync frames between nodes `a` and `b` (in either order):
@@ -135,6 +156,18 @@ mod tests {
         assert_ne!(keys.session_tag(&a, &b), keys.id.0);
         let other = GroupKeys::from_root(&Secret32::from_bytes([2; 32]));
         assert_ne!(keys.session_tag(&a, &b), other.session_tag(&a, &b));
+    }
+
+    #[test]
+    fn rendezvous_keys_change_per_window_and_per_group() {
+        let keys = GroupKeys::from_root(&Secret32::from_bytes([1; 32]));
+        let other = GroupKeys::from_root(&Secret32::from_bytes([2; 32]));
+        assert_eq!(keys.rendezvous_key(7), keys.rendezvous_key(7));
+        assert_ne!(keys.rendezvous_key(7), keys.rendezvous_key(8));
+        assert_ne!(keys.rendezvous_key(7), other.rendezvous_key(7));
+        assert_ne!(keys.rendezvous_key(7), keys.id.0);
+        assert_eq!(rendezvous_window(RENDEZVOUS_WINDOW_MS - 1), 0);
+        assert_eq!(rendezvous_window(RENDEZVOUS_WINDOW_MS), 1);
     }
 
     #[test]

@@ -13,23 +13,25 @@
 //! hint: iroh authenticates the peer's id on connect, so a wrong one only fails a dial.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iroh::endpoint::{Connection, RecvStream};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
+use iroh_tickets::endpoint::EndpointTicket;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 use super::inner::now_ms;
+use super::setup::parse_ticket;
+use super::types::{DhtSettings, DhtStatus};
 use crate::dht::Key;
-use crate::dht::machine::{Action, Dht, DhtConfig, OpId, Outcome};
+use crate::dht::machine::{Action, Dht, OpId, Outcome};
 use crate::dht::proto::{self, MAX_MESSAGE_BYTES, Message, Response};
-use crate::dht::record::MemoryQuotas;
 use crate::dht::sqlite_store::SqliteRecordStore;
 use crate::error::{CoveyError, ErrorKind, Result};
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// The ALPN of the DHT protocol.
 pub const DHT_ALPN: &[u8] = proto::ALPN;
@@ -55,6 +57,11 @@ const MAX_CONNS: usize = 1024;
 const MAX_SENDS: usize = 64;
 /// Longest the timer sleeps without looking at the machine again.
 const MAX_SLEEP_MS: u64 = 60_000;
+/// How often the routing table's contacts are written to the store.
+const SAVE_CONTACTS_EVERY: Duration = Duration::from_secs(600);
+/// Buckets a joiner refreshes after its self-lookup (the farthest ones, which cover nearly
+/// the whole id space): measured in the simulator to cut lookup rounds under churn.
+const JOIN_REFRESH_BUCKETS: usize = 3;
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
@@ -73,6 +80,8 @@ impl std::fmt::Debug for DhtDriver {
 
 struct Shared {
     endpoint: Endpoint,
+    store: Arc<Store>,
+    settings: DhtSettings,
     dht: Mutex<Dht<SqliteRecordStore>>,
     waiters: Mutex<HashMap<OpId, oneshot::Sender<Outcome>>>,
     addrs: Mutex<HashMap<EndpointId, EndpointAddr>>,
@@ -81,6 +90,9 @@ struct Shared {
     closed: AtomicBool,
     sends: Semaphore,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    frames_dropped: AtomicU64,
+    dial_failures: AtomicU64,
+    bootstrap_fallbacks: AtomicU64,
 }
 
 fn poisoned() -> CoveyError {
@@ -94,17 +106,24 @@ fn key_of(id: &EndpointId) -> Key {
 impl DhtDriver {
     /// A driver for the node `secret` on `endpoint`, holding records in `store`; starts its
     /// timer task.
-    pub(super) fn start(endpoint: Endpoint, secret: SecretKey, store: Arc<Store>) -> Result<Self> {
+    pub(super) fn start(
+        endpoint: Endpoint,
+        secret: SecretKey,
+        store: Arc<Store>,
+        settings: DhtSettings,
+    ) -> Result<Self> {
         let seed: [u8; 32] = rand::random();
         let dht = Dht::new(
             secret,
-            SqliteRecordStore::new(store, MemoryQuotas::default()),
-            DhtConfig::default(),
+            SqliteRecordStore::new(store.clone(), settings.quotas),
+            settings.protocol,
             seed,
             now_ms(),
         )?;
         let shared = Arc::new(Shared {
             endpoint,
+            store,
+            settings,
             dht: Mutex::new(dht),
             waiters: Mutex::new(HashMap::new()),
             addrs: Mutex::new(HashMap::new()),
@@ -113,10 +132,143 @@ impl DhtDriver {
             closed: AtomicBool::new(false),
             sends: Semaphore::new(MAX_SENDS),
             tasks: Mutex::new(Vec::new()),
+            frames_dropped: AtomicU64::new(0),
+            dial_failures: AtomicU64::new(0),
+            bootstrap_fallbacks: AtomicU64::new(0),
         });
         let timer = tokio::spawn(timer_loop(shared.clone()));
         shared.track(timer);
+        let saver = tokio::spawn(save_loop(shared.clone()));
+        shared.track(saver);
         Ok(Self { shared })
+    }
+
+    /// Joins the network through `seeds` (the configured bootstrap tickets and remembered
+    /// peers); when none of them answers, through the contacts cached in the store instead.
+    /// Then refreshes the farthest buckets. Returns how many nodes answered the self-lookup.
+    pub(super) async fn join(&self, seeds: Vec<EndpointAddr>) -> usize {
+        let mut found = 0;
+        if !seeds.is_empty() {
+            found = self.bootstrap(&seeds).await;
+        }
+        if found == 0 {
+            let limit = self.shared.settings.cached_contacts;
+            let store = self.shared.store.clone();
+            let cached =
+                tokio::task::spawn_blocking(move || store.read(|c| store::dht_contacts(c, limit)))
+                    .await;
+            let cached: Vec<EndpointAddr> = match cached {
+                Ok(Ok(tickets)) => tickets
+                    .iter()
+                    .filter_map(|t| parse_ticket(t).ok())
+                    .filter(|a| !seeds.iter().any(|s| s.id == a.id))
+                    .collect(),
+                Ok(Err(e)) => {
+                    log::warn!("cannot read cached dht contacts: {e}");
+                    Vec::new()
+                }
+                Err(e) => {
+                    log::warn!("cannot read cached dht contacts: {e}");
+                    Vec::new()
+                }
+            };
+            if !cached.is_empty() {
+                log::info!(
+                    "dht: {} bootstrap peers answered; trying {} cached contacts",
+                    if seeds.is_empty() {
+                        "no"
+                    } else {
+                        "none of the"
+                    },
+                    cached.len()
+                );
+                self.shared
+                    .bootstrap_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+                found = self.bootstrap(&cached).await;
+            }
+        }
+        if found > 0 {
+            let started = self
+                .shared
+                .lock_dht()
+                .map(|mut dht| dht.refresh_farthest(now_ms(), JOIN_REFRESH_BUCKETS));
+            if let Err(e) = started {
+                log::debug!("dht join refresh not started: {e}");
+            }
+            self.shared.pump();
+        }
+        found
+    }
+
+    /// Learns `seeds` and looks ourselves up through them; how many nodes answered.
+    async fn bootstrap(&self, seeds: &[EndpointAddr]) -> usize {
+        for addr in seeds {
+            self.shared.learn(addr.clone(), true);
+        }
+        let keys: Vec<Key> = seeds
+            .iter()
+            .filter(|a| a.id != self.shared.endpoint.id())
+            .map(|a| key_of(&a.id))
+            .collect();
+        if keys.is_empty() {
+            return 0;
+        }
+        match self.run(|dht, now| dht.bootstrap(&keys, now)).await {
+            Ok(Outcome::Nodes(nodes)) => nodes.len(),
+            Ok(other) => {
+                log::debug!("dht bootstrap ended with {other:?}");
+                0
+            }
+            Err(e) => {
+                log::debug!("dht bootstrap failed: {e}");
+                0
+            }
+        }
+    }
+
+    /// A peer connected to us outside the DHT (a sync session): remember the address it
+    /// connected from and ping it, so it joins the routing table if it speaks the DHT.
+    pub(super) async fn observe(&self, peer: EndpointId) {
+        if self.shared.closed.load(Ordering::Acquire) || peer == self.shared.endpoint.id() {
+            return;
+        }
+        if let Some(info) = self.shared.endpoint.remote_info(peer).await {
+            let addr = EndpointAddr::from_parts(peer, info.into_addrs().map(|a| a.into_addr()));
+            self.shared.learn(addr, true);
+        }
+        match self.shared.lock_dht() {
+            Ok(mut dht) => dht.probe(key_of(&peer), now_ms()),
+            Err(_) => return,
+        }
+        self.shared.pump();
+    }
+
+    /// The address the DHT knows for `peer`, if any.
+    pub(super) fn addr_of(&self, peer: &EndpointId) -> Option<EndpointAddr> {
+        self.shared.addrs.lock().ok()?.get(peer).cloned()
+    }
+
+    /// Writes the routing table's freshest contacts with known addresses to the store.
+    pub(super) fn save_contacts(&self) -> Result<usize> {
+        self.shared.save_contacts()
+    }
+
+    /// The DHT's part of `status()`; `rendezvous_found` is the node's to fill in.
+    pub(super) fn status(&self) -> DhtStatus {
+        let (contacts, counters) = match self.shared.dht.lock() {
+            Ok(dht) => (dht.routing().len() as u32, dht.counters()),
+            Err(_) => Default::default(),
+        };
+        let s = &self.shared;
+        DhtStatus {
+            contacts,
+            counters,
+            frames_dropped: s.frames_dropped.load(Ordering::Relaxed),
+            dial_failures: s.dial_failures.load(Ordering::Relaxed),
+            bootstrap_fallbacks: s.bootstrap_fallbacks.load(Ordering::Relaxed),
+            rendezvous_found: 0,
+        }
     }
 
     /// The protocol handler to register on the router for [`DHT_ALPN`].
@@ -221,6 +373,37 @@ impl Shared {
         self.dht.lock().map_err(|_| poisoned())
     }
 
+    fn save_contacts(&self) -> Result<usize> {
+        let mut contacts: Vec<(u64, [u8; 32])> = {
+            let dht = self.lock_dht()?;
+            let routing = dht.routing();
+            (0..256)
+                .flat_map(|i| routing.bucket(i).iter())
+                .map(|c| (c.last_seen_ms, c.id.0))
+                .collect()
+        };
+        contacts.sort_unstable_by(|a, b| b.cmp(a));
+        let rows: Vec<([u8; 32], String, u64)> = {
+            let addrs = self.addrs.lock().map_err(|_| poisoned())?;
+            contacts
+                .into_iter()
+                .filter_map(|(seen, id)| {
+                    let addr = addrs.get(&EndpointId::from_bytes(&id).ok()?)?;
+                    Some((id, EndpointTicket::new(addr.clone()).to_string(), seen))
+                })
+                .take(self.settings.cached_contacts)
+                .collect()
+        };
+        if rows.is_empty() {
+            // Keep what an earlier run cached rather than forgetting the network.
+            return Ok(0);
+        }
+        let n = rows.len();
+        self.store
+            .write(|tx| store::replace_dht_contacts(tx, &rows))?;
+        Ok(n)
+    }
+
     fn track(&self, task: tokio::task::JoinHandle<()>) {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.retain(|t| !t.is_finished());
@@ -289,6 +472,7 @@ impl Shared {
                 let conn = match shared.connection(peer).await {
                     Ok(c) => c,
                     Err(e) => {
+                        shared.dial_failures.fetch_add(1, Ordering::Relaxed);
                         log::debug!("dht dial {} failed: {e}", peer.fmt_short());
                         return;
                     }
@@ -352,10 +536,12 @@ impl Shared {
     /// A frame arrived from `from` (authenticated by the connection).
     fn on_frame(self: &Arc<Self>, from: EndpointId, frame: &[u8]) {
         let Some((len, rest)) = frame.split_first_chunk::<4>() else {
+            self.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let len = u32::from_be_bytes(*len) as usize;
         if len > rest.len() || len > MAX_MESSAGE_BYTES {
+            self.frames_dropped.fetch_add(1, Ordering::Relaxed);
             log::debug!("dht frame from {} malformed", from.fmt_short());
             return;
         }
@@ -472,8 +658,14 @@ async fn serve(shared: Arc<Shared>, conn: Connection) {
         let _ = send.finish();
         match frame {
             Ok(Ok(bytes)) => shared.on_frame(from, &bytes),
-            Ok(Err(e)) => log::debug!("dht frame from {} dropped: {e}", from.fmt_short()),
-            Err(_) => log::debug!("dht frame from {} timed out", from.fmt_short()),
+            Ok(Err(e)) => {
+                shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                log::debug!("dht frame from {} dropped: {e}", from.fmt_short())
+            }
+            Err(_) => {
+                shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                log::debug!("dht frame from {} timed out", from.fmt_short())
+            }
         }
     }
 }
@@ -502,6 +694,23 @@ async fn timer_loop(shared: Arc<Shared>) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             _ = shared.wake.notified() => {}
+        }
+    }
+}
+
+/// Writes the routing table's contacts to the store now and then, so a restart can rejoin
+/// through them even if the node is not shut down cleanly.
+async fn save_loop(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(SAVE_CONTACTS_EVERY).await;
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || s.save_contacts()).await {
+            Ok(Ok(n)) => log::debug!("dht: cached {n} contacts"),
+            Ok(Err(e)) => log::warn!("cannot cache dht contacts: {e}"),
+            Err(e) => log::warn!("cannot cache dht contacts: {e}"),
         }
     }
 }

@@ -123,6 +123,10 @@ pub(super) struct Inner {
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) paused: watch::Sender<bool>,
     pub(super) redial: Notify,
+    /// Wakes the rendezvous task (a group was joined).
+    pub(super) rendezvous: Notify,
+    /// Group members found through a rendezvous and dialed.
+    pub(super) rendezvous_found: AtomicU64,
     /// Remembered and bootstrap peers, each with one dial loop.
     pub(super) dialing: Mutex<HashSet<EndpointId>>,
     /// Entries stored, all groups: counted once at open, then kept current.
@@ -347,6 +351,14 @@ impl Inner {
             duplicates: done.duplicates,
             view,
         })
+    }
+
+    /// Keeps `task` so shutdown can stop it.
+    pub(super) fn track(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
     }
 
     pub(super) fn spawn_dialer(self: Arc<Self>, addr: EndpointAddr) {

@@ -6,6 +6,7 @@ mod dht_api;
 mod events;
 mod inner;
 mod publish;
+mod rendezvous;
 mod session;
 mod setup;
 mod types;
@@ -99,7 +100,8 @@ impl Node {
         };
         let endpoint = bind_endpoint(&config, secret.clone()).await?;
         // DHT: one state machine per node, driven over `covey/dht/1`.
-        let dht = dht::DhtDriver::start(endpoint.clone(), secret.clone(), store.clone())?;
+        let dht =
+            dht::DhtDriver::start(endpoint.clone(), secret.clone(), store.clone(), config.dht)?;
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             id: secret.public(),
@@ -115,6 +117,8 @@ impl Node {
             shutdown: watch::channel(false).0,
             paused: watch::channel(false).0,
             redial: Notify::new(),
+            rendezvous: Notify::new(),
+            rendezvous_found: AtomicU64::new(0),
             dialing: Mutex::new(HashSet::new()),
             entry_count: AtomicU64::new(entry_count),
             tasks: Mutex::new(Vec::new()),
@@ -133,19 +137,35 @@ impl Node {
             node.inner.id.fmt_short(),
             dir.display()
         );
-        let remembered = node.inner.store_read(store::peers).await?;
-        for ticket in remembered {
+        let mut seeds = Vec::new();
+        for ticket in node.inner.config.bootstrap.clone() {
+            let addr = parse_ticket(&ticket)?;
+            if addr.id != node.inner.id {
+                node.remember_peer(addr.clone()).await?;
+                seeds.push(addr);
+            }
+        }
+        for ticket in node.inner.store_read(store::peers).await? {
             match parse_ticket(&ticket) {
-                Ok(addr) => {
-                    node.inner.dht.add_seed(addr.clone());
-                    node.inner.clone().spawn_dialer(addr)
-                }
+                Ok(addr) if !seeds.iter().any(|s| s.id == addr.id) => seeds.push(addr),
+                Ok(_) => {}
                 Err(e) => log::warn!("ignoring a remembered peer: {e}"),
             }
         }
-        for ticket in node.inner.config.bootstrap.clone() {
-            node.add_peer(&ticket).await?;
+        for addr in &seeds {
+            node.inner.clone().spawn_dialer(addr.clone());
         }
+        // Join the DHT (falling back to cached contacts), then start the rendezvous, so its
+        // first announcements go to a filled routing table.
+        let joiner = node.inner.clone();
+        let task = tokio::spawn(async move {
+            let found = joiner.dht.join(seeds).await;
+            log::debug!("dht joined through {found} nodes");
+            if joiner.config.dht.rendezvous {
+                rendezvous::run(joiner).await;
+            }
+        });
+        node.inner.track(task);
         Ok(node)
     }
 
@@ -176,14 +196,19 @@ impl Node {
                 "that ticket is this node's own address",
             ));
         }
+        self.remember_peer(addr.clone()).await?;
+        self.inner.dht.add_seed(addr.clone());
+        self.inner.clone().spawn_dialer(addr);
+        Ok(())
+    }
+
+    /// Stores `addr` for redial after restarts.
+    async fn remember_peer(&self, addr: iroh::EndpointAddr) -> Result<()> {
         let canonical = EndpointTicket::new(addr.clone()).to_string();
         let id = *addr.id.as_bytes();
         self.inner
             .store_write(move |tx| store::put_peer(tx, &id, &canonical, now_ms()))
-            .await?;
-        self.inner.dht.add_seed(addr.clone());
-        self.inner.clone().spawn_dialer(addr);
-        Ok(())
+            .await
     }
 
     /// The node's state and counters.
@@ -204,6 +229,10 @@ impl Node {
             entries: self.inner.entry_count.load(Ordering::Relaxed),
             paused: *self.inner.paused.borrow(),
             counters: self.inner.counters.snapshot(),
+            dht: DhtStatus {
+                rendezvous_found: self.inner.rendezvous_found.load(Ordering::Relaxed),
+                ..self.inner.dht.status()
+            },
         })
     }
 
@@ -262,6 +291,7 @@ impl Node {
             let inner = self.inner.clone();
             let view = inner.snapshot(vec![id.0]).await?;
             inner.sessions.each(|s| s.on_group_joined(id.0, &view));
+            inner.rendezvous.notify_one();
         }
         self.group_info(&id).await
     }
@@ -461,6 +491,13 @@ impl Node {
         }
         self.inner.shutdown.send_replace(true);
         self.inner.sessions.close_all("shutting down");
+        {
+            let inner = self.inner.clone();
+            match blocking(move || inner.dht.save_contacts()).await {
+                Ok(n) => log::debug!("dht: cached {n} contacts at shutdown"),
+                Err(e) => log::warn!("cannot cache dht contacts at shutdown: {e}"),
+            }
+        }
         self.inner.dht.shutdown();
         if let Err(e) = self.router.shutdown().await {
             log::warn!("router shutdown: {e}");

@@ -75,7 +75,7 @@ impl Sessions {
         v
     }
 
-    fn contains(&self, peer: &EndpointId) -> bool {
+    pub(super) fn contains(&self, peer: &EndpointId) -> bool {
         self.map
             .lock()
             .map(|m| m.contains_key(peer))
@@ -298,6 +298,9 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
     }
     inner.emit(Event::PeerConnected { peer });
     log::debug!("session with {} up ({direction:?})", peer.fmt_short());
+    // A sync peer is a likely DHT peer too, and its address is known now.
+    let observer = inner.clone();
+    tokio::spawn(async move { observer.dht.observe(peer).await });
     let writer = tokio::spawn(write_loop(inner.clone(), peer, send, handle.clone()));
     handle.apply(|m| m.start());
     let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE_FRAMES);

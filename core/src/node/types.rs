@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use iroh::EndpointId;
 
+use crate::dht::{DhtConfig, DhtCounters, MemoryQuotas};
 use crate::error::{CoveyError, Result};
 use crate::group::{GroupId, GroupKind, parse_id32};
 use crate::keystore::KeyStore;
@@ -46,6 +47,58 @@ pub struct NodeConfig {
     pub rate_limits: RateLimits,
     /// Handshake timeout, keepalive interval and idle timeout of sync sessions.
     pub timers: Timers,
+    /// The DHT: its parameters, what this node holds for others, and group rendezvous.
+    pub dht: DhtSettings,
+}
+
+/// How a node takes part in the DHT (`covey/dht/1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhtSettings {
+    /// Kademlia parameters, record limits (values 1 KiB by default, up to 32 KiB) and the
+    /// per-peer request rate.
+    pub protocol: DhtConfig,
+    /// How much this node stores for others: records and provider records, in rows and
+    /// bytes, in total and per publisher.
+    pub quotas: MemoryQuotas,
+    /// Announce this node in the rendezvous of each joined group and connect to the members
+    /// found there. The DHT peers a rendezvous goes through learn only that some node
+    /// announced some key; they cannot tell which group (see `GroupKeys::rendezvous_key`).
+    pub rendezvous: bool,
+    /// How often each group's rendezvous is searched for members (ms). Until a search finds
+    /// one, searches back off from one second up to this.
+    pub rendezvous_interval_ms: u64,
+    /// Most DHT contacts kept in the store, so a node whose bootstrap tickets all fail can
+    /// rejoin the network it knew.
+    pub cached_contacts: usize,
+}
+
+impl Default for DhtSettings {
+    fn default() -> Self {
+        Self {
+            protocol: DhtConfig::default(),
+            quotas: MemoryQuotas::default(),
+            rendezvous: true,
+            rendezvous_interval_ms: 300_000,
+            cached_contacts: 64,
+        }
+    }
+}
+
+impl DhtSettings {
+    fn validate(&self) -> Result<()> {
+        self.protocol.validate()?;
+        if self.rendezvous_interval_ms < 1_000 {
+            return Err(CoveyError::invalid(
+                "dht.rendezvous_interval_ms must be at least 1000",
+            ));
+        }
+        if self.cached_contacts > 4096 {
+            return Err(CoveyError::invalid(
+                "dht.cached_contacts must be at most 4096",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for NodeConfig {
@@ -62,6 +115,7 @@ impl fmt::Debug for NodeConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("rate_limits", &self.rate_limits)
             .field("timers", &self.timers)
+            .field("dht", &self.dht)
             .finish()
     }
 }
@@ -81,6 +135,7 @@ impl NodeConfig {
             max_frame_bytes: DEFAULT_MAX_PAYLOAD + FRAME_OVERHEAD,
             rate_limits: RateLimits::default(),
             timers: Timers::default(),
+            dht: DhtSettings::default(),
         }
     }
 
@@ -113,6 +168,7 @@ impl NodeConfig {
             )));
         }
         self.rate_limits.validate(self.max_frame_bytes)?;
+        self.dht.validate()?;
         let t = &self.timers;
         if t.keepalive_ms == 0
             || t.idle_timeout_ms <= t.keepalive_ms
@@ -250,6 +306,25 @@ pub struct NodeStatus {
     pub paused: bool,
     /// Sync counters.
     pub counters: SyncCounters,
+    /// The DHT's state and counters.
+    pub dht: DhtStatus,
+}
+
+/// The DHT side of [`NodeStatus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DhtStatus {
+    /// Contacts in the routing table.
+    pub contacts: u32,
+    /// What the DHT state machine saw: requests, refusals, timeouts, rate limiting.
+    pub counters: DhtCounters,
+    /// Frames dropped before reaching the state machine (oversized, malformed, too slow).
+    pub frames_dropped: u64,
+    /// Dials to DHT peers that failed or timed out.
+    pub dial_failures: u64,
+    /// Times no bootstrap peer answered and the contacts cached in the store were used.
+    pub bootstrap_fallbacks: u64,
+    /// Group members found through a rendezvous and dialed.
+    pub rendezvous_found: u64,
 }
 
 /// Something that happened, delivered to subscribers.

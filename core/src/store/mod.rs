@@ -439,6 +439,30 @@ pub fn peers(conn: &Connection) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// Replaces the cached DHT contacts with `contacts` (node id, address ticket, last seen).
+pub fn replace_dht_contacts(conn: &Connection, contacts: &[(Id32, String, u64)]) -> Result<()> {
+    conn.execute("DELETE FROM dht_contacts", [])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO dht_contacts (node_id, ticket, last_seen_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(node_id) DO UPDATE SET ticket = excluded.ticket,
+             last_seen_ms = excluded.last_seen_ms",
+    )?;
+    for (id, ticket, seen) in contacts {
+        stmt.execute(params![id, ticket, to_i64(*seen)?])?;
+    }
+    Ok(())
+}
+
+/// The tickets of at most `limit` cached DHT contacts, most recently seen first.
+pub fn dht_contacts(conn: &Connection, limit: usize) -> Result<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(
+        "SELECT ticket FROM dht_contacts ORDER BY last_seen_ms DESC, node_id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![limit], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// Records the heads a peer has acknowledged holding in a group (its delivery receipts).
 /// Each (peer, author) keeps the highest seq ever recorded: a peer's acknowledged frontier
 /// never goes backwards, so a stale or reordered acknowledgement changes nothing. Heads whose
@@ -524,6 +548,30 @@ mod tests {
             .read(|c| Ok(c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn dht_contacts_are_replaced_and_listed_most_recent_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let rows = vec![
+            ([1; 32], "t1".to_owned(), 10),
+            ([2; 32], "t2".to_owned(), 30),
+            ([3; 32], "t3".to_owned(), 20),
+        ];
+        store.write(|tx| replace_dht_contacts(tx, &rows)).unwrap();
+        assert_eq!(
+            store.read(|c| dht_contacts(c, 10)).unwrap(),
+            ["t2", "t3", "t1"]
+        );
+        assert_eq!(store.read(|c| dht_contacts(c, 1)).unwrap(), ["t2"]);
+        store
+            .write(|tx| replace_dht_contacts(tx, &rows[..1]))
+            .unwrap();
+        assert_eq!(store.read(|c| dht_contacts(c, 10)).unwrap(), ["t1"]);
+        drop(store);
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        assert_eq!(store.read(|c| dht_contacts(c, 10)).unwrap(), ["t1"]);
     }
 
     #[test]
@@ -697,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn version_2_database_migrates_to_3_keeping_its_rows() {
+    fn version_2_database_migrates_to_the_latest_keeping_its_rows() {
         use crate::dht::record::{MemoryQuotas, ProviderRecord, Record, RecordStore, provider_key};
         use crate::dht::sqlite_store::SqliteRecordStore;
 
@@ -726,8 +774,9 @@ mod tests {
         drop(conn);
 
         let store = std::sync::Arc::new(Store::open(dir.path(), Durability::Normal).unwrap());
-        assert_eq!(store.read(schema::version).unwrap(), 3);
+        assert_eq!(store.read(schema::version).unwrap(), schema::SCHEMA_VERSION);
         assert_eq!(store.read(|c| Ok(dht_tables(c))).unwrap(), 2);
+        assert!(store.read(|c| dht_contacts(c, 10)).unwrap().is_empty());
         assert_eq!(store.read(groups).unwrap(), vec![group_row([7; 32])]);
         assert_eq!(store.read(peers).unwrap(), vec!["ticket-9".to_owned()]);
         assert_eq!(

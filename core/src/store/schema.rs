@@ -85,6 +85,15 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dht_providers_expiry ON dht_providers(expires_at_ms);
     ",
+    // 3 -> 4: DHT contacts this node saw answer, with an address to dial them by, so a node
+    // whose bootstrap tickets all fail can still rejoin the network it knew.
+    "
+    CREATE TABLE dht_contacts (
+        node_id       BLOB PRIMARY KEY CHECK (length(node_id) = 32),
+        ticket        TEXT NOT NULL,
+        last_seen_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
