@@ -98,6 +98,7 @@ pub fn meta_json(m: &EntryMeta) -> Value {
 /// The node status as JSON.
 pub fn status_json(s: &NodeStatus) -> Value {
     let c = &s.counters;
+    let d = &s.dht;
     json!({
         "node_id": s.node_id.to_string(),
         "connected_peers": s.connected_peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -116,6 +117,24 @@ pub fn status_json(s: &NodeStatus) -> Value {
             "dropped_frames": c.dropped_frames,
             "rate_limited": c.rate_limited,
             "peer_timeouts": c.peer_timeouts,
+        },
+        "dht": {
+            "contacts": d.contacts,
+            "requests_in": d.counters.requests_in,
+            "requests_out": d.counters.requests_out,
+            "rate_limited": d.counters.rate_limited,
+            "undecodable": d.counters.undecodable,
+            "unexpected_responses": d.counters.unexpected_responses,
+            "timeouts": d.counters.timeouts,
+            "invalid_records": d.counters.invalid_records,
+            "conflicts": d.counters.conflicts,
+            "contacts_truncated": d.counters.contacts_truncated,
+            "contacts_ignored": d.counters.contacts_ignored,
+            "coalesced": d.counters.coalesced,
+            "frames_dropped": d.frames_dropped,
+            "dial_failures": d.dial_failures,
+            "bootstrap_fallbacks": d.bootstrap_fallbacks,
+            "rendezvous_found": d.rendezvous_found,
         },
     })
 }
@@ -149,6 +168,22 @@ pub fn status_text(s: &NodeStatus) -> Vec<String> {
     lines.push(format!(
         "protection  replayed {}, rate limited {}, dropped {}, peer timeouts {}",
         c.replayed, c.rate_limited, c.dropped_frames, c.peer_timeouts
+    ));
+    let d = &s.dht;
+    lines.push(format!(
+        "dht         {} contacts, requests {} in / {} out, timeouts {}, rendezvous found {}",
+        d.contacts,
+        d.counters.requests_in,
+        d.counters.requests_out,
+        d.counters.timeouts,
+        d.rendezvous_found
+    ));
+    lines.push(format!(
+        "dht refused rate limited {}, undecodable {}, invalid records {}, frames dropped {}",
+        d.counters.rate_limited,
+        d.counters.undecodable,
+        d.counters.invalid_records,
+        d.frames_dropped
     ));
     lines
 }

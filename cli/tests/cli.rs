@@ -281,6 +281,10 @@ fn second_process_on_a_running_data_dir_is_refused_and_run_stops_on_sigterm() {
     assert_eq!(again.code(), Some(0), "{again:?}");
     let status: serde_json::Value = serde_json::from_str(again.stdout.trim()).expect("json");
     assert!(status["node_id"].is_string());
+    // A lone node: an empty routing table, and no rendezvous partner found.
+    assert_eq!(status["dht"]["contacts"], 0, "{status}");
+    assert_eq!(status["dht"]["rendezvous_found"], 0, "{status}");
+    assert!(status["dht"]["requests_in"].is_u64(), "{status}");
 }
 
 #[test]

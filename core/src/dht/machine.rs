@@ -684,6 +684,7 @@ impl<S: RecordStore> Dht<S> {
         let target = *lookup.target();
         let before = lookup.stats();
         let mut invalid = 0;
+        let mut wrong_kind = false;
         let accepted = match body {
             Response::Nodes { contacts } => lookup.on_response(&from, &contacts),
             Response::Value { record, contacts } => {
@@ -713,8 +714,13 @@ impl<S: RecordStore> Dht<S> {
                 }
                 ok
             }
-            // Any other response to a lookup request is a protocol error: treat as failure.
-            _ => lookup.on_failure(&from),
+            // Any other response to a lookup request is a protocol error: the peer counts as
+            // failed for this lookup and in the routing table, and is counted below.
+            _ => {
+                lookup.on_failure(&from);
+                wrong_kind = true;
+                false
+            }
         };
         let after = lookup.stats();
         self.counters.contacts_truncated +=
@@ -724,6 +730,9 @@ impl<S: RecordStore> Dht<S> {
         self.counters.invalid_records += invalid;
         if !accepted {
             self.counters.unexpected_responses += 1;
+        }
+        if wrong_kind {
+            self.routing.on_failure(&from);
         }
         self.advance(op_id, now_ms);
     }

@@ -23,10 +23,13 @@ struct Net {
     /// Messages any node sent to `spy`, which is not a machine.
     spied: Vec<(Key, Message)>,
     spy: Option<Key>,
-    /// When set, the spy answers every request with 1500 copies of itself and 1500 of the
-    /// asker.
-    liar: bool,
+    /// When set, the spy answers every request made of it with what this returns (given the
+    /// asker and the request); otherwise it never answers.
+    responder: Option<Responder>,
 }
+
+/// A hostile peer's answer to (asker, request).
+type Responder = Box<dyn FnMut(Key, &Request) -> Response>;
 
 fn secret(n: u32) -> SecretKey {
     let mut b = [0u8; 32];
@@ -47,7 +50,7 @@ impl Net {
             done: Vec::new(),
             spied: Vec::new(),
             spy: None,
-            liar: false,
+            responder: None,
         };
         let mut ids = Vec::new();
         for i in 0..n {
@@ -78,14 +81,16 @@ impl Net {
             match a {
                 Action::Send { to, message } => {
                     if Some(to) == self.spy {
-                        if let (true, Message::Request { id, .. }) = (self.liar, &message) {
-                            let mut contacts = vec![to; 1500];
-                            contacts.extend(std::iter::repeat_n(from, 1500));
+                        if let (Some(answer), Message::Request { id, body }) =
+                            (self.responder.as_mut(), &message)
+                        {
                             let reply = Message::Response {
                                 id: *id,
-                                body: Response::Nodes { contacts },
+                                body: answer(from, body),
                             };
-                            self.inject(to, from, &reply);
+                            // Straight to postcard: a hostile peer is not bound by our
+                            // encoder's frame limit, only the receiver's decoder is.
+                            self.inject_raw(to, from, postcard::to_stdvec(&reply).unwrap());
                         }
                         self.spied.push((from, message));
                         continue;
@@ -100,12 +105,44 @@ impl Net {
         }
     }
 
-    /// Injects raw bytes from `from` (not necessarily a machine) to `to`.
+    /// Injects a message from `from` (not necessarily a machine) to `to`.
     fn inject(&mut self, from: Key, to: Key, message: &Message) {
-        let bytes = proto::encode(message).unwrap();
+        self.inject_raw(from, to, proto::encode(message).unwrap());
+    }
+
+    /// Injects raw bytes from `from` (not necessarily a machine) to `to`, arriving after
+    /// [`LATENCY`].
+    fn inject_raw(&mut self, from: Key, to: Key, bytes: Vec<u8>) {
         self.seq += 1;
         self.queue
             .insert((self.now + LATENCY, self.seq), (from, to, bytes));
+    }
+
+    /// Makes `spy` a peer `of` knows: it pings `of`, which puts it in its routing table.
+    fn plant_spy(&mut self, spy: Key, of: Key) {
+        self.spy = Some(spy);
+        self.inject(
+            spy,
+            of,
+            &Message::Request {
+                id: 0,
+                body: Request::Ping,
+            },
+        );
+        self.run();
+        assert!(self.nodes[&of].routing().contains(&spy));
+    }
+
+    /// Requests `from` sent the spy.
+    fn spied_requests(&self, from: Key) -> Vec<Request> {
+        self.spied
+            .iter()
+            .filter(|(f, _)| *f == from)
+            .filter_map(|(_, m)| match m {
+                Message::Request { body, .. } => Some(body.clone()),
+                Message::Response { .. } => None,
+            })
+            .collect()
     }
 
     /// Runs until nothing is queued and no request is pending.
@@ -183,6 +220,15 @@ fn true_closest(ids: &[Key], target: &Key, n: usize) -> Vec<Key> {
     v.sort_by_key(|k| k.distance(target));
     v.truncate(n);
     v
+}
+
+/// `k` with its low 32 bits XORed with `n`: the key at distance `n` from `k`.
+fn flip(k: Key, n: u32) -> Key {
+    let mut b = k.0;
+    for (x, y) in b[28..].iter_mut().zip(n.to_be_bytes()) {
+        *x ^= y;
+    }
+    Key(b)
 }
 
 fn small_config() -> DhtConfig {
@@ -338,6 +384,8 @@ fn bad_records_are_refused_and_counted() {
         net.nodes[&target].store().get(&good.key(), net.now),
         Some(good)
     );
+    // The one good record is the one row held.
+    assert_eq!(net.nodes[&target].store().records().len(), 1);
     // Garbage bytes are counted, not answered.
     net.seq += 1;
     let when = net.now + LATENCY;
@@ -370,11 +418,42 @@ fn find_node_floods_are_rate_limited() {
             },
         );
     }
+    let before = net.nodes[&ids[0]].counters();
+    let table = net.nodes[&ids[0]].routing().len();
     net.run();
     // The burst is answered, the rest dropped and counted.
     assert_eq!(net.spied.len(), 20);
-    assert_eq!(net.nodes[&ids[0]].counters().rate_limited, 480);
-    // After a second the peer has budget again.
+    let c = net.nodes[&ids[0]].counters();
+    assert_eq!(c.rate_limited, 480);
+    assert_eq!(c.requests_in - before.requests_in, 20);
+    // The flood cost one routing-table entry, and nothing was sent on its behalf.
+    assert_eq!(net.nodes[&ids[0]].routing().len(), table + 1);
+    assert_eq!(c.requests_out, before.requests_out);
+    // An honest peer asking in the same second is still answered by the flooded node, and
+    // its lookup finds the true closest (the attacker is known to ids[0] but never answers).
+    let honest = ids[1];
+    let target = Key([1; 32]);
+    let now = net.now;
+    let op = net.node(&honest).find_node(target, now).unwrap();
+    // The attacker, still out of budget, keeps trying alongside.
+    net.inject(
+        attacker,
+        ids[0],
+        &Message::Request {
+            id: 800,
+            body: Request::FindNode { target },
+        },
+    );
+    net.run();
+    let want: Vec<Key> = true_closest(&ids, &target, 5)
+        .into_iter()
+        .filter(|k| *k != honest)
+        .collect();
+    assert_eq!(net.result(honest, op).0, Outcome::Nodes(want));
+    let c = net.nodes[&ids[0]].counters();
+    assert_eq!(c.rate_limited, 481, "only the attacker was limited");
+    assert!(c.requests_in > before.requests_in + 20);
+    // Once its budget has refilled (a second at least), the peer is answered again.
     net.now += 1_000;
     net.inject(
         attacker,
@@ -385,7 +464,12 @@ fn find_node_floods_are_rate_limited() {
         },
     );
     net.run();
-    assert_eq!(net.spied.len(), 21);
+    let answered = net
+        .spied
+        .iter()
+        .filter(|(f, m)| *f == ids[0] && matches!(m, Message::Response { .. }))
+        .count();
+    assert_eq!(answered, 21);
 }
 
 #[test]
@@ -401,7 +485,11 @@ fn hostile_and_silent_peers_do_not_break_lookups() {
     net.spy = Some(liar);
     let now = net.now;
     net.node(&me).bootstrap(&[liar, silent], now).unwrap();
-    net.liar = true;
+    net.responder = Some(Box::new(move |asker, _| {
+        let mut contacts = vec![liar; 1500];
+        contacts.extend(std::iter::repeat_n(asker, 1500));
+        Response::Nodes { contacts }
+    }));
     net.run();
     assert!(!net.spied.is_empty(), "the liar was asked");
     let (outcome, stats) = net
@@ -423,10 +511,19 @@ fn hostile_and_silent_peers_do_not_break_lookups() {
         assert!(found.contains(w), "missing a true neighbour");
     }
     assert!(stats.failures >= 1, "the silent peer timed out");
+    // Each answer of the liar loses all but k = 8 of its 3000 contacts, and those 8 (copies
+    // of itself) are ignored: nothing of it reaches the lookup or the table.
+    let asked = net
+        .spied_requests(me)
+        .iter()
+        .filter(|r| matches!(r, Request::FindNode { .. }))
+        .count() as u64;
+    assert!(asked >= 1);
     let c = net.nodes[&me].counters();
-    assert!(c.contacts_truncated >= 2992, "{c:?}");
-    assert!(c.contacts_ignored >= 8, "{c:?}");
+    assert_eq!(c.contacts_truncated, 2992 * asked, "{c:?}");
+    assert_eq!(c.contacts_ignored, 8 * asked, "{c:?}");
     assert!(c.timeouts >= 1);
+    assert!(net.nodes[&me].routing().len() <= ids.len() + 1);
 }
 
 #[test]
@@ -584,4 +681,619 @@ fn concurrent_reads_of_one_key_share_one_lookup() {
         u64::from(sa.messages + sc.messages),
         "the second get sent nothing of its own"
     );
+}
+
+#[test]
+fn bad_stores_sent_to_every_holder_leave_the_honest_record_readable() {
+    let mut net = Net::new(40, small_config());
+    let ids = net.ids();
+    let (writer, reader) = (ids[5], ids[30]);
+    let ws = net.secrets[&writer].clone();
+    for (value, seq) in [(&b"v1"[..], 1), (b"v2", 2)] {
+        let now = net.now;
+        let op = net
+            .node(&writer)
+            .put(b"name", value, 600_000, None, now)
+            .unwrap();
+        net.run();
+        assert_eq!(net.result(writer, op).0, Outcome::Put(Ok(seq)));
+    }
+    let key = super::record::record_key(&writer.0, b"name");
+    let holders: Vec<Key> = ids
+        .iter()
+        .copied()
+        .filter(|id| net.nodes[id].store().get(&key, net.now).is_some())
+        .collect();
+    assert!(holders.len() >= 8, "{}", holders.len());
+    let honest = net.nodes[&holders[0]].store().get(&key, net.now).unwrap();
+    assert_eq!((honest.seq, honest.value.as_slice()), (2, &b"v2"[..]));
+    // Every kind of bad store, each one that would win if it were taken. The stale and
+    // equal-sequence ones are genuinely signed (a replay of the old record, an equivocating
+    // writer); the others are signed by the writer too, so only the rule refuses them.
+    let arrive = net.now + LATENCY;
+    let max_ttl = small_config().limits.max_ttl_ms;
+    let mut bad_sig = Record::sign(&ws, b"name", b"forged", 3, arrive + 60_000).unwrap();
+    bad_sig.value = b"forged!".to_vec();
+    use proto::Refusal::*;
+    let bad: Vec<(&str, Record, proto::Refusal)> = vec![
+        ("bad signature", bad_sig, Invalid),
+        (
+            "stale sequence",
+            Record::sign(&ws, b"name", b"v1", 1, arrive + 60_000).unwrap(),
+            Conflict,
+        ),
+        (
+            "equal sequence, other value",
+            Record::sign(&ws, b"name", b"other", 2, arrive + 60_000).unwrap(),
+            Conflict,
+        ),
+        (
+            "expired",
+            Record::sign(&ws, b"name", b"forged", 3, arrive).unwrap(),
+            Invalid,
+        ),
+        (
+            "expiry too far",
+            Record::sign(&ws, b"name", b"forged", 3, arrive + max_ttl + 1).unwrap(),
+            Invalid,
+        ),
+        (
+            "oversized",
+            Record::sign(&ws, b"name", &[0; 1025], 3, arrive + 60_000).unwrap(),
+            Invalid,
+        ),
+    ];
+    let attacker = Key(*secret(999).public().as_bytes());
+    net.spy = Some(attacker);
+    let before: BTreeMap<Key, (DhtCounters, usize)> = holders
+        .iter()
+        .map(|h| {
+            let d = &net.nodes[h];
+            (*h, (d.counters(), d.store().records().len()))
+        })
+        .collect();
+    for h in &holders {
+        for (i, (_, r, _)) in bad.iter().enumerate() {
+            net.inject(
+                attacker,
+                *h,
+                &Message::Request {
+                    id: i as u64,
+                    body: Request::Store { record: r.clone() },
+                },
+            );
+        }
+    }
+    net.run();
+    // (a) Every one refused, for its reason.
+    let mut answers = 0;
+    for (from, m) in &net.spied {
+        let Message::Response {
+            id,
+            body: Response::Stored {
+                accepted, refusal, ..
+            },
+        } = m
+        else {
+            panic!("{m:?}")
+        };
+        let (what, _, why) = &bad[*id as usize];
+        assert_eq!(
+            (*accepted, *refusal),
+            (false, Some(*why)),
+            "{what} at {from:?}"
+        );
+        answers += 1;
+    }
+    assert_eq!(answers, holders.len() * bad.len());
+    // (b) (c) Every holder kept its one row, the honest record, and counted 4 invalid
+    // records and 2 conflicts.
+    for h in &holders {
+        let d = &net.nodes[h];
+        let (c0, rows) = before[h];
+        let c = d.counters();
+        assert_eq!(c.invalid_records - c0.invalid_records, 4, "{h:?}");
+        assert_eq!(c.conflicts - c0.conflicts, 2, "{h:?}");
+        assert_eq!(d.store().records().len(), rows, "{h:?}");
+        assert_eq!(d.store().get(&key, net.now), Some(honest.clone()), "{h:?}");
+    }
+    // (d) A reader still gets the honest record (the attacker, now in the holders' tables,
+    // never answers a request: the get goes around it).
+    assert!(!holders.contains(&reader));
+    let now = net.now;
+    let op = net.node(&reader).get(&writer.0, b"name", now).unwrap();
+    net.run();
+    assert_eq!(net.result(reader, op).0, Outcome::Record(Some(honest)));
+}
+
+#[test]
+fn bad_records_in_value_responses_are_dropped_and_the_get_returns_the_honest_one() {
+    let mut net = Net::new(40, small_config());
+    let ids = net.ids();
+    let writer = ids[3];
+    let ws = net.secrets[&writer].clone();
+    let now = net.now;
+    let op = net
+        .node(&writer)
+        .put(b"name", b"honest", 600_000, None, now)
+        .unwrap();
+    net.run();
+    assert_eq!(net.result(writer, op).0, Outcome::Put(Ok(1)));
+    let key = super::record::record_key(&writer.0, b"name");
+    let holder = ids
+        .iter()
+        .find(|id| net.nodes[*id].store().get(&key, net.now).is_some())
+        .unwrap();
+    let honest = net.nodes[holder].store().get(&key, net.now).unwrap();
+    // A hostile node sitting right next to the key, known to everyone (it pinged them all).
+    let liar = flip(key, 1);
+    net.spy = Some(liar);
+    for id in &ids {
+        net.inject(
+            liar,
+            *id,
+            &Message::Request {
+                id: 0,
+                body: Request::Ping,
+            },
+        );
+    }
+    net.run();
+    let reader = ids
+        .iter()
+        .copied()
+        .find(|id| *id != writer && net.nodes[id].store().get(&key, net.now).is_none())
+        .unwrap();
+    // Each bad copy has a higher sequence than the honest one: it would win if taken.
+    let now = net.now;
+    let max_ttl = small_config().limits.max_ttl_ms;
+    let mut bad_sig = Record::sign(&ws, b"name", b"forged", 2, now + 60_000).unwrap();
+    bad_sig.value = b"forged!".to_vec();
+    let bad = [
+        ("bad signature", bad_sig),
+        (
+            "another publisher's record (wrong key)",
+            Record::sign(&secret(999), b"name", b"forged", 2, now + 60_000).unwrap(),
+        ),
+        (
+            "expired",
+            Record::sign(&ws, b"name", b"forged", 2, now - 1).unwrap(),
+        ),
+        (
+            "expiry too far",
+            Record::sign(&ws, b"name", b"forged", 2, now + max_ttl + 3_600_000).unwrap(),
+        ),
+        (
+            "oversized",
+            Record::sign(&ws, b"name", &[7; 1025], 2, now + 60_000).unwrap(),
+        ),
+    ];
+    for (what, record) in bad {
+        let reply = record.clone();
+        net.responder = Some(Box::new(move |_, request| match request {
+            Request::FindValue { .. } => Response::Value {
+                record: Some(reply.clone()),
+                contacts: vec![],
+            },
+            _ => Response::Nodes { contacts: vec![] },
+        }));
+        net.spied.clear();
+        let before = net.nodes[&reader].counters();
+        let now = net.now;
+        let op = net.node(&reader).get(&writer.0, b"name", now).unwrap();
+        net.run();
+        assert!(
+            net.spied_requests(reader)
+                .contains(&Request::FindValue { key }),
+            "{what}: the liar was asked"
+        );
+        assert_eq!(
+            net.result(reader, op).0,
+            Outcome::Record(Some(honest.clone())),
+            "{what}"
+        );
+        let c = net.nodes[&reader].counters();
+        assert_eq!(c.invalid_records - before.invalid_records, 1, "{what}");
+        assert_eq!(
+            c.unexpected_responses, before.unexpected_responses,
+            "{what}"
+        );
+        // Nobody took the bad copy in.
+        for d in net.nodes.values() {
+            assert!(d.store().records().iter().all(|r| *r != record), "{what}");
+        }
+    }
+    // A valid but stale copy, or an equivocating copy of the same sequence, is no bad input
+    // to a get: it just loses (to the higher sequence, to the majority of holders).
+    for (what, record) in [
+        (
+            "stale",
+            Record::sign(&ws, b"name", b"old", 0, now + 60_000).unwrap(),
+        ),
+        (
+            "equal sequence, other value",
+            Record::sign(&ws, b"name", b"other", 1, now + 60_000).unwrap(),
+        ),
+    ] {
+        let reply = record.clone();
+        net.responder = Some(Box::new(move |_, _| Response::Value {
+            record: Some(reply.clone()),
+            contacts: vec![],
+        }));
+        net.spied.clear();
+        let now = net.now;
+        let op = net.node(&reader).get(&writer.0, b"name", now).unwrap();
+        net.run();
+        assert!(
+            net.spied_requests(reader)
+                .contains(&Request::FindValue { key }),
+            "{what}: the liar was asked"
+        );
+        assert_eq!(
+            net.result(reader, op).0,
+            Outcome::Record(Some(honest.clone())),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn value_size_and_expiry_limits_are_exact_at_the_boundary() {
+    let config = DhtConfig {
+        limits: RecordLimits {
+            max_value: 300,
+            max_ttl_ms: 100_000,
+            ..RecordLimits::default()
+        },
+        ..small_config()
+    };
+    let mut net = Net::new(10, config);
+    let ids = net.ids();
+    let target = ids[0];
+    let attacker = secret(999);
+    let attacker_id = Key(*attacker.public().as_bytes());
+    net.spy = Some(attacker_id);
+    let arrive = net.now + LATENCY;
+    let sign = |name: &[u8], len: usize, expires: u64| {
+        Record::sign(&attacker, name, &vec![1; len], 1, expires).unwrap()
+    };
+    let cases = [
+        (sign(b"at the size limit", 300, arrive + 1_000), true),
+        (sign(b"a byte over", 301, arrive + 1_000), false),
+        (sign(b"ttl at the limit", 1, arrive + 100_000), true),
+        (sign(b"ttl a ms over", 1, arrive + 100_001), false),
+        (sign(b"expires on arrival", 1, arrive), false),
+        (sign(b"expires a ms later", 1, arrive + 1), true),
+    ];
+    for (i, (r, _)) in cases.iter().enumerate() {
+        net.inject(
+            attacker_id,
+            target,
+            &Message::Request {
+                id: i as u64,
+                body: Request::Store { record: r.clone() },
+            },
+        );
+    }
+    net.run();
+    assert_eq!(net.now, arrive);
+    let got: Vec<bool> = net
+        .spied
+        .iter()
+        .map(|(_, m)| match m {
+            Message::Response {
+                body: Response::Stored { accepted, .. },
+                ..
+            } => *accepted,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let want: Vec<bool> = cases.iter().map(|(_, ok)| *ok).collect();
+    assert_eq!(got, want);
+    let d = &net.nodes[&target];
+    assert_eq!(d.counters().invalid_records, 3);
+    assert_eq!(d.store().records().len(), 3);
+    for (r, ok) in &cases {
+        assert_eq!(d.store().get(&r.key(), arrive).is_some(), *ok);
+    }
+    // Through the API: a value of exactly the configured limit is put and read back; one
+    // byte more, or a TTL past the limit, is refused before anything is sent.
+    let (writer, reader) = (ids[2], ids[7]);
+    let now = net.now;
+    let op = net
+        .node(&writer)
+        .put(b"big", &[2; 300], 100_000, None, now)
+        .unwrap();
+    net.run();
+    assert_eq!(net.result(writer, op).0, Outcome::Put(Ok(1)));
+    let now = net.now;
+    let op = net.node(&reader).get(&writer.0, b"big", now).unwrap();
+    net.run();
+    assert!(matches!(net.result(reader, op).0, Outcome::Record(Some(r)) if r.value == [2; 300]));
+    let sent = net.nodes[&writer].counters().requests_out;
+    let now = net.now;
+    let e = net
+        .node(&writer)
+        .put(b"big", &[2; 301], 100_000, None, now)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let e = net
+        .node(&writer)
+        .put(b"big", b"v", 100_001, None, now)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert_eq!(net.nodes[&writer].counters().requests_out, sent);
+    assert_eq!(net.nodes[&writer].ops_running(), 0);
+}
+
+#[test]
+fn a_flood_from_many_identities_is_bounded_by_the_tracked_peer_limit() {
+    let config = DhtConfig {
+        requests_per_sec: 10,
+        request_burst: 20,
+        max_tracked_peers: 8,
+        ..small_config()
+    };
+    let mut net = Net::new(5, config);
+    let ids = net.ids();
+    let victim = ids[0];
+    // Every honest peer's budget has long refilled: their limiter slots are free to reuse.
+    net.now += 10_000;
+    let table = net.nodes[&victim].routing().len();
+    let before = net.nodes[&victim].counters();
+    let sybils: Vec<Key> = (1..=100).map(|n| flip(Key([0xaa; 32]), n)).collect();
+    for (i, s) in sybils.iter().enumerate() {
+        net.inject(
+            *s,
+            victim,
+            &Message::Request {
+                id: i as u64,
+                body: Request::FindNode { target: *s },
+            },
+        );
+    }
+    net.run();
+    // Only as many identities as are tracked get an answer; the rest are dropped, counted.
+    let c = net.nodes[&victim].counters();
+    assert_eq!(c.requests_in - before.requests_in, 8);
+    assert_eq!(c.rate_limited - before.rate_limited, 92);
+    // Only those answered reached the routing table (as contacts or waiting replacements).
+    let r = net.nodes[&victim].routing();
+    let sybils_held = sybils.iter().filter(|s| r.contains(s)).count();
+    assert!(sybils_held <= 8, "{sybils_held}");
+    assert!(r.len() + r.replacement_len() <= table + 8);
+    // Once the flooders' budgets refill (a token a tenth of a second), an honest peer is
+    // served again and its lookup finds the true closest.
+    net.now += 200;
+    let honest = ids[1];
+    let target = Key([1; 32]);
+    let now = net.now;
+    let op = net.node(&honest).find_node(target, now).unwrap();
+    let limited = net.nodes[&victim].counters().rate_limited;
+    net.run();
+    let want: Vec<Key> = true_closest(&ids, &target, 5)
+        .into_iter()
+        .filter(|k| *k != honest)
+        .collect();
+    assert_eq!(net.result(honest, op).0, Outcome::Nodes(want));
+    assert_eq!(net.nodes[&victim].counters().rate_limited, limited);
+}
+
+#[test]
+fn a_peer_returning_thousands_of_contacts_adds_only_k_of_them() {
+    let mut net = Net::new(40, small_config());
+    let ids = net.ids();
+    let me = ids[0];
+    // The target, the liar and its made-up contacts all sit next to us, so the liar is asked
+    // first and its 3000 contacts are closer to the target than any real node.
+    let target = flip(me, 0x1_0000);
+    let liar = flip(me, 1);
+    let fakes: Vec<Key> = (1..=3000).map(|n| flip(target, n)).collect();
+    net.plant_spy(liar, me);
+    let reply = fakes.clone();
+    net.responder = Some(Box::new(move |_, _| Response::Nodes {
+        contacts: reply.clone(),
+    }));
+    let before = net.nodes[&me].counters();
+    let now = net.now;
+    let op = net.node(&me).find_node(target, now).unwrap();
+    net.run();
+    assert_eq!(net.spied_requests(me), vec![Request::FindNode { target }]);
+    let (outcome, stats) = net.result(me, op);
+    // (d) The lookup ends with the true closest: the liar (which did answer) and the honest
+    // nodes, none of the made-up contacts.
+    let mut everyone = ids.clone();
+    everyone.push(liar);
+    let want: Vec<Key> = true_closest(&everyone, &target, 9)
+        .into_iter()
+        .filter(|k| *k != me)
+        .take(8)
+        .collect();
+    assert_eq!(outcome, Outcome::Nodes(want));
+    // (a) (c) All but k were dropped and counted; the k kept were each asked once, did not
+    // answer (they do not exist) and cost a timeout each.
+    let c = net.nodes[&me].counters();
+    assert_eq!(c.contacts_truncated - before.contacts_truncated, 2992);
+    assert_eq!(stats.contacts_truncated, 2992);
+    assert_eq!(c.contacts_ignored, before.contacts_ignored);
+    assert_eq!(c.timeouts - before.timeouts, 8);
+    assert_eq!(stats.failures, 8);
+    // (b) None of them entered the routing table.
+    let r = net.nodes[&me].routing();
+    assert!(fakes.iter().all(|f| !r.contains(f)));
+    assert_eq!(net.nodes[&me].ops_running(), 0);
+}
+
+#[test]
+fn a_response_over_the_frame_limit_is_undecodable_and_costs_one_timeout() {
+    let mut net = Net::new(40, small_config());
+    let ids = net.ids();
+    let me = ids[0];
+    let target = flip(me, 0x1_0000);
+    let liar = flip(me, 1);
+    net.plant_spy(liar, me);
+    // 4000 contacts: 128 KB, past the 96 KB frame limit (our encoder would refuse it; the
+    // liar does not use ours).
+    let fakes: Vec<Key> = (1..=4000).map(|n| flip(target, n)).collect();
+    let big = Message::Response {
+        id: 0,
+        body: Response::Nodes {
+            contacts: fakes.clone(),
+        },
+    };
+    assert!(postcard::to_stdvec(&big).unwrap().len() > proto::MAX_MESSAGE_BYTES);
+    net.responder = Some(Box::new(move |_, _| Response::Nodes {
+        contacts: fakes.clone(),
+    }));
+    let before = net.nodes[&me].counters();
+    let now = net.now;
+    let op = net.node(&me).find_node(target, now).unwrap();
+    net.run();
+    assert_eq!(net.spied_requests(me), vec![Request::FindNode { target }]);
+    let (outcome, stats) = net.result(me, op);
+    let c = net.nodes[&me].counters();
+    assert_eq!(c.undecodable - before.undecodable, 1);
+    assert_eq!(c.contacts_truncated, before.contacts_truncated);
+    assert_eq!(c.timeouts - before.timeouts, 1);
+    assert_eq!(stats.failures, 1);
+    // The liar counts as silent: the lookup ends with the true closest honest nodes.
+    let want: Vec<Key> = true_closest(&ids, &target, 9)
+        .into_iter()
+        .filter(|k| *k != me)
+        .take(8)
+        .collect();
+    assert_eq!(outcome, Outcome::Nodes(want));
+}
+
+#[test]
+fn contacts_that_are_all_the_responder_or_all_the_requester_are_ignored() {
+    let mut net = Net::new(40, small_config());
+    let ids = net.ids();
+    let me = ids[0];
+    let target = flip(me, 0x1_0000);
+    let liar = flip(me, 1);
+    net.plant_spy(liar, me);
+    let mut everyone = ids.clone();
+    everyone.push(liar);
+    let want: Vec<Key> = true_closest(&everyone, &target, 9)
+        .into_iter()
+        .filter(|k| *k != me)
+        .take(8)
+        .collect();
+    for (what, all_self) in [("all the responder", true), ("all the requester", false)] {
+        // k copies: nothing is truncated, every one is ignored.
+        net.responder = Some(Box::new(move |asker, _| Response::Nodes {
+            contacts: vec![if all_self { liar } else { asker }; 8],
+        }));
+        net.spied.clear();
+        let before = net.nodes[&me].counters();
+        let table = net.nodes[&me].routing().len();
+        let now = net.now;
+        let op = net.node(&me).find_node(target, now).unwrap();
+        net.run();
+        assert_eq!(
+            net.spied_requests(me),
+            vec![Request::FindNode { target }],
+            "{what}: asked once"
+        );
+        let (outcome, stats) = net.result(me, op);
+        assert_eq!(outcome, Outcome::Nodes(want.clone()), "{what}");
+        let c = net.nodes[&me].counters();
+        assert_eq!(c.contacts_ignored - before.contacts_ignored, 8, "{what}");
+        assert_eq!(stats.contacts_ignored, 8, "{what}");
+        assert_eq!(c.contacts_truncated, before.contacts_truncated, "{what}");
+        assert_eq!(c.timeouts, before.timeouts, "{what}");
+        assert_eq!(stats.failures, 0, "{what}");
+        assert!(!net.nodes[&me].routing().contains(&me));
+        assert!(net.nodes[&me].routing().len() <= table, "{what}");
+    }
+}
+
+#[test]
+fn silent_peers_closest_to_the_target_cost_a_timeout_each_and_are_dropped() {
+    let config = small_config();
+    let mut net = Net::new(40, config);
+    let ids = net.ids();
+    let me = ids[0];
+    let target = flip(me, 0x1_0000);
+    // Four peers nearer the target than any live node, in our table, that never answer:
+    // more than alpha, so for a while every request in flight is to one of them.
+    let silent: Vec<Key> = (1..=4).map(|n| flip(target, n)).collect();
+    for s in &silent {
+        net.silent.insert(*s);
+        net.inject(
+            *s,
+            me,
+            &Message::Request {
+                id: 0,
+                body: Request::Ping,
+            },
+        );
+    }
+    net.run();
+    assert!(silent.iter().all(|s| net.nodes[&me].routing().contains(s)));
+    let want: Vec<Key> = true_closest(&ids, &target, 9)
+        .into_iter()
+        .filter(|k| *k != me)
+        .take(8)
+        .collect();
+    // A contact is dropped after MAX_FAILURES (3) failed requests: three lookups each pay
+    // one timeout per silent peer, the fourth pays none.
+    for round in 1..=4u64 {
+        let before = net.nodes[&me].counters();
+        let start = net.now;
+        let now = net.now;
+        let op = net.node(&me).find_node(target, now).unwrap();
+        net.run();
+        let (outcome, stats) = net.result(me, op);
+        assert_eq!(outcome, Outcome::Nodes(want.clone()), "round {round}");
+        let expected = if round <= 3 { 4 } else { 0 };
+        let c = net.nodes[&me].counters();
+        assert_eq!(c.timeouts - before.timeouts, expected, "round {round}");
+        assert_eq!(u64::from(stats.failures), expected, "round {round}");
+        // Alpha requests wait out their timeouts together: two timeouts' worth at most.
+        assert!(
+            net.now - start <= 2 * config.request_timeout_ms + 20 * LATENCY,
+            "round {round}: {} ms",
+            net.now - start
+        );
+        assert_eq!(net.nodes[&me].ops_running(), 0);
+        let still = silent
+            .iter()
+            .filter(|s| net.nodes[&me].routing().contains(s))
+            .count();
+        assert_eq!(still, if round < 3 { 4 } else { 0 }, "round {round}");
+    }
+}
+
+#[test]
+fn a_response_of_the_wrong_kind_is_counted_and_the_lookup_goes_on() {
+    let mut net = Net::new(40, small_config());
+    let ids = net.ids();
+    let me = ids[0];
+    let target = flip(me, 0x1_0000);
+    let liar = flip(me, 1);
+    net.plant_spy(liar, me);
+    // A pong to every find_node: well formed, but not an answer to the question.
+    net.responder = Some(Box::new(|_, _| Response::Pong));
+    let want: Vec<Key> = true_closest(&ids, &target, 9)
+        .into_iter()
+        .filter(|k| *k != me)
+        .take(8)
+        .collect();
+    let before = net.nodes[&me].counters();
+    let now = net.now;
+    let op = net.node(&me).find_node(target, now).unwrap();
+    net.run();
+    let (outcome, stats) = net.result(me, op);
+    assert_eq!(outcome, Outcome::Nodes(want), "honest nodes still answer");
+    assert_eq!(stats.failures, 1, "the liar failed this lookup");
+    let c = net.nodes[&me].counters();
+    assert_eq!(c.unexpected_responses - before.unexpected_responses, 1);
+    assert_eq!(c.timeouts, before.timeouts, "answered, so no timeout");
+    let failures = (0..256)
+        .flat_map(|i| net.nodes[&me].routing().bucket(i).iter())
+        .find(|contact| contact.id == liar)
+        .map(|contact| contact.failures);
+    assert_eq!(failures, Some(1), "the liar's failure is on its contact");
 }

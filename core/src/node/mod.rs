@@ -140,10 +140,13 @@ impl Node {
         let mut seeds = Vec::new();
         for ticket in node.inner.config.bootstrap.clone() {
             let addr = parse_ticket(&ticket)?;
-            if addr.id != node.inner.id {
-                node.remember_peer(addr.clone()).await?;
-                seeds.push(addr);
+            if addr.id == node.inner.id {
+                return Err(CoveyError::invalid(
+                    "a bootstrap ticket is this node's own address",
+                ));
             }
+            node.remember_peer(addr.clone()).await?;
+            seeds.push(addr);
         }
         for ticket in node.inner.store_read(store::peers).await? {
             match parse_ticket(&ticket) {
