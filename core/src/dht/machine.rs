@@ -32,6 +32,9 @@ pub struct DhtConfig {
     pub replicate_interval_ms: u64,
     /// Default provider-record lifetime.
     pub provider_ttl_ms: u64,
+    /// How often our provider announcements are renewed: well inside their lifetime, so a
+    /// provider never drops out between two announcements.
+    pub reprovide_interval_ms: u64,
     /// Record limits.
     pub limits: RecordLimits,
     /// Requests per second one peer may make of us, sustained.
@@ -53,6 +56,7 @@ impl Default for DhtConfig {
             refresh_interval_ms: 3_600_000,
             replicate_interval_ms: 3_600_000,
             provider_ttl_ms: 3_600_000,
+            reprovide_interval_ms: 1_800_000,
             limits: RecordLimits::default(),
             requests_per_sec: 50,
             request_burst: 200,
@@ -67,6 +71,16 @@ impl DhtConfig {
     pub fn validate(&self) -> Result<()> {
         if self.k == 0 || self.alpha == 0 || self.k > 64 {
             return Err(CoveyError::invalid("k must be 1..=64 and alpha above zero"));
+        }
+        if self.provider_ttl_ms == 0 || self.provider_ttl_ms > self.limits.max_provider_ttl_ms {
+            return Err(CoveyError::invalid(
+                "provider_ttl_ms must be above zero and within limits.max_provider_ttl_ms",
+            ));
+        }
+        if self.reprovide_interval_ms == 0 || self.reprovide_interval_ms >= self.provider_ttl_ms {
+            return Err(CoveyError::invalid(
+                "reprovide_interval_ms must be above zero and below provider_ttl_ms",
+            ));
         }
         if self.request_timeout_ms == 0 || self.requests_per_sec == 0 || self.request_burst == 0 {
             return Err(CoveyError::invalid("timeouts and rates must be above zero"));
@@ -229,6 +243,7 @@ pub struct Dht<S: RecordStore> {
     next_op: OpId,
     next_refresh_ms: u64,
     next_replicate_ms: u64,
+    next_reprovide_ms: u64,
     random_state: [u8; 32],
     random_counter: u64,
     counters: DhtCounters,
@@ -262,6 +277,7 @@ impl<S: RecordStore> Dht<S> {
             next_op: 1,
             next_refresh_ms: now_ms.saturating_add(config.refresh_interval_ms),
             next_replicate_ms: now_ms.saturating_add(config.replicate_interval_ms),
+            next_reprovide_ms: now_ms.saturating_add(config.reprovide_interval_ms),
             random_state: seed,
             random_counter: 0,
             counters: DhtCounters::default(),
@@ -308,6 +324,7 @@ impl<S: RecordStore> Dht<S> {
             .unwrap_or(u64::MAX)
             .min(self.next_refresh_ms)
             .min(self.next_replicate_ms)
+            .min(self.next_reprovide_ms)
     }
 
     /// Approximate heap bytes of the routing table and store (for memory estimates).
@@ -483,10 +500,13 @@ impl<S: RecordStore> Dht<S> {
     /// Announces us as a provider of `key` for `ttl_ms` (re-announced on every replication
     /// tick until it lapses).
     pub fn provide(&mut self, key: &[u8], ttl_ms: u64, now_ms: u64) -> Result<OpId> {
-        if ttl_ms == 0 || ttl_ms > self.config.limits.max_provider_ttl_ms {
-            return Err(CoveyError::invalid(
-                "provider ttl must be above zero and within the maximum",
-            ));
+        // `ttl_ms` is how long we keep announcing; each announcement itself lives at most
+        // `provider_ttl_ms` and is renewed on the re-provide timer.
+        if ttl_ms == 0 || ttl_ms > self.config.limits.max_ttl_ms {
+            return Err(CoveyError::invalid(format!(
+                "provider ttl must be above zero and at most {} s",
+                self.config.limits.max_ttl_ms / 1000
+            )));
         }
         let pk = provider_key(key);
         let expires = now_ms.saturating_add(ttl_ms.min(self.config.provider_ttl_ms.max(1)));
@@ -822,6 +842,10 @@ impl<S: RecordStore> Dht<S> {
             self.next_replicate_ms = now_ms.saturating_add(self.config.replicate_interval_ms);
             self.replicate(now_ms);
         }
+        if now_ms >= self.next_reprovide_ms {
+            self.next_reprovide_ms = now_ms.saturating_add(self.config.reprovide_interval_ms);
+            self.reprovide(now_ms);
+        }
     }
 
     /// Looks up a random key in every bucket, from our nearest neighbour's up, that no
@@ -856,8 +880,8 @@ impl<S: RecordStore> Dht<S> {
     }
 
     /// Replicates every record held to the current `k` closest nodes of its key, republishes
-    /// our own records with a fresh expiry, re-announces what we provide, and sweeps expired
-    /// records. Runs on the replication timer; public so a driver or test can force a round.
+    /// our own records with a fresh expiry, and sweeps expired records. Runs on the
+    /// replication timer; public so a driver or test can force a round.
     pub fn replicate(&mut self, now_ms: u64) {
         self.store.sweep(now_ms);
         let mut records = self.store.records();
@@ -883,9 +907,16 @@ impl<S: RecordStore> Dht<S> {
             let key = r.key();
             let _ = self.new_op(Kind::Replicate { record: r }, key, now_ms);
         }
+    }
+
+    /// Re-announces every key we still provide, each with a fresh expiry (at most the
+    /// provider lifetime). Runs on the re-provide timer; public so a driver or test can force
+    /// a round.
+    pub fn reprovide(&mut self, now_ms: u64) {
         self.providing.retain(|_, until| *until > now_ms);
-        let providing: Vec<([u8; 32], u64)> =
+        let mut providing: Vec<([u8; 32], u64)> =
             self.providing.iter().map(|(k, u)| (*k, *u)).collect();
+        providing.sort_unstable();
         for (key, until) in providing {
             let ttl = until
                 .saturating_sub(now_ms)

@@ -1297,3 +1297,80 @@ fn a_response_of_the_wrong_kind_is_counted_and_the_lookup_goes_on() {
         .map(|contact| contact.failures);
     assert_eq!(failures, Some(1), "the liar's failure is on its contact");
 }
+
+#[test]
+fn provider_announcements_are_renewed_before_they_expire() {
+    let mut net = Net::new(30, small_config());
+    let ids = net.ids();
+    let provider = ids[3];
+    let t0 = net.now;
+    // Provided for three hours; each announcement lives one hour (provider_ttl_ms).
+    let op = net
+        .node(&provider)
+        .provide(b"long-lived", 3 * 3_600_000, t0)
+        .unwrap();
+    net.run();
+    assert!(matches!(net.result(provider, op).0, Outcome::Provided(n) if n >= 8));
+    assert!(net.nodes[&provider].next_deadline() <= t0 + 1_800_000);
+    // Every 30 minutes for 2.5 hours every node's timers fire: the provider re-announces,
+    // so at each point a lookup finds it with an expiry renewed past the first hour.
+    for round in 1..=5u64 {
+        net.now = t0 + round * 1_800_000 + 1;
+        let now = net.now;
+        for id in &ids {
+            net.node(id).handle_timeout(now);
+            net.flush(*id);
+        }
+        net.run();
+        let now = net.now;
+        let op = net.node(&ids[20]).providers(b"long-lived", now).unwrap();
+        net.run();
+        let Outcome::Providers(list) = net.result(ids[20], op).0 else {
+            panic!("round {round}: not a providers outcome")
+        };
+        assert_eq!(list.len(), 1, "round {round}");
+        assert_eq!(list[0].provider, provider.0);
+        assert!(
+            list[0].expires_at_ms > now + 1_800_000 - 10_000,
+            "round {round}: renewed, not the first announcement"
+        );
+    }
+    // Past the three hours the provider stops announcing and the record lapses.
+    net.now = t0 + 4 * 3_600_000 + 1;
+    let now = net.now;
+    for id in &ids {
+        net.node(id).handle_timeout(now);
+        net.flush(*id);
+    }
+    net.run();
+    let now = net.now;
+    let op = net.node(&ids[20]).providers(b"long-lived", now).unwrap();
+    net.run();
+    assert_eq!(net.result(ids[20], op).0, Outcome::Providers(vec![]));
+}
+
+#[test]
+fn provide_ttl_is_bounded_by_the_record_ttl_limit_on_both_sides() {
+    let mut net = Net::new(5, small_config());
+    let ids = net.ids();
+    let max = small_config().limits.max_ttl_ms;
+    let now = net.now;
+    let node = net.node(&ids[1]);
+    assert!(node.provide(b"k", max, now).is_ok());
+    let err = node.provide(b"k", max + 1, now).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = node.provide(b"k", 0, now).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // Misconfigured announcement lifetimes are refused up front.
+    let bad = DhtConfig {
+        reprovide_interval_ms: DhtConfig::default().provider_ttl_ms,
+        ..DhtConfig::default()
+    };
+    assert!(bad.validate().is_err());
+    let bad = DhtConfig {
+        provider_ttl_ms: DhtConfig::default().limits.max_provider_ttl_ms + 1,
+        ..DhtConfig::default()
+    };
+    assert!(bad.validate().is_err());
+    assert!(DhtConfig::default().validate().is_ok());
+}

@@ -106,8 +106,9 @@ impl Node {
         }
     }
 
-    /// Announces this node as a provider of `key` for `ttl_secs` (re-announced while it
-    /// lasts). Fails with `Network` when no node accepted the announcement.
+    /// Announces this node as a provider of `key` for `ttl_secs` (at most 48 hours). Each
+    /// announcement lives an hour and is renewed every 30 minutes while the ttl lasts.
+    /// Fails with `Network` when no node accepted the announcement.
     pub async fn dht_provide(&self, key: &[u8], ttl_secs: u64) -> Result<()> {
         self.check_open()?;
         check_key(key)?;
