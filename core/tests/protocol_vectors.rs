@@ -6,12 +6,18 @@
 //! - fenced blocks ` ```hex vector=<name> ` hold a byte string that must equal what the code
 //!   produces from the fixed inputs below, and must decode back to those inputs;
 //! - fenced blocks ` ```hex negative=<name> ` hold a frame that must fail to decode (or a
-//!   length prefix that must fail the frame limit);
+//!   length prefix that must fail the frame limit); names starting `dht.` are DHT messages
+//!   that `dht::proto::decode` must refuse;
+//! - in both, whitespace is insignificant and `{xx*N}` stands for `N` bytes of value `xx`;
 //! - the fenced block ` ```text encoding-examples ` lists postcard encodings of single values,
 //!   one per line: `<type> <value> => <hex>` (encodes to and decodes from), `<type> <value> <=
 //!   <hex>` (decodes from, never emitted) and `<type> ! <hex>` (must not decode);
 //! - tables preceded by `<!-- table: <name> -->` (constants, message variants, features,
-//!   refuse codes, the entry header layout) are compared with the code cell by cell.
+//!   refuse codes, the entry header layout; for the DHT its constants, variants, record
+//!   layouts, transport addresses and rendezvous windows) are compared with the code cell by
+//!   cell. The DHT driver's frame limits and the rendezvous timings are private constants of
+//!   `core/src/node/dht.rs` and `core/src/node/rendezvous.rs`, so the test reads them from
+//!   those files' source.
 //!
 //! A mismatch fails with the block the document should contain, ready to paste.
 
@@ -21,8 +27,19 @@ use std::sync::OnceLock;
 
 use covey_core::crypto::aead::{NONCE_LEN, TAG_LEN};
 use covey_core::crypto::{Secret32, kdf};
+use covey_core::dht::proto::{
+    self as dht_proto, MAX_MESSAGE_BYTES, MAX_PROVIDERS_PER_RESPONSE, Message as DhtMessage,
+    Refusal, Request, Response,
+};
+use covey_core::dht::record::{
+    self as dht_record, MAX_NAME_LEN, MAX_VALUE_CEILING, PROVIDER_KEY_LABEL,
+    PROVIDER_SIGNATURE_LABEL, RECORD_KEY_LABEL, RECORD_SIGNATURE_LABEL,
+};
+use covey_core::dht::{DhtConfig, Key, MemoryQuotas, ProviderRecord, Record, RecordLimits};
 use covey_core::group::GroupKeys;
+use covey_core::group::{RENDEZVOUS_WINDOW_MS, rendezvous_window};
 use covey_core::node::{DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, SYNC_ALPN};
+use covey_core::node::{DHT_ALPN, DhtSettings};
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::proto::{FEATURES, MAX_SEQ, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Timers};
 use covey_core::sync::verify::MAX_LAMPORT;
@@ -32,7 +49,7 @@ use covey_core::wire::entry::{
     SignedEntry,
 };
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
-use iroh::SecretKey;
+use iroh::{EndpointAddr, SecretKey, TransportAddr};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -89,9 +106,38 @@ fn fenced_blocks(text: &str) -> Vec<Fenced> {
     out
 }
 
+/// Decodes a hex block: whitespace is insignificant and `{xx*N}` stands for `N` bytes of
+/// value `xx` (for the long runs of the DHT's oversized negatives).
 fn unhex(s: &str, context: &str) -> Vec<u8> {
     let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    hex::decode(&compact).unwrap_or_else(|e| panic!("{context}: not hex ({e}): {compact}"))
+    let mut out = Vec::new();
+    let mut rest = compact.as_str();
+    while !rest.is_empty() {
+        let (literal, run) = match rest.split_once('{') {
+            Some((literal, tail)) => {
+                let (run, after) = tail
+                    .split_once('}')
+                    .unwrap_or_else(|| panic!("{context}: unclosed {{ in {compact}"));
+                rest = after;
+                (literal, Some(run))
+            }
+            None => (std::mem::take(&mut rest), None),
+        };
+        out.extend(
+            hex::decode(literal).unwrap_or_else(|e| panic!("{context}: not hex ({e}): {literal}")),
+        );
+        if let Some(run) = run {
+            let bad = || -> ! { panic!("{context}: {{{run}}} is not {{xx*N}}") };
+            let (byte, n) = run.split_once('*').unwrap_or_else(|| bad());
+            let byte = match byte.len() {
+                2 => u8::from_str_radix(byte, 16).unwrap_or_else(|_| bad()),
+                _ => bad(),
+            };
+            let n: usize = n.parse().unwrap_or_else(|_| bad());
+            out.extend(std::iter::repeat_n(byte, n));
+        }
+    }
+    out
 }
 
 /// The ` ```hex <kind>=<name> ` blocks of the document, by name.
@@ -345,6 +391,7 @@ fn expected_vectors() -> BTreeMap<String, Vec<u8>> {
         .map(|(name, _, m)| (name, encode(&m)))
         .collect();
     v.extend(frames);
+    v.extend(dht_vectors());
     v.into_iter().map(|(k, b)| (k.to_owned(), b)).collect()
 }
 
@@ -377,17 +424,33 @@ fn expected_negatives() -> BTreeMap<String, Vec<u8>> {
             ((default_max_frame() + 1) as u32).to_be_bytes().to_vec(),
         ),
     ];
-    v.into_iter().map(|(k, b)| (k.to_owned(), b)).collect()
+    v.into_iter()
+        .chain(dht_negatives())
+        .map(|(k, b)| (k.to_owned(), b))
+        .collect()
 }
 
-/// The doc block for a vector, as it should read.
+/// The doc block for a vector, as it should read: 32 bytes a line, runs of 64 or more equal
+/// bytes written `{xx*N}` on a line of their own.
 fn block_text(kind: &str, name: &str, bytes: &[u8]) -> String {
-    let hex = hex::encode(bytes);
-    let lines: Vec<&str> = hex
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
+    let mut lines: Vec<String> = Vec::new();
+    let mut literal: Vec<u8> = Vec::new();
+    let flush = |literal: &mut Vec<u8>, lines: &mut Vec<String>| {
+        lines.extend(literal.chunks(32).map(hex::encode));
+        literal.clear();
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        let run = bytes[at..].iter().take_while(|b| **b == bytes[at]).count();
+        if run >= 64 {
+            flush(&mut literal, &mut lines);
+            lines.push(format!("{{{:02x}*{run}}}", bytes[at]));
+        } else {
+            literal.extend_from_slice(&bytes[at..at + run]);
+        }
+        at += run;
+    }
+    flush(&mut literal, &mut lines);
     format!("```hex {kind}={name}\n{}\n```", lines.join("\n"))
 }
 
@@ -518,6 +581,9 @@ fn negative_vectors_fail_to_decode() {
     let negatives = hex_blocks("negative");
     let max_frame = default_max_frame();
     for (name, bytes) in &negatives {
+        if name.starts_with("dht.") {
+            continue; // dht_negative_vectors_fail_to_decode
+        }
         if name == "length-over-limit" {
             let prefix: [u8; LENGTH_PREFIX] = bytes.as_slice().try_into().expect("a bare prefix");
             assert_eq!(
@@ -1000,4 +1066,1141 @@ fn entry_layout_table_matches_the_vector() {
     }
     assert_eq!(rows.len() - 1, fields.len(), "one row per header field");
     assert_eq!(at, HEADER_LEN);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The DHT (PROTOCOL.md, "The DHT protocol" and "DHT test vectors")
+// ---------------------------------------------------------------------------------------------
+
+const DHT_SECRET: [u8; 32] = [0x07; 32];
+const RECORD_NAME: &[u8] = b"covey-test";
+const RECORD_VALUE: &[u8] = b"hello dht";
+const RECORD_SEQ: u64 = 1;
+const RECORD_EXPIRES_MS: u64 = 1_700_003_600_000;
+const RENDEZVOUS_ROOT: [u8; 32] = [0x01; 32];
+const RENDEZVOUS_WINDOW: u64 = 494_000;
+const PROVIDER_EXPIRES_MS: u64 = 1_778_403_600_000;
+const HINT_ADDR: &str = "127.0.0.1:4242";
+const DRIVER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/dht.rs");
+const RENDEZVOUS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/rendezvous.rs");
+
+struct DhtFixture {
+    p: [u8; 32],
+    record: Record,
+    rendezvous: GroupKeys,
+    app_key: [u8; 32],
+    provider_key: Key,
+    provider: ProviderRecord,
+    hints: Vec<EndpointAddr>,
+}
+
+fn dht_fixture() -> &'static DhtFixture {
+    static FIXTURE: OnceLock<DhtFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let secret = SecretKey::from_bytes(&DHT_SECRET);
+        let p = *secret.public().as_bytes();
+        let record = Record::sign(
+            &secret,
+            RECORD_NAME,
+            RECORD_VALUE,
+            RECORD_SEQ,
+            RECORD_EXPIRES_MS,
+        )
+        .expect("sign the vector record");
+        let rendezvous = GroupKeys::from_root(&Secret32::from_bytes(RENDEZVOUS_ROOT));
+        let app_key = rendezvous.rendezvous_key(RENDEZVOUS_WINDOW);
+        let provider_key = dht_record::provider_key(&app_key);
+        let provider = ProviderRecord::sign(&secret, provider_key, PROVIDER_EXPIRES_MS);
+        let hints =
+            vec![EndpointAddr::new(secret.public()).with_ip_addr(HINT_ADDR.parse().unwrap())];
+        DhtFixture {
+            p,
+            record,
+            rendezvous,
+            app_key,
+            provider_key,
+            provider,
+            hints,
+        }
+    })
+}
+
+/// Every DHT message vector: (name, input). Sent by P; contacts are the sync vectors' A and B.
+fn dht_messages() -> Vec<(&'static str, DhtMessage)> {
+    let f = dht_fixture();
+    let (a, b) = (Key(fixture().a), Key(fixture().b));
+    let request = |id, body| DhtMessage::Request { id, body };
+    let response = |id, body| DhtMessage::Response { id, body };
+    vec![
+        ("dht.ping", request(1, Request::Ping)),
+        ("dht.pong", response(1, Response::Pong)),
+        ("dht.find-node", request(2, Request::FindNode { target: b })),
+        (
+            "dht.nodes",
+            response(
+                2,
+                Response::Nodes {
+                    contacts: vec![a, b],
+                },
+            ),
+        ),
+        (
+            "dht.find-value",
+            request(
+                3,
+                Request::FindValue {
+                    key: f.record.key(),
+                },
+            ),
+        ),
+        (
+            "dht.value",
+            response(
+                3,
+                Response::Value {
+                    record: Some(f.record.clone()),
+                    contacts: vec![a],
+                },
+            ),
+        ),
+        (
+            "dht.store",
+            request(
+                4,
+                Request::Store {
+                    record: f.record.clone(),
+                },
+            ),
+        ),
+        (
+            "dht.stored",
+            response(
+                4,
+                Response::Stored {
+                    accepted: true,
+                    refusal: None,
+                    held: None,
+                },
+            ),
+        ),
+        (
+            "dht.stored-conflict",
+            response(
+                300,
+                Response::Stored {
+                    accepted: false,
+                    refusal: Some(Refusal::Conflict),
+                    held: Some(f.record.clone()),
+                },
+            ),
+        ),
+        (
+            "dht.stored-invalid",
+            response(
+                301,
+                Response::Stored {
+                    accepted: false,
+                    refusal: Some(Refusal::Invalid),
+                    held: None,
+                },
+            ),
+        ),
+        (
+            "dht.stored-full",
+            response(
+                302,
+                Response::Stored {
+                    accepted: false,
+                    refusal: Some(Refusal::Full),
+                    held: None,
+                },
+            ),
+        ),
+        (
+            "dht.add-provider",
+            request(
+                5,
+                Request::AddProvider {
+                    record: f.provider.clone(),
+                },
+            ),
+        ),
+        (
+            "dht.provider-added",
+            response(5, Response::ProviderAdded { accepted: true }),
+        ),
+        (
+            "dht.get-providers",
+            request(
+                6,
+                Request::GetProviders {
+                    key: f.provider_key,
+                },
+            ),
+        ),
+        (
+            "dht.providers",
+            response(
+                6,
+                Response::Providers {
+                    providers: vec![f.provider.clone()],
+                    contacts: vec![a, b],
+                },
+            ),
+        ),
+    ]
+}
+
+fn dht_encode(message: &DhtMessage) -> Vec<u8> {
+    dht_proto::encode(message).expect("encode a dht message")
+}
+
+/// A driver frame, built from the layout PROTOCOL.md gives (the driver's own builder is
+/// private): `u32 BE frame length | u32 BE message length | message | hints`.
+fn dht_frame(message: &[u8], hints: &[u8]) -> Vec<u8> {
+    let len = 4 + message.len() + hints.len();
+    let mut out = (len as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out.extend_from_slice(hints);
+    out
+}
+
+fn dht_vectors() -> Vec<(&'static str, Vec<u8>)> {
+    let f = dht_fixture();
+    let hints = postcard::to_stdvec(&f.hints).unwrap();
+    let ping = dht_encode(&DhtMessage::Request {
+        id: 1,
+        body: Request::Ping,
+    });
+    let mut v: Vec<(&str, Vec<u8>)> = vec![
+        ("dht.node-p", f.p.to_vec()),
+        ("dht.record-key", f.record.key().0.to_vec()),
+        ("dht.record.signing-message", f.record.signing_message()),
+        ("dht.record.signature", f.record.signature.clone()),
+        ("dht.record", postcard::to_stdvec(&f.record).unwrap()),
+        (
+            "rendezvous.secret",
+            f.rendezvous.rendezvous_secret.expose().to_vec(),
+        ),
+        ("rendezvous.key", f.app_key.to_vec()),
+        ("rendezvous.provider-key", f.provider_key.0.to_vec()),
+        ("dht.provider.signing-message", f.provider.signing_message()),
+        ("dht.provider.signature", f.provider.signature.clone()),
+        (
+            "dht.provider-record",
+            postcard::to_stdvec(&f.provider).unwrap(),
+        ),
+        ("dht.hints", hints.clone()),
+        ("dht.frame", dht_frame(&ping, &hints)),
+    ];
+    v.extend(dht_messages().into_iter().map(|(n, m)| (n, dht_encode(&m))));
+    v
+}
+
+fn dht_negatives() -> Vec<(&'static str, Vec<u8>)> {
+    let f = dht_fixture();
+    let store = |record: Record| {
+        postcard::to_stdvec(&DhtMessage::Request {
+            id: 4,
+            body: Request::Store { record },
+        })
+        .unwrap()
+    };
+    let long_name = Record {
+        name: vec![b'n'; MAX_NAME_LEN + 1],
+        ..f.record.clone()
+    };
+    let big_value = Record {
+        value: vec![0; MAX_VALUE_CEILING + 1],
+        ..f.record.clone()
+    };
+    let mut short_sig = f.record.clone();
+    short_sig.signature.pop();
+    let mut short_provider = f.provider.clone();
+    short_provider.signature.pop();
+    let add_provider = postcard::to_stdvec(&DhtMessage::Request {
+        id: 5,
+        body: Request::AddProvider {
+            record: short_provider,
+        },
+    })
+    .unwrap();
+    let full = dht_encode(&DhtMessage::Request {
+        id: 4,
+        body: Request::Store {
+            record: f.record.clone(),
+        },
+    });
+    let mut trailing = dht_encode(&DhtMessage::Request {
+        id: 1,
+        body: Request::Ping,
+    });
+    trailing.push(0);
+    vec![
+        ("dht.truncated", full[..full.len() - 1].to_vec()),
+        ("dht.unknown-message", vec![2]),
+        ("dht.unknown-request", vec![0, 1, 6]),
+        ("dht.unknown-response", vec![1, 1, 6]),
+        ("dht.unknown-refusal", vec![1, 7, 3, 0, 1, 3, 0]),
+        ("dht.bad-bool", vec![1, 5, 4, 2]),
+        ("dht.bad-option", vec![1, 3, 2, 2, 0]),
+        (
+            "dht.huge-contact-count",
+            vec![1, 2, 1, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ),
+        ("dht.name-over-limit", store(long_name)),
+        ("dht.value-over-ceiling", store(big_value)),
+        ("dht.short-signature", store(short_sig)),
+        ("dht.provider-short-signature", add_provider),
+        (
+            "dht.providers-over-limit",
+            zero_providers(MAX_PROVIDERS_PER_RESPONSE + 1),
+        ),
+        ("dht.trailing-byte", trailing),
+        ("dht.message-over-limit", vec![0; MAX_MESSAGE_BYTES + 1]),
+    ]
+}
+
+/// `Providers` (id 6) holding `n` all-zero provider records (66 zero bytes each: the record
+/// fields are never checked against each other before the count is).
+fn zero_providers(n: usize) -> Vec<u8> {
+    let zero = ProviderRecord {
+        key: [0; 32],
+        provider: [0; 32],
+        expires_at_ms: 0,
+        signature: Vec::new(),
+    };
+    postcard::to_stdvec(&DhtMessage::Response {
+        id: 6,
+        body: Response::Providers {
+            providers: vec![zero; n],
+            contacts: vec![],
+        },
+    })
+    .unwrap()
+}
+
+/// Reads a LEB128 varint at `*at`, moving past it.
+fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = bytes[*at];
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return v;
+        }
+    }
+    panic!("varint too long")
+}
+
+/// The top-level field names of a `Debug` rendering such as `Name { a: 1, b: [2, 3] }`.
+fn debug_fields(debug: &str) -> Vec<String> {
+    let Some(open) = debug.find(" { ") else {
+        return Vec::new();
+    };
+    let inner = &debug[open + 3..debug.len() - 2];
+    let mut fields = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' | '[' | '(' => depth += 1,
+            '}' | ']' | ')' => depth -= 1,
+            ',' if depth == 0 => {
+                fields.push(inner[start..i].to_owned());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    fields.push(inner[start..].to_owned());
+    fields
+        .iter()
+        .map(|f| f.split(':').next().unwrap().trim().to_owned())
+        .collect()
+}
+
+/// The variant name of a `Debug` rendering.
+fn debug_variant(debug: &str) -> String {
+    debug.split([' ', '{', '(']).next().unwrap().to_owned()
+}
+
+#[test]
+fn dht_message_vectors_decode_to_their_inputs() {
+    let mut requests = BTreeSet::new();
+    let mut responses = BTreeSet::new();
+    for (name, message) in dht_messages() {
+        let bytes = doc_vector(name);
+        assert_eq!(
+            dht_proto::decode(&bytes).expect(name),
+            message,
+            "{name}: decodes"
+        );
+        assert_eq!(dht_encode(&message), bytes, "{name}: re-encoding");
+        // Envelope: variant index, then the id as a varint, then the body.
+        let mut at = 1;
+        let id = read_varint(&bytes, &mut at);
+        match &message {
+            DhtMessage::Request { id: want, body } => {
+                assert_eq!(bytes[0], 0, "{name}");
+                assert_eq!(id, *want, "{name}");
+                assert_eq!(
+                    bytes[at..],
+                    postcard::to_stdvec(body).unwrap()[..],
+                    "{name}"
+                );
+                requests.insert(bytes[at]);
+            }
+            DhtMessage::Response { id: want, body } => {
+                assert_eq!(bytes[0], 1, "{name}");
+                assert_eq!(id, *want, "{name}");
+                assert_eq!(
+                    bytes[at..],
+                    postcard::to_stdvec(body).unwrap()[..],
+                    "{name}"
+                );
+                responses.insert(bytes[at]);
+            }
+        }
+    }
+    let all: BTreeSet<u8> = (0..6).collect();
+    assert_eq!(requests, all, "a vector for every request");
+    assert_eq!(responses, all, "a vector for every response");
+
+    // Spot checks of the layouts the document spells out.
+    let f = dht_fixture();
+    let (a, b) = (fixture().a, fixture().b);
+    assert_eq!(doc_vector("dht.ping"), [0, 1, 0]);
+    assert_eq!(doc_vector("dht.pong"), [1, 1, 0]);
+    let find = doc_vector("dht.find-node");
+    assert_eq!(&find[..3], &[0, 2, 1]);
+    assert_eq!(&find[3..], &b);
+    let nodes = doc_vector("dht.nodes");
+    assert_eq!(
+        &nodes[..4],
+        &[1, 2, 1, 2],
+        "Response, id 2, Nodes, 2 contacts"
+    );
+    assert_eq!(&nodes[4..36], &a);
+    assert_eq!(&nodes[36..], &b);
+    let record = doc_vector("dht.record");
+    let store = doc_vector("dht.store");
+    assert_eq!(&store[..3], &[0, 4, 3]);
+    assert_eq!(
+        &store[3..],
+        &record[..],
+        "Store carries the record verbatim"
+    );
+    let value = doc_vector("dht.value");
+    assert_eq!(&value[..4], &[1, 3, 2, 1], "Some(record)");
+    assert_eq!(&value[4..4 + record.len()], &record[..]);
+    assert_eq!(&value[4 + record.len()..5 + record.len()], &[1]);
+    assert_eq!(&value[5 + record.len()..], &a);
+    assert_eq!(doc_vector("dht.stored"), [1, 4, 3, 1, 0, 0]);
+    let conflict = doc_vector("dht.stored-conflict");
+    assert_eq!(&conflict[..7], &[1, 0xac, 0x02, 3, 0, 1, 1]);
+    assert_eq!(conflict[7], 1, "Some(held)");
+    assert_eq!(&conflict[8..], &record[..]);
+    assert_eq!(
+        doc_vector("dht.stored-invalid"),
+        [1, 0xad, 0x02, 3, 0, 1, 0, 0]
+    );
+    assert_eq!(
+        doc_vector("dht.stored-full"),
+        [1, 0xae, 0x02, 3, 0, 1, 2, 0]
+    );
+    let provider = doc_vector("dht.provider-record");
+    let add = doc_vector("dht.add-provider");
+    assert_eq!(&add[..3], &[0, 5, 4]);
+    assert_eq!(&add[3..], &provider[..]);
+    assert_eq!(doc_vector("dht.provider-added"), [1, 5, 4, 1]);
+    let get = doc_vector("dht.get-providers");
+    assert_eq!(&get[..3], &[0, 6, 5]);
+    assert_eq!(&get[3..], &f.provider_key.0);
+    let providers = doc_vector("dht.providers");
+    assert_eq!(&providers[..4], &[1, 6, 5, 1]);
+    let end = 4 + provider.len();
+    assert_eq!(&providers[4..end], &provider[..]);
+    assert_eq!(providers[end], 2);
+    assert_eq!(&providers[end + 1..end + 33], &a);
+    assert_eq!(&providers[end + 33..], &b);
+}
+
+#[test]
+fn dht_record_vectors_follow_the_documented_rules() {
+    let f = dht_fixture();
+    let p = doc_vector("dht.node-p");
+    assert_eq!(
+        p,
+        SecretKey::from_bytes(&DHT_SECRET)
+            .public()
+            .as_bytes()
+            .to_vec()
+    );
+    let record: Record = postcard::from_bytes(&doc_vector("dht.record")).unwrap();
+    assert_eq!(record, f.record);
+    assert_eq!(
+        (
+            &record.publisher[..],
+            &record.name[..],
+            &record.value[..],
+            record.seq,
+            record.expires_at_ms
+        ),
+        (
+            &p[..],
+            RECORD_NAME,
+            RECORD_VALUE,
+            RECORD_SEQ,
+            RECORD_EXPIRES_MS
+        )
+    );
+    // The signed message, from the documented formula with plain BLAKE3.
+    let mut h = blake3::Hasher::new();
+    h.update(&p);
+    h.update(&(RECORD_NAME.len() as u64).to_be_bytes());
+    h.update(RECORD_NAME);
+    h.update(&(RECORD_VALUE.len() as u64).to_be_bytes());
+    h.update(RECORD_VALUE);
+    h.update(&RECORD_SEQ.to_be_bytes());
+    h.update(&RECORD_EXPIRES_MS.to_be_bytes());
+    let mut message = b"covey/v1/dht-record".to_vec();
+    message.extend_from_slice(h.finalize().as_bytes());
+    assert_eq!(message, doc_vector("dht.record.signing-message"));
+    let signature: [u8; 64] = doc_vector("dht.record.signature").try_into().unwrap();
+    assert_eq!(record.signature, signature);
+    let key = iroh::PublicKey::from_bytes(&p.clone().try_into().unwrap()).unwrap();
+    key.verify(&message, &iroh::Signature::from_bytes(&signature))
+        .expect("the record signature verifies");
+    // Valid an hour before it expires; any change to a signed field breaks it.
+    let limits = RecordLimits::default();
+    let now = RECORD_EXPIRES_MS - 3_600_000;
+    record.validate(now, &limits).expect("valid record");
+    for tamper in [
+        |r: &mut Record| r.seq += 1,
+        |r: &mut Record| r.expires_at_ms += 1,
+        |r: &mut Record| r.value.push(b'!'),
+        |r: &mut Record| r.name.push(b'!'),
+    ] {
+        let mut r = record.clone();
+        tamper(&mut r);
+        assert!(r.validate(now, &limits).is_err());
+    }
+    assert!(
+        record.validate(RECORD_EXPIRES_MS, &limits).is_err(),
+        "expired"
+    );
+
+    // The provider record.
+    let provider: ProviderRecord =
+        postcard::from_bytes(&doc_vector("dht.provider-record")).unwrap();
+    assert_eq!(provider, f.provider);
+    assert_eq!(provider.provider.to_vec(), p);
+    assert_eq!(provider.key.to_vec(), doc_vector("rendezvous.provider-key"));
+    assert_eq!(provider.expires_at_ms, PROVIDER_EXPIRES_MS);
+    let mut message = b"covey/v1/dht-provider".to_vec();
+    message.extend_from_slice(&provider.key);
+    message.extend_from_slice(&provider.provider);
+    message.extend_from_slice(&PROVIDER_EXPIRES_MS.to_be_bytes());
+    assert_eq!(message, doc_vector("dht.provider.signing-message"));
+    let signature: [u8; 64] = doc_vector("dht.provider.signature").try_into().unwrap();
+    assert_eq!(provider.signature, signature);
+    key.verify(&message, &iroh::Signature::from_bytes(&signature))
+        .expect("the provider signature verifies");
+    provider
+        .validate(PROVIDER_EXPIRES_MS - 3_600_000, &limits)
+        .expect("valid provider record");
+    assert!(
+        provider
+            .validate(
+                PROVIDER_EXPIRES_MS - limits.max_provider_ttl_ms - 1,
+                &limits
+            )
+            .is_err(),
+        "an expiry too far ahead"
+    );
+}
+
+#[test]
+fn dht_record_layout_tables_match_the_vectors() {
+    let f = dht_fixture();
+    fn pc<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_stdvec(v).unwrap()
+    }
+    let r = &f.record;
+    let p = &f.provider;
+    // Each field's encoding, as postcard writes it on its own.
+    let record_fields: Vec<(&str, Vec<u8>)> = vec![
+        ("publisher", pc(&r.publisher)),
+        ("name", pc(&r.name)),
+        ("value", pc(&r.value)),
+        ("seq", pc(&r.seq)),
+        ("expires_at_ms", pc(&r.expires_at_ms)),
+        ("signature", pc(&r.signature)),
+    ];
+    let provider_fields: Vec<(&str, Vec<u8>)> = vec![
+        ("key", pc(&p.key)),
+        ("provider", pc(&p.provider)),
+        ("expires_at_ms", pc(&p.expires_at_ms)),
+        ("signature", pc(&p.signature)),
+    ];
+    for (table_name, vector, debug, fields) in [
+        ("dht-record", "dht.record", format!("{r:?}"), record_fields),
+        (
+            "dht-provider-record",
+            "dht.provider-record",
+            format!("{p:?}"),
+            provider_fields,
+        ),
+    ] {
+        let rows = table(table_name);
+        assert_eq!(rows[0][..2], ["field", "type"]);
+        let names: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(names, debug_fields(&debug), "{table_name}: fields in order");
+        // Walk the vector by the documented types; each field holds its value's encoding.
+        let bytes = doc_vector(vector);
+        let mut at = 0;
+        for (row, (name, want)) in rows[1..].iter().zip(&fields) {
+            assert_eq!(row[0], *name, "{table_name}");
+            let start = at;
+            match row[1].as_str() {
+                "[u8; 32]" => at += 32,
+                "u64" => {
+                    read_varint(&bytes, &mut at);
+                }
+                "bytes" => {
+                    let n = read_varint(&bytes, &mut at) as usize;
+                    at += n;
+                }
+                other => panic!("{table_name}: unknown type {other}"),
+            }
+            assert_eq!(&bytes[start..at], &want[..], "{table_name}: {name}");
+        }
+        assert_eq!(
+            rows.len() - 1,
+            fields.len(),
+            "{table_name}: one row per field"
+        );
+        assert_eq!(at, bytes.len(), "{table_name}: the fields fill the vector");
+    }
+    // The signature is always the count 64 (`40`) and 64 bytes.
+    assert_eq!(pc(&r.signature)[0], 0x40);
+    assert_eq!(pc(&r.signature).len(), 65);
+}
+
+#[test]
+fn dht_key_derivations_follow_the_documented_formula() {
+    // Key::derive recomputed with plain BLAKE3.
+    let derive = |label: &[u8], parts: &[&[u8]]| {
+        let mut h = blake3::Hasher::new();
+        h.update(&(label.len() as u64).to_be_bytes());
+        h.update(label);
+        for p in parts {
+            h.update(&(p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        h.finalize().as_bytes().to_vec()
+    };
+    let p = doc_vector("dht.node-p");
+    assert_eq!(
+        derive(b"covey/v1/dht-record-key", &[&p, RECORD_NAME]),
+        doc_vector("dht.record-key")
+    );
+    let app = doc_vector("rendezvous.key");
+    assert_eq!(
+        derive(b"covey/v1/dht-provider-key", &[&app]),
+        doc_vector("rendezvous.provider-key")
+    );
+    // And the code's own helpers agree.
+    let p32: [u8; 32] = p.clone().try_into().unwrap();
+    assert_eq!(
+        dht_record::record_key(&p32, RECORD_NAME).0.to_vec(),
+        doc_vector("dht.record-key")
+    );
+    assert_eq!(
+        Key::derive(b"x", &[b"a", b"bc"]).0.to_vec(),
+        derive(b"x", &[b"a", b"bc"])
+    );
+    // Length prefixes keep part boundaries apart.
+    assert_ne!(
+        Key::derive(b"x", &[b"ab", b"c"]),
+        Key::derive(b"x", &[b"a", b"bc"])
+    );
+}
+
+#[test]
+fn rendezvous_vectors_follow_the_documented_derivation() {
+    let keys = GroupKeys::from_root(&Secret32::from_bytes(RENDEZVOUS_ROOT));
+    let secret = doc_vector("rendezvous.secret");
+    assert_eq!(keys.rendezvous_secret.expose().to_vec(), secret);
+    assert_eq!(
+        kdf::derive(
+            &Secret32::from_bytes(RENDEZVOUS_ROOT),
+            kdf::LABEL_RENDEZVOUS
+        )
+        .expose()
+        .to_vec(),
+        secret
+    );
+    let mut out = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, &RENDEZVOUS_ROOT)
+        .expand(b"covey/v1/rendezvous", &mut out)
+        .unwrap();
+    assert_eq!(out.to_vec(), secret);
+    let secret32: [u8; 32] = secret.try_into().unwrap();
+    let key = blake3::keyed_hash(&secret32, &RENDEZVOUS_WINDOW.to_be_bytes());
+    assert_eq!(key.as_bytes().to_vec(), doc_vector("rendezvous.key"));
+    assert_eq!(
+        keys.rendezvous_key(RENDEZVOUS_WINDOW).to_vec(),
+        doc_vector("rendezvous.key")
+    );
+    assert_eq!(
+        rendezvous_window(RENDEZVOUS_WINDOW * RENDEZVOUS_WINDOW_MS),
+        RENDEZVOUS_WINDOW
+    );
+    assert_eq!(
+        rendezvous_window((RENDEZVOUS_WINDOW + 1) * RENDEZVOUS_WINDOW_MS - 1),
+        RENDEZVOUS_WINDOW
+    );
+    assert_ne!(
+        keys.rendezvous_key(RENDEZVOUS_WINDOW + 1),
+        key.as_bytes()[..]
+    );
+    // The provider key of the rendezvous key, through the code's helper.
+    assert_eq!(
+        dht_record::provider_key(&keys.rendezvous_key(RENDEZVOUS_WINDOW))
+            .0
+            .to_vec(),
+        doc_vector("rendezvous.provider-key")
+    );
+}
+
+#[test]
+fn rendezvous_window_table_follows_the_rule() {
+    let skew_ms = node_constants()["CLOCK_SKEW_MS"];
+    let rows = table("rendezvous-windows");
+    assert_eq!(
+        rows[0][..3],
+        ["now (unix ms)", "announced under", "searched under"]
+    );
+    let list = |cell: &str| -> Vec<u64> {
+        cell.split(',')
+            .map(|n| n.trim().parse().unwrap_or_else(|e| panic!("{cell}: {e}")))
+            .collect()
+    };
+    for row in &rows[1..] {
+        let now: u64 = first_token(&row[0]).parse().unwrap();
+        let mut announce = vec![
+            rendezvous_window(now.saturating_sub(skew_ms)),
+            rendezvous_window(now),
+            rendezvous_window(now + skew_ms),
+        ];
+        announce.dedup();
+        assert_eq!(list(&row[1]), announce, "announce windows at {now}");
+        assert_eq!(
+            list(&row[2]),
+            vec![rendezvous_window(now)],
+            "search at {now}"
+        );
+    }
+    assert!(
+        rows.len() >= 4,
+        "a row each for the start, middle and end of a window"
+    );
+}
+
+#[test]
+fn dht_hints_and_frame_follow_the_documented_layout() {
+    let f = dht_fixture();
+    let hints = doc_vector("dht.hints");
+    let decoded: Vec<EndpointAddr> = postcard::from_bytes(&hints).unwrap();
+    assert_eq!(decoded, f.hints);
+    assert_eq!(decoded[0].id.as_bytes().to_vec(), doc_vector("dht.node-p"));
+    assert_eq!(
+        decoded[0].ip_addrs().collect::<Vec<_>>(),
+        vec![&HINT_ADDR.parse::<std::net::SocketAddr>().unwrap()]
+    );
+    // Count, id, address count, then `Ip` (1), `V4` (0), the octets and the port varint.
+    assert_eq!(hints[0], 1);
+    assert_eq!(&hints[33..], &[1, 1, 0, 127, 0, 0, 1, 0x92, 0x21]);
+
+    // The frame, split the way the driver reads it.
+    let frame = doc_vector("dht.frame");
+    let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, frame.len() - 4);
+    let rest = &frame[4..];
+    let message_len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+    let (message, tail) = rest[4..].split_at(message_len);
+    assert_eq!(
+        dht_proto::decode(message).unwrap(),
+        DhtMessage::Request {
+            id: 1,
+            body: Request::Ping
+        }
+    );
+    assert_eq!(message, doc_vector("dht.ping"));
+    assert_eq!(tail, &hints[..]);
+    // Bytes after the hints are ignored by the hint decoder (postcard's `from_bytes`).
+    let mut padded = hints.clone();
+    padded.extend_from_slice(&[0xff; 3]);
+    assert_eq!(
+        postcard::from_bytes::<Vec<EndpointAddr>>(&padded).unwrap(),
+        f.hints
+    );
+    // No hints at all (an empty tail) is not a hint list.
+    assert!(postcard::from_bytes::<Vec<EndpointAddr>>(&[]).is_err());
+}
+
+#[test]
+fn transport_address_table_matches_postcard() {
+    let rows = table("dht-transport-addr");
+    assert_eq!(rows[0][..2], ["address", "encoding"]);
+    let mut kinds = BTreeSet::new();
+    for row in &rows[1..] {
+        let (kind, value) = row[0].split_once(' ').expect("<kind> <value>");
+        let addr = match kind {
+            "Relay" => TransportAddr::Relay(value.parse().unwrap()),
+            "Ip" => TransportAddr::Ip(value.parse().unwrap()),
+            other => panic!("unknown address kind {other}"),
+        };
+        kinds.insert(kind.to_owned());
+        let bytes = unhex(&row[1], &row[0]);
+        assert_eq!(
+            hex::encode(postcard::to_stdvec(&addr).unwrap()),
+            hex::encode(&bytes),
+            "{}",
+            row[0]
+        );
+        assert_eq!(
+            postcard::from_bytes::<TransportAddr>(&bytes).unwrap(),
+            addr,
+            "{}",
+            row[0]
+        );
+    }
+    assert_eq!(kinds.len(), 2);
+}
+
+#[test]
+fn dht_negative_vectors_fail_to_decode() {
+    let negatives: BTreeMap<String, Vec<u8>> = hex_blocks("negative")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("dht."))
+        .collect();
+    assert!(negatives.len() >= 10);
+    for (name, bytes) in &negatives {
+        let decoded = dht_proto::decode(bytes);
+        assert!(decoded.is_err(), "negative {name} decoded to {decoded:?}");
+    }
+    // The refusals are the documented ones.
+    let too_large = |name: &str, what: &'static str, len: usize, limit: usize| {
+        assert_eq!(
+            dht_proto::decode(&negatives[name]),
+            Err(WireError::TooLarge { what, len, limit }),
+            "{name}"
+        );
+    };
+    too_large(
+        "dht.name-over-limit",
+        "record name",
+        MAX_NAME_LEN + 1,
+        MAX_NAME_LEN,
+    );
+    too_large(
+        "dht.value-over-ceiling",
+        "record value",
+        MAX_VALUE_CEILING + 1,
+        MAX_VALUE_CEILING,
+    );
+    too_large(
+        "dht.providers-over-limit",
+        "provider list",
+        MAX_PROVIDERS_PER_RESPONSE + 1,
+        MAX_PROVIDERS_PER_RESPONSE,
+    );
+    too_large(
+        "dht.message-over-limit",
+        "dht message",
+        MAX_MESSAGE_BYTES + 1,
+        MAX_MESSAGE_BYTES,
+    );
+    // Each is one step from a valid message.
+    let store = doc_vector("dht.store");
+    for cut in 0..store.len() {
+        assert!(dht_proto::decode(&store[..cut]).is_err(), "prefix {cut}");
+    }
+    let trailing = &negatives["dht.trailing-byte"];
+    assert_eq!(
+        dht_proto::decode(&trailing[..trailing.len() - 1]),
+        Ok(DhtMessage::Request {
+            id: 1,
+            body: Request::Ping
+        })
+    );
+    for ok in [
+        &[1u8, 7, 3, 0, 1, 2, 0][..], // refusal 2 (Full)
+        &[1, 5, 4, 1],                // accepted: true
+        &[1, 3, 2, 0, 0],             // record: None, no contacts
+        &[1, 2, 1, 0],                // no contacts
+    ] {
+        assert!(dht_proto::decode(ok).is_ok(), "{ok:?}");
+    }
+    // 64 zero records pass the count check and fail only on their empty signatures.
+    assert!(matches!(
+        dht_proto::decode(&zero_providers(MAX_PROVIDERS_PER_RESPONSE)),
+        Err(WireError::Malformed(_))
+    ));
+    let f = dht_fixture();
+    let at_limits = Record {
+        name: vec![b'n'; MAX_NAME_LEN],
+        value: vec![0; MAX_VALUE_CEILING],
+        ..f.record.clone()
+    };
+    let bytes = postcard::to_stdvec(&DhtMessage::Request {
+        id: 4,
+        body: Request::Store { record: at_limits },
+    })
+    .unwrap();
+    assert!(
+        dht_proto::decode(&bytes).is_ok(),
+        "name and value at their limits"
+    );
+    let sixty_four = DhtMessage::Response {
+        id: 6,
+        body: Response::Providers {
+            providers: vec![f.provider.clone(); MAX_PROVIDERS_PER_RESPONSE],
+            contacts: vec![],
+        },
+    };
+    assert!(dht_proto::decode(&dht_encode(&sixty_four)).is_ok());
+    // Contact lists are bounded only by the message size: more than k still decode.
+    let many = DhtMessage::Response {
+        id: 2,
+        body: Response::Nodes {
+            contacts: vec![Key([9; 32]); 2000],
+        },
+    };
+    assert!(dht_proto::decode(&dht_encode(&many)).is_ok());
+}
+
+#[test]
+fn dht_variant_table_matches_the_encoding() {
+    let rows = table("dht-variants");
+    assert_eq!(rows[0][..4], ["type", "index", "variant", "fields"]);
+    let mut want: Vec<(String, u8, String, Vec<String>)> = Vec::new();
+    let mut add = |ty: &str, bytes: Vec<u8>, debug: String| {
+        let variant = debug_variant(&debug);
+        if !want.iter().any(|(t, _, v, _)| t == ty && *v == variant) {
+            want.push((ty.to_owned(), bytes[0], variant, debug_fields(&debug)));
+        }
+    };
+    for message in [
+        DhtMessage::Request {
+            id: 0,
+            body: Request::Ping,
+        },
+        DhtMessage::Response {
+            id: 0,
+            body: Response::Pong,
+        },
+    ] {
+        add("Message", dht_encode(&message), format!("{message:?}"));
+    }
+    for (_, message) in dht_messages() {
+        match message {
+            DhtMessage::Request { body, .. } => add(
+                "Request",
+                postcard::to_stdvec(&body).unwrap(),
+                format!("{body:?}"),
+            ),
+            DhtMessage::Response { body, .. } => add(
+                "Response",
+                postcard::to_stdvec(&body).unwrap(),
+                format!("{body:?}"),
+            ),
+        }
+    }
+    for refusal in [Refusal::Invalid, Refusal::Conflict, Refusal::Full] {
+        add(
+            "Refusal",
+            postcard::to_stdvec(&refusal).unwrap(),
+            format!("{refusal:?}"),
+        );
+    }
+    let order = ["Message", "Request", "Response", "Refusal"];
+    want.sort_by_key(|w| (order.iter().position(|o| *o == w.0), w.1));
+    let got: Vec<(String, u8, String, Vec<String>)> = rows[1..]
+        .iter()
+        .map(|r| {
+            let fields = if r[3] == "—" {
+                Vec::new()
+            } else {
+                r[3].split(',')
+                    .map(|f| f.split(':').next().unwrap().trim().to_owned())
+                    .collect()
+            };
+            (r[0].clone(), r[1].parse().unwrap(), r[2].clone(), fields)
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// The private constants of the DHT driver and the rendezvous task, read from their source:
+/// `const NAME: T = <expr>;` (optionally `pub` or `pub(super)`) with `<expr>` a sum of
+/// products of integers, earlier constants, `RENDEZVOUS_WINDOW_MS`, `MAX_MESSAGE_BYTES` and
+/// `Duration::from_secs(n)` or `from_millis(n)` (as ms).
+fn node_constants() -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    out.insert("MAX_MESSAGE_BYTES".into(), MAX_MESSAGE_BYTES as u64);
+    out.insert(
+        "crate::group::RENDEZVOUS_WINDOW_MS".into(),
+        RENDEZVOUS_WINDOW_MS,
+    );
+    for path in [DRIVER_PATH, RENDEZVOUS_PATH] {
+        let source =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        for line in source.lines() {
+            let line = line.trim();
+            let line = line
+                .strip_prefix("pub(super) ")
+                .or_else(|| line.strip_prefix("pub "))
+                .unwrap_or(line);
+            let Some(rest) = line.strip_prefix("const ") else {
+                continue;
+            };
+            let Some((name, rest)) = rest.split_once(':') else {
+                continue;
+            };
+            let Some((_, expr)) = rest.split_once('=') else {
+                continue;
+            };
+            let expr = expr.trim().trim_end_matches(';');
+            let factor = |f: &str| -> Option<u64> {
+                let f = f.trim();
+                let call = |prefix: &str| {
+                    f.strip_prefix(prefix)
+                        .and_then(|n| n.strip_suffix(')'))
+                        .and_then(|n| n.replace('_', "").parse::<u64>().ok())
+                };
+                if let Some(secs) = call("Duration::from_secs(") {
+                    return Some(secs * 1000);
+                }
+                if let Some(ms) = call("Duration::from_millis(") {
+                    return Some(ms);
+                }
+                f.replace('_', "")
+                    .parse()
+                    .ok()
+                    .or_else(|| out.get(f).copied())
+            };
+            let value: Option<u64> = expr
+                .split('+')
+                .map(|term| term.split('*').map(factor).product::<Option<u64>>())
+                .sum();
+            if let Some(v) = value {
+                out.insert(name.trim().to_owned(), v);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dht_constants_table_matches_the_code() {
+    let config = DhtConfig::default();
+    let limits = RecordLimits::default();
+    let quotas = MemoryQuotas::default();
+    let settings = DhtSettings::default();
+    let driver = node_constants();
+    let from_driver = |name: &str| -> String {
+        driver
+            .get(name)
+            .unwrap_or_else(|| panic!("{DRIVER_PATH} or {RENDEZVOUS_PATH} has no constant {name}"))
+            .to_string()
+    };
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    let want: BTreeMap<&str, String> = [
+        ("DHT_ALPN", text(DHT_ALPN)),
+        ("MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES.to_string()),
+        (
+            "MAX_PROVIDERS_PER_RESPONSE",
+            MAX_PROVIDERS_PER_RESPONSE.to_string(),
+        ),
+        ("MAX_NAME_LEN", MAX_NAME_LEN.to_string()),
+        ("MAX_VALUE_CEILING", MAX_VALUE_CEILING.to_string()),
+        ("SIGNATURE_LEN", dht_record::SIGNATURE_LEN.to_string()),
+        ("RECORD_SIGNATURE_LABEL", text(RECORD_SIGNATURE_LABEL)),
+        ("PROVIDER_SIGNATURE_LABEL", text(PROVIDER_SIGNATURE_LABEL)),
+        ("RECORD_KEY_LABEL", text(RECORD_KEY_LABEL)),
+        ("PROVIDER_KEY_LABEL", text(PROVIDER_KEY_LABEL)),
+        ("LABEL_RENDEZVOUS", kdf::LABEL_RENDEZVOUS.to_owned()),
+        ("RENDEZVOUS_WINDOW_MS", RENDEZVOUS_WINDOW_MS.to_string()),
+        ("MAX_HINTS", from_driver("MAX_HINTS")),
+        ("MAX_ADDRS_PER_HINT", from_driver("MAX_ADDRS_PER_HINT")),
+        ("MAX_HINT_BYTES", from_driver("MAX_HINT_BYTES")),
+        ("MAX_FRAME_BYTES", from_driver("MAX_FRAME_BYTES")),
+        ("FRAME_TIMEOUT", from_driver("FRAME_TIMEOUT")),
+        ("CONNECT_TIMEOUT", from_driver("CONNECT_TIMEOUT")),
+        ("JOIN_REFRESH_BUCKETS", from_driver("JOIN_REFRESH_BUCKETS")),
+        ("CLOCK_SKEW_MS", from_driver("CLOCK_SKEW_MS")),
+        ("ANNOUNCE_TTL_MS", from_driver("ANNOUNCE_TTL_MS")),
+        ("REANNOUNCE_MS", from_driver("REANNOUNCE_MS")),
+        ("FIRST_RETRY_MS", from_driver("FIRST_RETRY_MS")),
+        (
+            "rendezvous_interval_ms",
+            settings.rendezvous_interval_ms.to_string(),
+        ),
+        ("k", config.k.to_string()),
+        ("alpha", config.alpha.to_string()),
+        ("request_timeout_ms", config.request_timeout_ms.to_string()),
+        (
+            "refresh_interval_ms",
+            config.refresh_interval_ms.to_string(),
+        ),
+        (
+            "replicate_interval_ms",
+            config.replicate_interval_ms.to_string(),
+        ),
+        ("provider_ttl_ms", config.provider_ttl_ms.to_string()),
+        (
+            "reprovide_interval_ms",
+            config.reprovide_interval_ms.to_string(),
+        ),
+        ("requests_per_sec", config.requests_per_sec.to_string()),
+        ("request_burst", config.request_burst.to_string()),
+        ("max_value", limits.max_value.to_string()),
+        ("max_ttl_ms", limits.max_ttl_ms.to_string()),
+        (
+            "max_provider_ttl_ms",
+            limits.max_provider_ttl_ms.to_string(),
+        ),
+        (
+            "max_providers_per_key",
+            quotas.max_providers_per_key.to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(config.limits, limits, "the DHT's default limits");
+    assert_eq!(
+        settings.protocol, config,
+        "the node runs the DHT's defaults"
+    );
+    assert_eq!(settings.quotas, quotas, "the node's default store quotas");
+    assert!(settings.rendezvous, "rendezvous is on by default");
+    let rows = table("dht-constants");
+    assert_eq!(rows[0][0], "constant");
+    let got: BTreeMap<&str, &str> = rows[1..]
+        .iter()
+        .map(|r| (r[0].as_str(), first_token(&r[1])))
+        .collect();
+    assert_eq!(got.len(), rows.len() - 1, "a constant is listed twice");
+    let want_ref: BTreeMap<&str, &str> = want.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(got, want_ref);
+    assert_eq!(
+        driver["MAX_FRAME_BYTES"],
+        (4 + MAX_MESSAGE_BYTES) as u64 + driver["MAX_HINT_BYTES"]
+    );
 }

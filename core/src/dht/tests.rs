@@ -1374,3 +1374,52 @@ fn provide_ttl_is_bounded_by_the_record_ttl_limit_on_both_sides() {
     assert!(bad.validate().is_err());
     assert!(DhtConfig::default().validate().is_ok());
 }
+
+#[test]
+fn a_probed_peer_joins_the_routing_table_only_if_it_answers() {
+    let mut net = Net::new(12, small_config());
+    let ids = net.ids();
+    let me = ids[0];
+    // A node that never joined: `me` can only learn of it outside the DHT (as over a sync
+    // connection).
+    let s = secret(999);
+    let d = Dht::new(
+        s.clone(),
+        MemoryStore::default(),
+        small_config(),
+        [9; 32],
+        net.now,
+    )
+    .unwrap();
+    let stranger = d.id();
+    net.nodes.insert(stranger, d);
+    net.secrets.insert(stranger, s);
+    assert!(!net.nodes[&me].routing().contains(&stranger));
+    let sent = net.nodes[&me].counters().requests_out;
+    let now = net.now;
+    // Probing ourselves or a known contact sends nothing.
+    net.node(&me).probe(me, now);
+    net.node(&me).probe(ids[1], now);
+    net.flush(me);
+    assert!(net.nodes[&me].routing().contains(&ids[1]));
+    assert_eq!(net.nodes[&me].counters().requests_out, sent);
+    // A silent peer is pinged once, times out, and never joins.
+    let silent = flip(me, 7);
+    net.silent.insert(silent);
+    let timeouts = net.nodes[&me].counters().timeouts;
+    net.node(&me).probe(silent, now);
+    net.run();
+    // A probe is no operation, so the test network's run leaves its timer alone: fire it.
+    net.now += small_config().request_timeout_ms;
+    let now = net.now;
+    net.node(&me).handle_timeout(now);
+    net.flush(me);
+    assert_eq!(net.nodes[&me].counters().requests_out, sent + 1);
+    assert_eq!(net.nodes[&me].counters().timeouts, timeouts + 1);
+    assert!(!net.nodes[&me].routing().contains(&silent));
+    // A peer that speaks the DHT answers the ping and joins.
+    let now = net.now;
+    net.node(&me).probe(stranger, now);
+    net.run();
+    assert!(net.nodes[&me].routing().contains(&stranger));
+}

@@ -111,15 +111,14 @@ pub(super) async fn run(inner: Arc<Inner>) {
             if now_ms() >= state.next_search_ms {
                 let key = group_keys.rendezvous_key(rendezvous_window(now_ms()));
                 let met = search(&inner, &key).await;
+                let wait = if met { interval_ms } else { state.retry_ms };
+                // Once members are found the search starts fast again if they all go away.
                 state.retry_ms = if met {
-                    interval_ms
+                    FIRST_RETRY_MS
                 } else {
-                    state
-                        .retry_ms
-                        .saturating_mul(2)
-                        .clamp(FIRST_RETRY_MS, interval_ms)
+                    state.retry_ms.saturating_mul(2).min(interval_ms)
                 };
-                state.next_search_ms = now_ms().saturating_add(state.retry_ms);
+                state.next_search_ms = now_ms().saturating_add(wait);
             }
         }
         let next = groups
