@@ -360,8 +360,9 @@ for m in re.finditer(r"(?<![.\w$])([A-Z]\w*)", t2):
     elif name not in test_types and name not in SWIFT_TYPES and not name.startswith("XCT"):
         unknown.append(f"type {name}")
 
-# Member accesses and method calls: .name and .name(args).
-for m in re.finditer(r"(?<![.\w])(?:\w+|\$\d|\)|\]|\?|!)?\.([A-Za-z_]\w*)\s*(\()?", t2):
+# Member accesses and method calls: .name and .name(args), each link of a chain such as
+# `status.dht.contacts` or `r?.value.count` (not the `.`s of `...` and `..<`).
+for m in re.finditer(r"(?<!\.)\.([A-Za-z_]\w*)\s*(\()?", t2):
     name = m.group(1)
     if m.group(2):
         args, _ = balanced(t2, m.end() - 1)

@@ -20,8 +20,8 @@ pub use group::{GroupId, GroupKind};
 pub use iroh::EndpointId;
 pub use keystore::{FileKeyStore, KeyStore};
 pub use node::{
-    Delivery, DhtRecord, Entry, EntryId, EntryMeta, Event, GroupInfo, Member, Node, NodeConfig,
-    NodeStatus, Subscription, SyncCounters,
+    Delivery, DhtRecord, DhtSettings, DhtStatus, Entry, EntryId, EntryMeta, Event, GroupInfo,
+    Member, Node, NodeConfig, NodeStatus, Subscription, SyncCounters,
 };
 pub use store::Durability;
 pub use sync::proto::SyncState;

@@ -24,8 +24,8 @@ pub use logger::{LogLevel, LogRecord, Logger, set_logger};
 pub use node::Node;
 pub use runtime::runtime;
 pub use types::{
-    Delivery, DhtRecord, Durability, Entry, EntryMeta, Event, GroupInfo, GroupKind, Member,
-    NodeConfig, NodeStatus, SyncCounters, SyncState,
+    Delivery, DhtRecord, DhtStatus, Durability, Entry, EntryMeta, Event, GroupInfo, GroupKind,
+    Member, NodeConfig, NodeStatus, SyncCounters, SyncState,
 };
 
 uniffi::setup_scaffolding!();

@@ -57,6 +57,16 @@ pub struct NodeConfig {
     /// 64 MiB.
     #[uniffi(default)]
     pub max_payload_bytes: Option<u64>,
+    /// Announce this node in the DHT rendezvous of each joined group and dial the members
+    /// found there; `None` means on (the default). The DHT peers a rendezvous goes through
+    /// learn only that some node announced some key, not which group.
+    #[uniffi(default)]
+    pub dht_rendezvous: Option<bool>,
+    /// Largest DHT record value this node publishes with `dht_put` and stores for others, in
+    /// bytes; `None` means 1 KiB. From 1 byte to 32 KiB; anything else fails `open` with
+    /// `InvalidInput`.
+    #[uniffi(default)]
+    pub dht_max_value_bytes: Option<u64>,
 }
 
 impl TryFrom<NodeConfig> for covey_core::NodeConfig {
@@ -89,6 +99,22 @@ impl TryFrom<NodeConfig> for covey_core::NodeConfig {
             .map(|ks| Arc::new(ForeignKeyStore::new(ks)) as Arc<dyn covey_core::KeyStore>);
         config.durability = c.durability.unwrap_or(Durability::Normal).into();
         config.nat_traversal = c.nat_traversal;
+        if let Some(on) = c.dht_rendezvous {
+            config.dht.rendezvous = on;
+        }
+        if let Some(bytes) = c.dht_max_value_bytes {
+            // Core refuses a limit above its ceiling (32 KiB) but not zero, which would refuse
+            // every value but the empty one.
+            let bytes = usize::try_from(bytes)
+                .ok()
+                .filter(|&b| b > 0)
+                .ok_or_else(|| {
+                    CoveyError::invalid(format!(
+                        "dht_max_value_bytes {bytes} is out of range (1 byte to 32 KiB)"
+                    ))
+                })?;
+            config.dht.protocol.limits.max_value = bytes;
+        }
         Ok(config)
     }
 }
@@ -318,6 +344,55 @@ impl From<covey_core::SyncCounters> for SyncCounters {
     }
 }
 
+/// The DHT side of [`NodeStatus`]: the routing table's size and what the DHT saw since the
+/// node opened.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DhtStatus {
+    /// Contacts in the routing table.
+    pub contacts: u32,
+    /// Requests from DHT peers answered.
+    pub requests_in: u64,
+    /// Requests sent to DHT peers.
+    pub requests_out: u64,
+    /// Requests from peers dropped by the per-peer rate limit.
+    pub rate_limited: u64,
+    /// Requests to peers that timed out.
+    pub timeouts: u64,
+    /// Records or provider records refused (bad signature, expiry, size, wrong key).
+    pub invalid_records: u64,
+    /// Stores refused for a stale or conflicting sequence.
+    pub conflicts: u64,
+    /// DHT messages that failed to decode.
+    pub undecodable: u64,
+    /// Frames dropped before they were handled (oversized, malformed, too slow).
+    pub frames_dropped: u64,
+    /// Dials to DHT peers that failed or timed out.
+    pub dial_failures: u64,
+    /// Times no bootstrap peer answered and the contacts cached in the store were used.
+    pub bootstrap_fallbacks: u64,
+    /// Group members found through a rendezvous and dialed.
+    pub rendezvous_found: u64,
+}
+
+impl From<covey_core::node::DhtStatus> for DhtStatus {
+    fn from(s: covey_core::node::DhtStatus) -> Self {
+        Self {
+            contacts: s.contacts,
+            requests_in: s.counters.requests_in,
+            requests_out: s.counters.requests_out,
+            rate_limited: s.counters.rate_limited,
+            timeouts: s.counters.timeouts,
+            invalid_records: s.counters.invalid_records,
+            conflicts: s.counters.conflicts,
+            undecodable: s.counters.undecodable,
+            frames_dropped: s.frames_dropped,
+            dial_failures: s.dial_failures,
+            bootstrap_fallbacks: s.bootstrap_fallbacks,
+            rendezvous_found: s.rendezvous_found,
+        }
+    }
+}
+
 /// A snapshot of the node's state.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct NodeStatus {
@@ -335,6 +410,8 @@ pub struct NodeStatus {
     pub paused: bool,
     /// Sync counters.
     pub counters: SyncCounters,
+    /// The DHT's routing table size and counters.
+    pub dht: DhtStatus,
 }
 
 impl From<covey_core::NodeStatus> for NodeStatus {
@@ -347,6 +424,7 @@ impl From<covey_core::NodeStatus> for NodeStatus {
             entries: s.entries,
             paused: s.paused,
             counters: s.counters.into(),
+            dht: s.dht.into(),
         }
     }
 }
@@ -465,6 +543,8 @@ mod tests {
             durability: None,
             nat_traversal: false,
             max_payload_bytes: None,
+            dht_rendezvous: None,
+            dht_max_value_bytes: None,
         }
     }
 
@@ -497,5 +577,41 @@ mod tests {
         assert_eq!(core.bind_addr, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
         assert_eq!(core.durability, covey_core::Durability::Full);
         assert_eq!(core.max_payload_bytes, 4096);
+    }
+
+    #[test]
+    fn dht_settings_map_to_core_and_zero_or_unrepresentable_limits_are_invalid_input() {
+        let core = covey_core::NodeConfig::try_from(config("/tmp/x")).expect("valid");
+        assert!(core.dht.rendezvous);
+        assert_eq!(core.dht.protocol.limits.max_value, 1024);
+
+        let mut c = config("/tmp/x");
+        c.dht_rendezvous = Some(false);
+        c.dht_max_value_bytes = Some(2048);
+        let core = covey_core::NodeConfig::try_from(c).expect("valid");
+        assert!(!core.dht.rendezvous);
+        assert_eq!(core.dht.protocol.limits.max_value, 2048);
+
+        let mut c = config("/tmp/x");
+        c.dht_rendezvous = Some(true);
+        let core = covey_core::NodeConfig::try_from(c).expect("valid");
+        assert!(core.dht.rendezvous);
+
+        let mut c = config("/tmp/x");
+        c.dht_max_value_bytes = Some(0);
+        let err = covey_core::NodeConfig::try_from(c).expect_err("zero");
+        assert!(matches!(err, CoveyError::InvalidInput { .. }), "{err:?}");
+        assert!(err.to_string().contains("dht_max_value_bytes"), "{err}");
+
+        // Above the ceiling core refuses it at open (see ffi/tests); a u64 that does not fit
+        // a usize is refused here.
+        if usize::try_from(u64::MAX).is_err() {
+            let mut c = config("/tmp/x");
+            c.dht_max_value_bytes = Some(u64::MAX);
+            assert!(matches!(
+                covey_core::NodeConfig::try_from(c),
+                Err(CoveyError::InvalidInput { .. })
+            ));
+        }
     }
 }

@@ -213,6 +213,71 @@ fn dht_records_and_providers_on_a_lone_node() {
     });
 }
 
+#[test]
+fn dht_status_and_value_limit_on_a_lone_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    block_on(async {
+        // The default limit is 1 KiB: 1024 bytes go in, 1025 do not.
+        let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
+        let status = a.status().await.unwrap();
+        assert_eq!(status.dht.contacts, 0, "{:?}", status.dht);
+        assert_eq!(status.dht.rendezvous_found, 0, "{:?}", status.dht);
+        assert_eq!(status.dht.bootstrap_fallbacks, 0, "{:?}", status.dht);
+        assert_eq!(a.dht_put("d".into(), vec![1; 1024], 60, None).await, Ok(1));
+        let err = a
+            .dht_put("d".into(), vec![1; 1025], 60, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CoveyError::InvalidInput { .. }), "{err:?}");
+        assert!(err.to_string().contains("1024"), "{err}");
+        a.shutdown().await.unwrap();
+
+        // A configured 2 KiB limit, with rendezvous off.
+        let mut c = config(&tmp.path().join("b"));
+        c.dht_max_value_bytes = Some(2048);
+        c.dht_rendezvous = Some(false);
+        let b = Node::open(c).await.unwrap();
+        assert_eq!(b.dht_put("v".into(), vec![2; 2048], 60, None).await, Ok(1));
+        let r = b.dht_get(b.node_id(), "v".into()).await.unwrap().unwrap();
+        assert_eq!(r.value, vec![2; 2048]);
+        let err = b
+            .dht_put("v".into(), vec![2; 2049], 60, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CoveyError::InvalidInput { .. }), "{err:?}");
+        assert!(err.to_string().contains("2048"), "{err}");
+        // The refused put changed nothing.
+        let r = b.dht_get(b.node_id(), "v".into()).await.unwrap().unwrap();
+        assert_eq!((r.seq, r.value.len()), (1, 2048));
+        let status = b.status().await.unwrap();
+        assert_eq!(status.dht.contacts, 0, "{:?}", status.dht);
+        assert_eq!(status.dht.rendezvous_found, 0, "{:?}", status.dht);
+        b.shutdown().await.unwrap();
+
+        // The ceiling itself, 32 KiB, is allowed.
+        let mut c = config(&tmp.path().join("c"));
+        c.dht_max_value_bytes = Some(32 * 1024);
+        let n = Node::open(c).await.unwrap();
+        assert_eq!(
+            n.dht_put("big".into(), vec![3; 32 * 1024], 60, None).await,
+            Ok(1)
+        );
+        n.shutdown().await.unwrap();
+
+        // Zero, above the 32 KiB ceiling, and far above it are refused at open.
+        for (i, bytes) in [0, 32 * 1024 + 1, 40_000, u64::MAX].into_iter().enumerate() {
+            let mut c = config(&tmp.path().join(format!("bad{i}")));
+            c.dht_max_value_bytes = Some(bytes);
+            let res = Node::open(c).await;
+            assert!(
+                matches!(res, Err(CoveyError::InvalidInput { .. })),
+                "dht_max_value_bytes {bytes}: {:?}",
+                res.err()
+            );
+        }
+    });
+}
+
 #[derive(Default)]
 struct MemKeys {
     secrets: Mutex<HashMap<String, Vec<u8>>>,

@@ -80,6 +80,41 @@ async def test_dht_on_a_lone_node(nodes):
     assert await a.dht_providers(b"unknown") == []
 
 
+async def test_dht_status_and_value_limit_on_a_lone_node(nodes):
+    # The default limit is 1 KiB: 1024 bytes go in, 1025 do not.
+    a = await nodes.open()
+    status = await a.status()
+    assert isinstance(status.dht, covey.DhtStatus)
+    assert status.dht.contacts == 0 and status.dht.rendezvous_found == 0, status.dht
+    assert await a.dht_put("d", b"x" * 1024, 60, None) == 1
+    with pytest.raises(covey.CoveyError.InvalidInput) as err:
+        await a.dht_put("d", b"x" * 1025, 60, None)
+    assert "1024" in err.value.message
+
+    # A configured 2 KiB limit, with rendezvous off.
+    b = await nodes.open(dht_max_value_bytes=2048, dht_rendezvous=False)
+    assert await b.dht_put("v", b"y" * 2048, 60, None) == 1
+    with pytest.raises(covey.CoveyError.InvalidInput) as err:
+        await b.dht_put("v", b"y" * 2049, 60, None)
+    assert "2048" in err.value.message
+    r = await b.dht_get(b.node_id(), "v")
+    assert (r.seq, r.value) == (1, b"y" * 2048)  # the refused put changed nothing
+    status = await b.status()
+    assert status.dht.contacts == 0 and status.dht.rendezvous_found == 0, status.dht
+
+
+async def test_dht_value_limit_out_of_range_is_refused_at_open(tmp_path):
+    for i, bytes_ in enumerate([0, 32 * 1024 + 1, 40000, 2**64 - 1]):
+        with pytest.raises(covey.CoveyError.InvalidInput):
+            await covey.Node.open(config(str(tmp_path / f"n{i}"), dht_max_value_bytes=bytes_))
+    # The 32 KiB ceiling itself is allowed.
+    n = await covey.Node.open(config(str(tmp_path / "ceiling"), dht_max_value_bytes=32 * 1024))
+    try:
+        assert await n.dht_put("big", bytes(32 * 1024), 60, None) == 1
+    finally:
+        await n.shutdown()
+
+
 async def test_oversized_payload_is_invalid_input(nodes):
     small = await nodes.open(max_payload_bytes=1024)
     g = await small.join_passphrase(PASS, "small")

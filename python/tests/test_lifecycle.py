@@ -78,6 +78,8 @@ def test_package_exports_and_typing_marker():
     cfg = covey.NodeConfig(data_dir="/tmp/x")
     assert cfg.bind_addr is None and cfg.bootstrap == [] and cfg.key_store is None
     assert cfg.nat_traversal is False and cfg.durability is None
+    assert cfg.max_payload_bytes is None
+    assert cfg.dht_rendezvous is None and cfg.dht_max_value_bytes is None
 
 
 async def test_a_dropped_node_is_shut_down_in_the_background(tmp_path):

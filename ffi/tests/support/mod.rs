@@ -17,5 +17,7 @@ pub fn loopback_config(dir: &std::path::Path) -> covey_ffi::NodeConfig {
         durability: None,
         nat_traversal: false,
         max_payload_bytes: None,
+        dht_rendezvous: None,
+        dht_max_value_bytes: None,
     }
 }

@@ -2235,6 +2235,176 @@ public func FfiConverterTypeDhtRecord_lower(_ value: DhtRecord) -> RustBuffer {
 
 
 /**
+ * The DHT side of [`NodeStatus`]: the routing table's size and what the DHT saw since the
+ * node opened.
+ */
+public struct DhtStatus: Equatable, Hashable {
+    /**
+     * Contacts in the routing table.
+     */
+    public var contacts: UInt32
+    /**
+     * Requests from DHT peers answered.
+     */
+    public var requestsIn: UInt64
+    /**
+     * Requests sent to DHT peers.
+     */
+    public var requestsOut: UInt64
+    /**
+     * Requests from peers dropped by the per-peer rate limit.
+     */
+    public var rateLimited: UInt64
+    /**
+     * Requests to peers that timed out.
+     */
+    public var timeouts: UInt64
+    /**
+     * Records or provider records refused (bad signature, expiry, size, wrong key).
+     */
+    public var invalidRecords: UInt64
+    /**
+     * Stores refused for a stale or conflicting sequence.
+     */
+    public var conflicts: UInt64
+    /**
+     * DHT messages that failed to decode.
+     */
+    public var undecodable: UInt64
+    /**
+     * Frames dropped before they were handled (oversized, malformed, too slow).
+     */
+    public var framesDropped: UInt64
+    /**
+     * Dials to DHT peers that failed or timed out.
+     */
+    public var dialFailures: UInt64
+    /**
+     * Times no bootstrap peer answered and the contacts cached in the store were used.
+     */
+    public var bootstrapFallbacks: UInt64
+    /**
+     * Group members found through a rendezvous and dialed.
+     */
+    public var rendezvousFound: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Contacts in the routing table.
+         */contacts: UInt32, 
+        /**
+         * Requests from DHT peers answered.
+         */requestsIn: UInt64, 
+        /**
+         * Requests sent to DHT peers.
+         */requestsOut: UInt64, 
+        /**
+         * Requests from peers dropped by the per-peer rate limit.
+         */rateLimited: UInt64, 
+        /**
+         * Requests to peers that timed out.
+         */timeouts: UInt64, 
+        /**
+         * Records or provider records refused (bad signature, expiry, size, wrong key).
+         */invalidRecords: UInt64, 
+        /**
+         * Stores refused for a stale or conflicting sequence.
+         */conflicts: UInt64, 
+        /**
+         * DHT messages that failed to decode.
+         */undecodable: UInt64, 
+        /**
+         * Frames dropped before they were handled (oversized, malformed, too slow).
+         */framesDropped: UInt64, 
+        /**
+         * Dials to DHT peers that failed or timed out.
+         */dialFailures: UInt64, 
+        /**
+         * Times no bootstrap peer answered and the contacts cached in the store were used.
+         */bootstrapFallbacks: UInt64, 
+        /**
+         * Group members found through a rendezvous and dialed.
+         */rendezvousFound: UInt64) {
+        self.contacts = contacts
+        self.requestsIn = requestsIn
+        self.requestsOut = requestsOut
+        self.rateLimited = rateLimited
+        self.timeouts = timeouts
+        self.invalidRecords = invalidRecords
+        self.conflicts = conflicts
+        self.undecodable = undecodable
+        self.framesDropped = framesDropped
+        self.dialFailures = dialFailures
+        self.bootstrapFallbacks = bootstrapFallbacks
+        self.rendezvousFound = rendezvousFound
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DhtStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDhtStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DhtStatus {
+        return
+            try DhtStatus(
+                contacts: FfiConverterUInt32.read(from: &buf), 
+                requestsIn: FfiConverterUInt64.read(from: &buf), 
+                requestsOut: FfiConverterUInt64.read(from: &buf), 
+                rateLimited: FfiConverterUInt64.read(from: &buf), 
+                timeouts: FfiConverterUInt64.read(from: &buf), 
+                invalidRecords: FfiConverterUInt64.read(from: &buf), 
+                conflicts: FfiConverterUInt64.read(from: &buf), 
+                undecodable: FfiConverterUInt64.read(from: &buf), 
+                framesDropped: FfiConverterUInt64.read(from: &buf), 
+                dialFailures: FfiConverterUInt64.read(from: &buf), 
+                bootstrapFallbacks: FfiConverterUInt64.read(from: &buf), 
+                rendezvousFound: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DhtStatus, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.contacts, into: &buf)
+        FfiConverterUInt64.write(value.requestsIn, into: &buf)
+        FfiConverterUInt64.write(value.requestsOut, into: &buf)
+        FfiConverterUInt64.write(value.rateLimited, into: &buf)
+        FfiConverterUInt64.write(value.timeouts, into: &buf)
+        FfiConverterUInt64.write(value.invalidRecords, into: &buf)
+        FfiConverterUInt64.write(value.conflicts, into: &buf)
+        FfiConverterUInt64.write(value.undecodable, into: &buf)
+        FfiConverterUInt64.write(value.framesDropped, into: &buf)
+        FfiConverterUInt64.write(value.dialFailures, into: &buf)
+        FfiConverterUInt64.write(value.bootstrapFallbacks, into: &buf)
+        FfiConverterUInt64.write(value.rendezvousFound, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDhtStatus_lift(_ buf: RustBuffer) throws -> DhtStatus {
+    return try FfiConverterTypeDhtStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDhtStatus_lower(_ value: DhtStatus) -> RustBuffer {
+    return FfiConverterTypeDhtStatus.lower(value)
+}
+
+
+/**
  * An entry with its decrypted payload.
  */
 public struct Entry: Equatable, Hashable {
@@ -2778,6 +2948,18 @@ public struct NodeConfig {
      * 64 MiB.
      */
     public var maxPayloadBytes: UInt64?
+    /**
+     * Announce this node in the DHT rendezvous of each joined group and dial the members
+     * found there; `None` means on (the default). The DHT peers a rendezvous goes through
+     * learn only that some node announced some key, not which group.
+     */
+    public var dhtRendezvous: Bool?
+    /**
+     * Largest DHT record value this node publishes with `dht_put` and stores for others, in
+     * bytes; `None` means 1 KiB. From 1 byte to 32 KiB; anything else fails `open` with
+     * `InvalidInput`.
+     */
+    public var dhtMaxValueBytes: UInt64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2807,7 +2989,17 @@ public struct NodeConfig {
         /**
          * Largest payload accepted, from the app and from peers; `None` means 1 MiB. At most
          * 64 MiB.
-         */maxPayloadBytes: UInt64? = nil) {
+         */maxPayloadBytes: UInt64? = nil, 
+        /**
+         * Announce this node in the DHT rendezvous of each joined group and dial the members
+         * found there; `None` means on (the default). The DHT peers a rendezvous goes through
+         * learn only that some node announced some key, not which group.
+         */dhtRendezvous: Bool? = nil, 
+        /**
+         * Largest DHT record value this node publishes with `dht_put` and stores for others, in
+         * bytes; `None` means 1 KiB. From 1 byte to 32 KiB; anything else fails `open` with
+         * `InvalidInput`.
+         */dhtMaxValueBytes: UInt64? = nil) {
         self.dataDir = dataDir
         self.bindAddr = bindAddr
         self.bootstrap = bootstrap
@@ -2816,6 +3008,8 @@ public struct NodeConfig {
         self.durability = durability
         self.natTraversal = natTraversal
         self.maxPayloadBytes = maxPayloadBytes
+        self.dhtRendezvous = dhtRendezvous
+        self.dhtMaxValueBytes = dhtMaxValueBytes
     }
 
     
@@ -2841,7 +3035,9 @@ public struct FfiConverterTypeNodeConfig: FfiConverterRustBuffer {
                 keyStore: FfiConverterOptionTypeKeyStore.read(from: &buf), 
                 durability: FfiConverterOptionTypeDurability.read(from: &buf), 
                 natTraversal: FfiConverterBool.read(from: &buf), 
-                maxPayloadBytes: FfiConverterOptionUInt64.read(from: &buf)
+                maxPayloadBytes: FfiConverterOptionUInt64.read(from: &buf), 
+                dhtRendezvous: FfiConverterOptionBool.read(from: &buf), 
+                dhtMaxValueBytes: FfiConverterOptionUInt64.read(from: &buf)
         )
     }
 
@@ -2854,6 +3050,8 @@ public struct FfiConverterTypeNodeConfig: FfiConverterRustBuffer {
         FfiConverterOptionTypeDurability.write(value.durability, into: &buf)
         FfiConverterBool.write(value.natTraversal, into: &buf)
         FfiConverterOptionUInt64.write(value.maxPayloadBytes, into: &buf)
+        FfiConverterOptionBool.write(value.dhtRendezvous, into: &buf)
+        FfiConverterOptionUInt64.write(value.dhtMaxValueBytes, into: &buf)
     }
 }
 
@@ -2905,6 +3103,10 @@ public struct NodeStatus: Equatable, Hashable {
      * Sync counters.
      */
     public var counters: SyncCounters
+    /**
+     * The DHT's routing table size and counters.
+     */
+    public var dht: DhtStatus
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2929,7 +3131,10 @@ public struct NodeStatus: Equatable, Hashable {
          */paused: Bool, 
         /**
          * Sync counters.
-         */counters: SyncCounters) {
+         */counters: SyncCounters, 
+        /**
+         * The DHT's routing table size and counters.
+         */dht: DhtStatus) {
         self.nodeId = nodeId
         self.connectedPeers = connectedPeers
         self.knownPeers = knownPeers
@@ -2937,6 +3142,7 @@ public struct NodeStatus: Equatable, Hashable {
         self.entries = entries
         self.paused = paused
         self.counters = counters
+        self.dht = dht
     }
 
     
@@ -2961,7 +3167,8 @@ public struct FfiConverterTypeNodeStatus: FfiConverterRustBuffer {
                 groups: FfiConverterUInt32.read(from: &buf), 
                 entries: FfiConverterUInt64.read(from: &buf), 
                 paused: FfiConverterBool.read(from: &buf), 
-                counters: FfiConverterTypeSyncCounters.read(from: &buf)
+                counters: FfiConverterTypeSyncCounters.read(from: &buf), 
+                dht: FfiConverterTypeDhtStatus.read(from: &buf)
         )
     }
 
@@ -2973,6 +3180,7 @@ public struct FfiConverterTypeNodeStatus: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.entries, into: &buf)
         FfiConverterBool.write(value.paused, into: &buf)
         FfiConverterTypeSyncCounters.write(value.counters, into: &buf)
+        FfiConverterTypeDhtStatus.write(value.dht, into: &buf)
     }
 }
 
@@ -4100,6 +4308,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterUInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionBool: FfiConverterRustBuffer {
+    typealias SwiftType = Bool?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterBool.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterBool.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

@@ -26,7 +26,9 @@ func config(
     durability: Durability? = nil,
     maxPayloadBytes: UInt64? = nil,
     bootstrap: [String] = [],
-    relayUrls: [String] = []
+    relayUrls: [String] = [],
+    dhtRendezvous: Bool? = nil,
+    dhtMaxValueBytes: UInt64? = nil
 ) -> NodeConfig {
     NodeConfig(
         dataDir: dataDir,
@@ -36,7 +38,9 @@ func config(
         keyStore: keyStore,
         durability: durability,
         natTraversal: false,
-        maxPayloadBytes: maxPayloadBytes
+        maxPayloadBytes: maxPayloadBytes,
+        dhtRendezvous: dhtRendezvous,
+        dhtMaxValueBytes: dhtMaxValueBytes
     )
 }
 
@@ -347,14 +351,18 @@ final class Nodes: @unchecked Sendable {
         _ dataDir: String? = nil,
         keyStore: KeyStore? = nil,
         maxPayloadBytes: UInt64? = nil,
-        durability: Durability? = nil
+        durability: Durability? = nil,
+        dhtRendezvous: Bool? = nil,
+        dhtMaxValueBytes: UInt64? = nil
     ) async throws -> Node {
         let node = try await Node.open(
             config: config(
                 dataDir ?? dir(),
                 keyStore: keyStore,
                 durability: durability,
-                maxPayloadBytes: maxPayloadBytes
+                maxPayloadBytes: maxPayloadBytes,
+                dhtRendezvous: dhtRendezvous,
+                dhtMaxValueBytes: dhtMaxValueBytes
             )
         )
         return track(node)
@@ -599,6 +607,54 @@ final class SyncTests: CoveyTestCase {
             }
             let providers = try await a.dhtProviders(key: Data("unknown".utf8))
             XCTAssertTrue(providers.isEmpty)
+        }
+    }
+
+    func testDhtStatusAndValueLimitOnALoneNode() async throws {
+        try await coveyTest { nodes in
+            // The default limit is 1 KiB: 1024 bytes go in, 1025 do not.
+            let a = try await nodes.open()
+            let status = try await a.status()
+            XCTAssertEqual(status.dht.contacts, 0, "\(status.dht)")
+            XCTAssertEqual(status.dht.rendezvousFound, 0, "\(status.dht)")
+            let seq = try await a.dhtPut(name: "d", value: Data(count: 1024), ttlSecs: 60, expectedSeq: nil)
+            XCTAssertEqual(seq, 1)
+            let msg = await expectError("InvalidInput", "1025 bytes against the default") {
+                try await a.dhtPut(name: "d", value: Data(count: 1025), ttlSecs: 60, expectedSeq: nil)
+            }
+            XCTAssertTrue(msg.contains("1024"), msg)
+
+            // A configured 2 KiB limit, with rendezvous off.
+            let b = try await nodes.open(dhtRendezvous: false, dhtMaxValueBytes: 2048)
+            let bseq = try await b.dhtPut(
+                name: "v", value: Data(repeating: 0x79, count: 2048), ttlSecs: 60, expectedSeq: nil)
+            XCTAssertEqual(bseq, 1)
+            let msg2 = await expectError("InvalidInput", "2049 bytes against 2048") {
+                try await b.dhtPut(name: "v", value: Data(count: 2049), ttlSecs: 60, expectedSeq: nil)
+            }
+            XCTAssertTrue(msg2.contains("2048"), msg2)
+            // The refused put changed nothing.
+            let r = try await b.dhtGet(publisher: b.nodeId(), name: "v")
+            XCTAssertEqual(r?.seq, 1)
+            XCTAssertEqual(r?.value, Data(repeating: 0x79, count: 2048))
+            let bstatus = try await b.status()
+            XCTAssertEqual(bstatus.dht.contacts, 0, "\(bstatus.dht)")
+            XCTAssertEqual(bstatus.dht.rendezvousFound, 0, "\(bstatus.dht)")
+        }
+    }
+
+    func testDhtValueLimitOutOfRangeIsRefusedAtOpen() async throws {
+        try await coveyTest { nodes in
+            let limits: [UInt64] = [0, 32 * 1024 + 1, 40_000, UInt64.max]
+            for bytes in limits {
+                await expectError("InvalidInput", "dhtMaxValueBytes \(bytes)") {
+                    nodes.track(try await Node.open(config: config(nodes.dir("n\(bytes)"), dhtMaxValueBytes: bytes)))
+                }
+            }
+            // The 32 KiB ceiling itself is allowed.
+            let n = try await nodes.open(dhtMaxValueBytes: 32 * 1024)
+            let seq = try await n.dhtPut(name: "big", value: Data(count: 32 * 1024), ttlSecs: 60, expectedSeq: nil)
+            XCTAssertEqual(seq, 1)
         }
     }
 
@@ -1014,6 +1070,8 @@ final class LifecycleTests: CoveyTestCase {
         XCTAssertNil(cfg.durability)
         XCTAssertFalse(cfg.natTraversal)
         XCTAssertNil(cfg.maxPayloadBytes)
+        XCTAssertNil(cfg.dhtRendezvous)
+        XCTAssertNil(cfg.dhtMaxValueBytes)
         XCTAssertEqual(message(CoveyError.NotFound(message: "gone")), "gone")
     }
 }

@@ -3842,6 +3842,134 @@ public object FfiConverterTypeDhtRecord: FfiConverterRustBuffer<DhtRecord> {
 
 
 /**
+ * The DHT side of [`NodeStatus`]: the routing table's size and what the DHT saw since the
+ * node opened.
+ */
+data class DhtStatus (
+    /**
+     * Contacts in the routing table.
+     */
+    var `contacts`: kotlin.UInt
+    , 
+    /**
+     * Requests from DHT peers answered.
+     */
+    var `requestsIn`: kotlin.ULong
+    , 
+    /**
+     * Requests sent to DHT peers.
+     */
+    var `requestsOut`: kotlin.ULong
+    , 
+    /**
+     * Requests from peers dropped by the per-peer rate limit.
+     */
+    var `rateLimited`: kotlin.ULong
+    , 
+    /**
+     * Requests to peers that timed out.
+     */
+    var `timeouts`: kotlin.ULong
+    , 
+    /**
+     * Records or provider records refused (bad signature, expiry, size, wrong key).
+     */
+    var `invalidRecords`: kotlin.ULong
+    , 
+    /**
+     * Stores refused for a stale or conflicting sequence.
+     */
+    var `conflicts`: kotlin.ULong
+    , 
+    /**
+     * DHT messages that failed to decode.
+     */
+    var `undecodable`: kotlin.ULong
+    , 
+    /**
+     * Frames dropped before they were handled (oversized, malformed, too slow).
+     */
+    var `framesDropped`: kotlin.ULong
+    , 
+    /**
+     * Dials to DHT peers that failed or timed out.
+     */
+    var `dialFailures`: kotlin.ULong
+    , 
+    /**
+     * Times no bootstrap peer answered and the contacts cached in the store were used.
+     */
+    var `bootstrapFallbacks`: kotlin.ULong
+    , 
+    /**
+     * Group members found through a rendezvous and dialed.
+     */
+    var `rendezvousFound`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDhtStatus: FfiConverterRustBuffer<DhtStatus> {
+    override fun read(buf: ByteBuffer): DhtStatus {
+        return DhtStatus(
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DhtStatus) = (
+            FfiConverterUInt.allocationSize(value.`contacts`) +
+            FfiConverterULong.allocationSize(value.`requestsIn`) +
+            FfiConverterULong.allocationSize(value.`requestsOut`) +
+            FfiConverterULong.allocationSize(value.`rateLimited`) +
+            FfiConverterULong.allocationSize(value.`timeouts`) +
+            FfiConverterULong.allocationSize(value.`invalidRecords`) +
+            FfiConverterULong.allocationSize(value.`conflicts`) +
+            FfiConverterULong.allocationSize(value.`undecodable`) +
+            FfiConverterULong.allocationSize(value.`framesDropped`) +
+            FfiConverterULong.allocationSize(value.`dialFailures`) +
+            FfiConverterULong.allocationSize(value.`bootstrapFallbacks`) +
+            FfiConverterULong.allocationSize(value.`rendezvousFound`)
+    )
+
+    override fun write(value: DhtStatus, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`contacts`, buf)
+            FfiConverterULong.write(value.`requestsIn`, buf)
+            FfiConverterULong.write(value.`requestsOut`, buf)
+            FfiConverterULong.write(value.`rateLimited`, buf)
+            FfiConverterULong.write(value.`timeouts`, buf)
+            FfiConverterULong.write(value.`invalidRecords`, buf)
+            FfiConverterULong.write(value.`conflicts`, buf)
+            FfiConverterULong.write(value.`undecodable`, buf)
+            FfiConverterULong.write(value.`framesDropped`, buf)
+            FfiConverterULong.write(value.`dialFailures`, buf)
+            FfiConverterULong.write(value.`bootstrapFallbacks`, buf)
+            FfiConverterULong.write(value.`rendezvousFound`, buf)
+    }
+}
+
+
+
+/**
  * An entry with its decrypted payload.
  */
 data class Entry (
@@ -4250,6 +4378,20 @@ data class NodeConfig (
      * 64 MiB.
      */
     var `maxPayloadBytes`: kotlin.ULong? = null 
+    , 
+    /**
+     * Announce this node in the DHT rendezvous of each joined group and dial the members
+     * found there; `None` means on (the default). The DHT peers a rendezvous goes through
+     * learn only that some node announced some key, not which group.
+     */
+    var `dhtRendezvous`: kotlin.Boolean? = null 
+    , 
+    /**
+     * Largest DHT record value this node publishes with `dht_put` and stores for others, in
+     * bytes; `None` means 1 KiB. From 1 byte to 32 KiB; anything else fails `open` with
+     * `InvalidInput`.
+     */
+    var `dhtMaxValueBytes`: kotlin.ULong? = null 
     
 ): Disposable{
     
@@ -4268,7 +4410,9 @@ data class NodeConfig (
         this.`keyStore`,
         this.`durability`,
         this.`natTraversal`,
-        this.`maxPayloadBytes`
+        this.`maxPayloadBytes`,
+        this.`dhtRendezvous`,
+        this.`dhtMaxValueBytes`
     )
     }
     
@@ -4289,6 +4433,8 @@ public object FfiConverterTypeNodeConfig: FfiConverterRustBuffer<NodeConfig> {
             FfiConverterOptionalTypeDurability.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalBoolean.read(buf),
+            FfiConverterOptionalULong.read(buf),
         )
     }
 
@@ -4300,7 +4446,9 @@ public object FfiConverterTypeNodeConfig: FfiConverterRustBuffer<NodeConfig> {
             FfiConverterOptionalTypeKeyStore.allocationSize(value.`keyStore`) +
             FfiConverterOptionalTypeDurability.allocationSize(value.`durability`) +
             FfiConverterBoolean.allocationSize(value.`natTraversal`) +
-            FfiConverterOptionalULong.allocationSize(value.`maxPayloadBytes`)
+            FfiConverterOptionalULong.allocationSize(value.`maxPayloadBytes`) +
+            FfiConverterOptionalBoolean.allocationSize(value.`dhtRendezvous`) +
+            FfiConverterOptionalULong.allocationSize(value.`dhtMaxValueBytes`)
     )
 
     override fun write(value: NodeConfig, buf: ByteBuffer) {
@@ -4312,6 +4460,8 @@ public object FfiConverterTypeNodeConfig: FfiConverterRustBuffer<NodeConfig> {
             FfiConverterOptionalTypeDurability.write(value.`durability`, buf)
             FfiConverterBoolean.write(value.`natTraversal`, buf)
             FfiConverterOptionalULong.write(value.`maxPayloadBytes`, buf)
+            FfiConverterOptionalBoolean.write(value.`dhtRendezvous`, buf)
+            FfiConverterOptionalULong.write(value.`dhtMaxValueBytes`, buf)
     }
 }
 
@@ -4355,6 +4505,11 @@ data class NodeStatus (
      * Sync counters.
      */
     var `counters`: SyncCounters
+    , 
+    /**
+     * The DHT's routing table size and counters.
+     */
+    var `dht`: DhtStatus
     
 ){
     
@@ -4378,6 +4533,7 @@ public object FfiConverterTypeNodeStatus: FfiConverterRustBuffer<NodeStatus> {
             FfiConverterULong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterTypeSyncCounters.read(buf),
+            FfiConverterTypeDhtStatus.read(buf),
         )
     }
 
@@ -4388,7 +4544,8 @@ public object FfiConverterTypeNodeStatus: FfiConverterRustBuffer<NodeStatus> {
             FfiConverterUInt.allocationSize(value.`groups`) +
             FfiConverterULong.allocationSize(value.`entries`) +
             FfiConverterBoolean.allocationSize(value.`paused`) +
-            FfiConverterTypeSyncCounters.allocationSize(value.`counters`)
+            FfiConverterTypeSyncCounters.allocationSize(value.`counters`) +
+            FfiConverterTypeDhtStatus.allocationSize(value.`dht`)
     )
 
     override fun write(value: NodeStatus, buf: ByteBuffer) {
@@ -4399,6 +4556,7 @@ public object FfiConverterTypeNodeStatus: FfiConverterRustBuffer<NodeStatus> {
             FfiConverterULong.write(value.`entries`, buf)
             FfiConverterBoolean.write(value.`paused`, buf)
             FfiConverterTypeSyncCounters.write(value.`counters`, buf)
+            FfiConverterTypeDhtStatus.write(value.`dht`, buf)
     }
 }
 
@@ -5503,6 +5661,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalBoolean: FfiConverterRustBuffer<kotlin.Boolean?> {
+    override fun read(buf: ByteBuffer): kotlin.Boolean? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterBoolean.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Boolean?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterBoolean.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Boolean?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterBoolean.write(value, buf)
         }
     }
 }

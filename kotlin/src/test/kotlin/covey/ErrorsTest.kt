@@ -85,6 +85,46 @@ class ErrorsTest : CoveyTestBase() {
     }
 
     @Test
+    fun `dht status and value limit on a lone node`() = coveyTest { nodes ->
+        // The default limit is 1 KiB: 1024 bytes go in, 1025 do not.
+        val a = nodes.open()
+        val status = a.status()
+        assertEquals(0u, status.dht.contacts, "${status.dht}")
+        assertEquals(0uL, status.dht.rendezvousFound, "${status.dht}")
+        assertEquals(1uL, a.dhtPut("d", ByteArray(1024), 60uL, null))
+        val err = assertFailsWith<CoveyException.InvalidInput>("1025 bytes against the default") {
+            a.dhtPut("d", ByteArray(1025), 60uL, null)
+        }
+        assertContains(err.detail, "1024")
+
+        // A configured 2 KiB limit, with rendezvous off.
+        val b = nodes.open(dhtMaxValueBytes = 2048uL, dhtRendezvous = false)
+        assertEquals(1uL, b.dhtPut("v", ByteArray(2048) { 'y'.code.toByte() }, 60uL, null))
+        val err2 = assertFailsWith<CoveyException.InvalidInput>("2049 bytes against 2048") {
+            b.dhtPut("v", ByteArray(2049), 60uL, null)
+        }
+        assertContains(err2.detail, "2048")
+        val r = b.dhtGet(b.nodeId(), "v")!!
+        assertEquals(1uL, r.seq, "the refused put changed nothing")
+        assertEquals(2048, r.value.size)
+        val bs = b.status()
+        assertEquals(0u, bs.dht.contacts, "${bs.dht}")
+        assertEquals(0uL, bs.dht.rendezvousFound, "${bs.dht}")
+    }
+
+    @Test
+    fun `dht value limit out of range is refused at open`() = coveyTest { nodes ->
+        for (bytes in listOf(0uL, 32uL * 1024uL + 1uL, 40_000uL, ULong.MAX_VALUE)) {
+            assertFailsWith<CoveyException.InvalidInput>("dhtMaxValueBytes $bytes") {
+                nodes.track(Node.open(config(nodes.dir("n$bytes"), dhtMaxValueBytes = bytes)))
+            }
+        }
+        // The 32 KiB ceiling itself is allowed.
+        val n = nodes.open(dhtMaxValueBytes = 32uL * 1024uL)
+        assertEquals(1uL, n.dhtPut("big", ByteArray(32 * 1024), 60uL, null))
+    }
+
+    @Test
     fun `oversized payload is invalid input`() = coveyTest { nodes ->
         val small = nodes.open(maxPayloadBytes = 1024uL)
         val g = small.joinPassphrase(PASS, "small")

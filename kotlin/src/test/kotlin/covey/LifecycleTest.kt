@@ -88,6 +88,8 @@ class LifecycleTest : CoveyTestBase() {
         assertNull(cfg.durability)
         assertFalse(cfg.natTraversal)
         assertNull(cfg.maxPayloadBytes)
+        assertNull(cfg.dhtRendezvous)
+        assertNull(cfg.dhtMaxValueBytes)
         val err = CoveyException.NotFound("gone")
         assertEquals("gone", err.detail)
     }

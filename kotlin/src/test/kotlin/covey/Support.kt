@@ -38,6 +38,8 @@ fun config(
     maxPayloadBytes: ULong? = null,
     bootstrap: List<String> = listOf(),
     relayUrls: List<String> = listOf(),
+    dhtRendezvous: Boolean? = null,
+    dhtMaxValueBytes: ULong? = null,
 ): NodeConfig = NodeConfig(
     dataDir = dataDir,
     bindAddr = "127.0.0.1:0",
@@ -46,6 +48,8 @@ fun config(
     keyStore = keyStore,
     durability = durability,
     maxPayloadBytes = maxPayloadBytes,
+    dhtRendezvous = dhtRendezvous,
+    dhtMaxValueBytes = dhtMaxValueBytes,
 )
 
 /** Polls [probe] until it returns non-null, failing after [deadline]. */
@@ -104,6 +108,8 @@ class Nodes(private val root: Path) {
         keyStore: KeyStore? = null,
         maxPayloadBytes: ULong? = null,
         durability: Durability? = null,
+        dhtRendezvous: Boolean? = null,
+        dhtMaxValueBytes: ULong? = null,
     ): Node {
         val node = Node.open(
             config(
@@ -111,6 +117,8 @@ class Nodes(private val root: Path) {
                 keyStore = keyStore,
                 maxPayloadBytes = maxPayloadBytes,
                 durability = durability,
+                dhtRendezvous = dhtRendezvous,
+                dhtMaxValueBytes = dhtMaxValueBytes,
             ),
         )
         opened.add(node)
