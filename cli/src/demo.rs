@@ -249,13 +249,15 @@ async fn scenario(nodes: &[Arc<Node>], args: &DemoArgs) -> Result<()> {
         let c = &s.counters;
         outln!(
             "  node {i}  published {}  holds {}  received {}  duplicates {}  \
-             rejected entries {} frames {}",
+             rejected entries {} frames {}  dht contacts {} rendezvous found {}",
             c.published,
             s.entries,
             c.received,
             c.duplicates,
             c.rejected_entries,
-            c.rejected_frames
+            c.rejected_frames,
+            s.dht.contacts,
+            s.dht.rendezvous_found
         )?;
     }
     outln!("payloads: all {copies} held copies decrypted to exactly what was published")?;
