@@ -24,6 +24,10 @@ pub const MAX_VALUE_CEILING: usize = 32 * 1024;
 pub const MAX_NAME_LEN: usize = 256;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
+/// Fixed bytes every held record counts against [`MemoryQuotas::max_total_bytes`] besides its
+/// name, value and signature: the 32-byte publisher, the 32-byte key it is stored under, and
+/// the 8-byte sequence and 8-byte expiry.
+pub const RECORD_FIXED_BYTES: usize = 32 + 32 + 8 + 8;
 
 /// Limits a node applies to the records it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +188,15 @@ impl Record {
         verify_sig(&self.publisher, &self.signing_message(), &self.signature)
     }
 
+    /// The bytes this record counts against [`MemoryQuotas::max_total_bytes`] while held:
+    /// [`RECORD_FIXED_BYTES`] plus the lengths of its name, value and signature. Both stores
+    /// use this one definition (the SQLite store computes the same sum in SQL), so a record
+    /// costs the same wherever it is held; a store's own overhead (hash-map slots, SQLite
+    /// pages) is not counted.
+    pub fn stored_bytes(&self) -> usize {
+        RECORD_FIXED_BYTES + self.name.len() + self.value.len() + self.signature.len()
+    }
+
     /// Approximate heap bytes (for memory estimates).
     pub fn heap_bytes(&self) -> usize {
         self.name.capacity() + self.value.capacity() + self.signature.capacity()
@@ -317,11 +330,19 @@ pub trait RecordStore {
     fn heap_bytes(&self) -> usize;
 }
 
-/// Quotas of the in-memory store.
+/// Quotas of a record store (the in-memory one and the SQLite one enforce the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryQuotas {
     /// Most records held in total.
     pub max_records: usize,
+    /// Most bytes of records held in total, each counted as [`Record::stored_bytes`]
+    /// (default 64 MiB). The row quotas alone would let `max_records` records of up to
+    /// [`MAX_VALUE_CEILING`] each in (about 330 MB at the defaults once a node raises its value
+    /// limit); this caps the sum whatever the value limit. A write that would take the total
+    /// above it is refused as `RateLimited`, unless it replaces a held record by one no
+    /// larger, which never grows the total (so a store found over a lowered quota can still
+    /// take updates while it drains).
+    pub max_total_bytes: usize,
     /// Most records held per publisher.
     pub max_per_publisher: usize,
     /// Most provider records per key.
@@ -334,6 +355,7 @@ impl Default for MemoryQuotas {
     fn default() -> Self {
         Self {
             max_records: 10_000,
+            max_total_bytes: 64 * 1024 * 1024,
             max_per_publisher: 64,
             max_providers_per_key: 64,
             max_provider_keys: 10_000,
@@ -346,6 +368,9 @@ impl Default for MemoryQuotas {
 pub struct MemoryStore {
     quotas: MemoryQuotas,
     records: HashMap<Key, Record>,
+    /// Sum of [`Record::stored_bytes`] over `records` (expired ones too, until swept: they
+    /// still take the space).
+    record_bytes: usize,
     per_publisher: HashMap<[u8; 32], usize>,
     providers: HashMap<Key, Vec<ProviderRecord>>,
 }
@@ -359,9 +384,27 @@ impl MemoryStore {
         }
     }
 
+    /// Bytes of the records held, counted as [`Record::stored_bytes`] (expired records
+    /// included until a sweep drops them).
+    pub fn record_bytes(&self) -> usize {
+        self.record_bytes
+    }
+
     fn rate_limited(what: &str) -> CoveyError {
         CoveyError::new(ErrorKind::RateLimited, format!("{what} quota reached"))
     }
+}
+
+/// Whether replacing a held record of `held` bytes (0 when none) by one of `incoming` bytes
+/// keeps a store of `total` bytes within `max`. A write that does not grow the record is
+/// always allowed: it cannot add to the total, and refusing it would only keep a stale value.
+pub(crate) fn fits_byte_quota(total: u64, held: u64, incoming: u64, max: u64) -> bool {
+    incoming <= held || total.saturating_sub(held).saturating_add(incoming) <= max
+}
+
+/// A size or quota as u64 (lossless on every platform Rust supports; saturates otherwise).
+pub(crate) fn as_u64(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 impl RecordStore for MemoryStore {
@@ -376,24 +419,45 @@ impl RecordStore for MemoryStore {
         let key = record.key();
         let held = self.records.get(&key).filter(|r| r.expires_at_ms > now_ms);
         let outcome = merge(held, &record)?;
-        let is_new = !self.records.contains_key(&key);
-        if is_new {
-            if self.records.len() >= self.quotas.max_records {
-                return Err(Self::rate_limited("record"));
+        if !matches!(outcome, Merge::Replace | Merge::Same { extends: true }) {
+            return Ok(outcome);
+        }
+        // Every check comes before any change, so a refused write leaves the store as it was.
+        // An expired record not yet swept still takes its row and its bytes, so it counts as
+        // held here: replacing it is an update, not a new record.
+        let held_bytes = self.records.get(&key).map(Record::stored_bytes);
+        let publisher_count = match held_bytes {
+            Some(_) => None,
+            None => {
+                if self.records.len() >= self.quotas.max_records {
+                    return Err(Self::rate_limited("record"));
+                }
+                let n = self
+                    .per_publisher
+                    .get(&record.publisher)
+                    .copied()
+                    .unwrap_or(0);
+                if n >= self.quotas.max_per_publisher {
+                    return Err(Self::rate_limited("per-publisher record"));
+                }
+                Some(n)
             }
-            let n = self
-                .per_publisher
-                .get(&record.publisher)
-                .copied()
-                .unwrap_or(0);
-            if n >= self.quotas.max_per_publisher {
-                return Err(Self::rate_limited("per-publisher record"));
-            }
+        };
+        let held_bytes = held_bytes.unwrap_or(0);
+        let incoming = record.stored_bytes();
+        if !fits_byte_quota(
+            as_u64(self.record_bytes),
+            as_u64(held_bytes),
+            as_u64(incoming),
+            as_u64(self.quotas.max_total_bytes),
+        ) {
+            return Err(Self::rate_limited("record byte"));
+        }
+        if let Some(n) = publisher_count {
             self.per_publisher.insert(record.publisher, n + 1);
         }
-        if matches!(outcome, Merge::Replace | Merge::Same { extends: true }) {
-            self.records.insert(key, record);
-        }
+        self.record_bytes = self.record_bytes.saturating_sub(held_bytes) + incoming;
+        self.records.insert(key, record);
         Ok(outcome)
     }
 
@@ -434,10 +498,12 @@ impl RecordStore for MemoryStore {
     fn sweep(&mut self, now_ms: u64) -> usize {
         let mut n = 0;
         let per_publisher = &mut self.per_publisher;
+        let record_bytes = &mut self.record_bytes;
         self.records.retain(|_, r| {
             let keep = r.expires_at_ms > now_ms;
             if !keep {
                 n += 1;
+                *record_bytes = record_bytes.saturating_sub(r.stored_bytes());
                 if let Some(c) = per_publisher.get_mut(&r.publisher) {
                     *c = c.saturating_sub(1);
                 }
@@ -586,6 +652,7 @@ mod tests {
     fn quotas_bound_the_store() {
         let quotas = MemoryQuotas {
             max_records: 3,
+            max_total_bytes: usize::MAX,
             max_per_publisher: 2,
             max_providers_per_key: 2,
             max_provider_keys: 1,
@@ -631,6 +698,70 @@ mod tests {
         );
         assert_eq!(store.providers(&key, NOW, 10).len(), 2);
         assert_eq!(store.providers(&key, NOW + 9, 10).len(), 0);
+    }
+
+    #[test]
+    fn stored_bytes_counts_name_value_signature_and_fixed_fields() {
+        let r = Record::sign(&secret(1), b"name", b"value", 7, NOW + 10).unwrap();
+        assert_eq!(RECORD_FIXED_BYTES, 80);
+        assert_eq!(r.stored_bytes(), 80 + 4 + 5 + SIGNATURE_LEN);
+        let empty = Record::sign(&secret(1), b"", b"", 7, NOW + 10).unwrap();
+        assert_eq!(empty.stored_bytes(), 80 + SIGNATURE_LEN);
+        assert_eq!(MemoryQuotas::default().max_total_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn byte_quota_arithmetic() {
+        // Growth within the quota, up to exactly the quota.
+        assert!(fits_byte_quota(900, 0, 100, 1000));
+        assert!(!fits_byte_quota(900, 0, 101, 1000));
+        // A replacement counts only its growth over the held copy.
+        assert!(fits_byte_quota(1000, 400, 400, 1000));
+        assert!(fits_byte_quota(900, 400, 500, 1000));
+        assert!(!fits_byte_quota(900, 400, 501, 1000));
+        // Not growing is always allowed, even over the quota.
+        assert!(fits_byte_quota(5000, 400, 300, 1000));
+        assert!(!fits_byte_quota(5000, 400, 401, 1000));
+        // No overflow at the extremes.
+        assert!(!fits_byte_quota(u64::MAX, 0, 1, u64::MAX - 1));
+        assert!(fits_byte_quota(u64::MAX, 0, 0, 0));
+    }
+
+    #[test]
+    fn memory_store_over_a_lowered_byte_quota_takes_only_shrinking_updates() {
+        let s = secret(9);
+        let mut store = MemoryStore::new(MemoryQuotas::default());
+        let a = Record::sign(&s, b"a", &[1; 500], 1, NOW + 10).unwrap();
+        let b = Record::sign(&s, b"b", &[2; 500], 1, NOW + 20).unwrap();
+        store.put(a.clone(), NOW).unwrap();
+        store.put(b.clone(), NOW).unwrap();
+        let full = a.stored_bytes() + b.stored_bytes();
+        assert_eq!(store.record_bytes(), full);
+        // As if the node came back with a smaller quota than what it holds.
+        store.quotas.max_total_bytes = 100;
+        let grow = Record::sign(&s, b"a", &[1; 501], 2, NOW + 10).unwrap();
+        assert_eq!(
+            store.put(grow, NOW).unwrap_err().kind(),
+            ErrorKind::RateLimited
+        );
+        assert_eq!(store.get(&a.key(), NOW), Some(a.clone()));
+        let same_size = Record::sign(&s, b"a", &[3; 500], 2, NOW + 10).unwrap();
+        assert_eq!(store.put(same_size.clone(), NOW).unwrap(), Merge::Replace);
+        let shrink = Record::sign(&s, b"b", &[2; 10], 2, NOW + 20).unwrap();
+        assert_eq!(store.put(shrink.clone(), NOW).unwrap(), Merge::Replace);
+        assert_eq!(
+            store.record_bytes(),
+            same_size.stored_bytes() + shrink.stored_bytes()
+        );
+        let new = Record::sign(&s, b"c", b"", 1, NOW + 20).unwrap();
+        assert_eq!(
+            store.put(new, NOW).unwrap_err().kind(),
+            ErrorKind::RateLimited
+        );
+        // Sweeping frees exactly what the expired record took.
+        assert_eq!(store.sweep(NOW + 10), 1);
+        assert_eq!(store.record_bytes(), shrink.stored_bytes());
+        assert_eq!(store.records(), vec![shrink]);
     }
 
     #[test]

@@ -6,20 +6,33 @@
 //!   higher, or it is the same record with a later expiry. The statement's own `WHERE` also
 //!   carries the quotas (total records and records per publisher), so the check and the
 //!   insert are one step of one transaction and no peer can grow the table past them.
+//! - The byte quota ([`MemoryQuotas::max_total_bytes`]) is checked against a running total
+//!   of [`Record::stored_bytes`] kept in memory, not a `sum()` in that statement: a sum is a
+//!   scan of the whole table (a few ms at 10,000 rows) that every write, updates included,
+//!   would pay, where the running total costs nothing per write. The total is loaded with one
+//!   `sum()` inside the first write's transaction, moved by exactly the bytes each committed
+//!   write adds or replaces (an update counts its difference from the held row, not its
+//!   whole size), and recounted inside every sweep's transaction, which runs on the
+//!   replication timer next to a listing of every record anyway. Writes hold the total's
+//!   lock across their transaction, so check, write and update are one step; the total is
+//!   changed only after a commit, so a failed write leaves it right. It stays exact because
+//!   this store (and its clones, which share it) is the only writer of `dht_records`: the
+//!   node builds one per database and the directory lock keeps other processes out; anything
+//!   else that changed the table would be picked up at the next sweep.
 //! - `seq` and `expires_at_ms` are u64; SQLite integers are i64. They are stored as
 //!   `v XOR 2^63` reinterpreted as i64, which keeps their order, so SQL comparisons agree with
 //!   the u64 ones over the whole range (a sequence of `u64::MAX` is as valid here as in memory).
 //! - The trait's infallible methods (`get`, `providers`, `sweep`, `records`, ...) log a store
 //!   failure and answer as if nothing were held; the fallible ones return it as `Storage`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::id::Key;
 use super::record::{
     MAX_NAME_LEN, MAX_VALUE_CEILING, MemoryQuotas, Merge, ProviderRecord, Record, RecordStore,
-    SIGNATURE_LEN, merge,
+    SIGNATURE_LEN, as_u64, fits_byte_quota, merge,
 };
 use crate::error::{CoveyError, ErrorKind, Result};
 use crate::store::Store;
@@ -112,18 +125,28 @@ fn to_provider((key, provider, expires, signature): ProviderRow) -> Result<Provi
     })
 }
 
+/// Sum of [`Record::stored_bytes`] over every row: the same 80 fixed bytes
+/// ([`RECORD_FIXED_BYTES`](super::record::RECORD_FIXED_BYTES)) plus the name, value and
+/// signature lengths (all BLOBs, so `length` is in bytes).
+const SUM_RECORD_BYTES: &str = "
+    SELECT coalesce(sum(80 + length(name) + length(value) + length(signature)), 0)
+    FROM dht_records";
+
 /// The one statement that is the versioned compare-and-swap and the record quotas.
 ///
-/// A new (publisher, name) is inserted only while the table holds fewer than `?9` records
-/// and the publisher fewer than `?10`; an existing one is replaced only when the held copy
-/// has expired, the incoming sequence is higher, or it is the same value at the same sequence
-/// with a later expiry. Zero changed rows means the record was not written.
+/// Nothing is written unless `?11` (the byte quota, checked by the caller against its
+/// running total) allows it. A new (publisher, name) is inserted only while the table holds
+/// fewer than `?9` records and the publisher fewer than `?10`; an existing one is replaced
+/// only when the held copy has expired, the incoming sequence is higher, or it is the same
+/// value at the same sequence with a later expiry. Zero changed rows means the record was not
+/// written.
 const PUT_RECORD: &str = "
     INSERT INTO dht_records (publisher, name, key, seq, value, expires_at_ms, signature)
     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-    WHERE EXISTS (SELECT 1 FROM dht_records WHERE publisher = ?1 AND name = ?2)
-       OR ((SELECT count(*) FROM dht_records) < ?9
-           AND (SELECT count(*) FROM dht_records WHERE publisher = ?1) < ?10)
+    WHERE ?11
+      AND (EXISTS (SELECT 1 FROM dht_records WHERE publisher = ?1 AND name = ?2)
+           OR ((SELECT count(*) FROM dht_records) < ?9
+               AND (SELECT count(*) FROM dht_records WHERE publisher = ?1) < ?10))
     ON CONFLICT (publisher, name) DO UPDATE SET
         seq = excluded.seq,
         value = excluded.value,
@@ -157,19 +180,52 @@ const ADD_PROVIDER: &str = "
 ///
 /// The quotas count rows and every row's size is bounded (name 256 bytes, value at most
 /// [`MAX_VALUE_CEILING`], a 64-byte signature), so the disk the tables can take is bounded
-/// too: at most `max_records` records of about 33 KiB each (about 330 MB at the default
-/// 10,000; values are normally held to the configured 1 KiB by validation first) and
-/// `max_provider_keys * max_providers_per_key` provider rows of about 140 bytes.
+/// too: records take at most `max_total_bytes` counted as [`Record::stored_bytes`] (64 MiB
+/// at the default) and never more than `max_records` rows, and there are at most
+/// `max_provider_keys * max_providers_per_key` provider rows of about 140 bytes. SQLite's
+/// pages add to that on disk (a row too large for its b-tree page spills into an overflow
+/// page of its own), so the file can be a few times the counted bytes for mid-sized values.
+///
+/// The byte total is a running count shared by the clones of this store (see the module
+/// doc); build one store per database.
 #[derive(Debug, Clone)]
 pub struct SqliteRecordStore {
     store: Arc<Store>,
     quotas: MemoryQuotas,
+    /// Running sum of [`Record::stored_bytes`] over `dht_records`; `None` until the first
+    /// write loads it (so building the store cannot fail), and again after a failure to load.
+    record_bytes: Arc<Mutex<Option<u64>>>,
 }
 
 impl SqliteRecordStore {
     /// A record store in `store`, bounded by `quotas`.
     pub fn new(store: Arc<Store>, quotas: MemoryQuotas) -> Self {
-        Self { store, quotas }
+        Self {
+            store,
+            quotas,
+            record_bytes: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn lock_total(&self) -> Result<MutexGuard<'_, Option<u64>>> {
+        self.record_bytes
+            .lock()
+            .map_err(|_| CoveyError::internal("DHT record byte total lock poisoned"))
+    }
+
+    /// Bytes of the records held, counted as [`Record::stored_bytes`] (expired records
+    /// included until a sweep drops them): the running total the byte quota is checked
+    /// against.
+    pub fn record_bytes(&self) -> Result<u64> {
+        let mut total = self.lock_total()?;
+        if let Some(t) = *total {
+            return Ok(t);
+        }
+        // No write of this store can be under way while its lock is held, so what the read
+        // connection sees is the table this store last committed.
+        let t = self.store.read(sum_record_bytes)?;
+        *total = Some(t);
+        Ok(t)
     }
 
     /// The quotas this store enforces.
@@ -210,17 +266,21 @@ impl SqliteRecordStore {
     }
 
     /// Deletes every record and provider record expired at `now_ms`, in one transaction;
-    /// returns how many of each.
+    /// returns how many of each. The record byte total is recounted in the same transaction,
+    /// so a sweep also corrects it should anything but this store have changed the table.
     pub fn sweep_expired(&self, now_ms: u64) -> Result<SweepCounts> {
-        self.store.write(|tx| {
+        let mut total = self.lock_total()?;
+        let (counts, bytes) = self.store.write(|tx| {
             let records = tx
                 .prepare_cached("DELETE FROM dht_records WHERE expires_at_ms <= ?1")?
                 .execute(params![enc(now_ms)])?;
             let providers = tx
                 .prepare_cached("DELETE FROM dht_providers WHERE expires_at_ms <= ?1")?
                 .execute(params![enc(now_ms)])?;
-            Ok(SweepCounts { records, providers })
-        })
+            Ok((SweepCounts { records, providers }, sum_record_bytes(tx)?))
+        })?;
+        *total = Some(bytes);
+        Ok(counts)
     }
 
     /// [`RecordStore::records`], with store failures returned.
@@ -249,21 +309,23 @@ impl SqliteRecordStore {
     /// not counting SQLite's own overhead.
     pub fn stored_bytes(&self) -> Result<u64> {
         self.store.read(|c| {
-            let records: i64 = c.query_row(
-                "SELECT coalesce(sum(32 + 32 + length(name) + length(value) + length(signature)
-                                     + 16), 0)
-                 FROM dht_records",
-                [],
-                |r| r.get(0),
-            )?;
+            let records = sum_record_bytes(c)?;
             let providers: i64 = c.query_row(
                 "SELECT coalesce(sum(32 + 32 + 8 + length(signature)), 0) FROM dht_providers",
                 [],
                 |r| r.get(0),
             )?;
-            Ok(u64::try_from(records.saturating_add(providers)).unwrap_or(0))
+            Ok(records.saturating_add(u64::try_from(providers).unwrap_or(0)))
         })
     }
+}
+
+/// [`SUM_RECORD_BYTES`] on `c`.
+fn sum_record_bytes(c: &Connection) -> Result<u64> {
+    let sum: i64 = c
+        .prepare_cached(SUM_RECORD_BYTES)?
+        .query_row([], |r| r.get(0))?;
+    u64::try_from(sum).map_err(|_| CoveyError::storage("corrupt DHT store: negative record size"))
 }
 
 /// The held (publisher, name) row, expired or not.
@@ -296,10 +358,24 @@ impl RecordStore for SqliteRecordStore {
             record.signature.len(),
         )?;
         let quotas = self.quotas;
-        self.store.write(|tx| {
-            // Read only to name the outcome: the statement below decides on its own.
+        let incoming = as_u64(record.stored_bytes());
+        // Held across the transaction: the check against the total, the write and the update
+        // of the total are one step for every clone of this store.
+        let mut total = self.lock_total()?;
+        let (outcome, after) = self.store.write(|tx| {
+            let before = match *total {
+                Some(t) => t,
+                None => sum_record_bytes(tx)?,
+            };
+            // Read to name the outcome and to size the byte check; the statement below applies
+            // the merge rule and the row quotas on its own.
             let held = held_record(tx, &record)?;
             let live = held.as_ref().filter(|r| r.expires_at_ms > now_ms);
+            // An expired row not yet swept still takes its bytes, and a write replaces it, so
+            // it is what the incoming record's size is compared with.
+            let held_bytes = held.as_ref().map_or(0, |r| as_u64(r.stored_bytes()));
+            let fits =
+                fits_byte_quota(before, held_bytes, incoming, as_u64(quotas.max_total_bytes));
             let changed = tx.prepare_cached(PUT_RECORD)?.execute(params![
                 record.publisher,
                 record.name,
@@ -311,25 +387,47 @@ impl RecordStore for SqliteRecordStore {
                 enc(now_ms),
                 quota(quotas.max_records),
                 quota(quotas.max_per_publisher),
+                fits,
             ])?;
             let expected = merge(live, &record);
             match (changed, expected) {
-                (1, Ok(outcome @ (Merge::Replace | Merge::Same { extends: true }))) => Ok(outcome),
-                (0, Ok(outcome @ Merge::Same { extends: false })) => Ok(outcome),
+                (1, Ok(outcome @ (Merge::Replace | Merge::Same { extends: true }))) => {
+                    // The held row's bytes leave the total and the new row's enter it.
+                    let after = before.saturating_sub(held_bytes).saturating_add(incoming);
+                    Ok((outcome, after))
+                }
+                (0, Ok(outcome @ Merge::Same { extends: false })) => Ok((outcome, before)),
                 (0, Err(conflict)) => Err(conflict),
+                // Which quota refused it, in the order the in-memory store checks them.
                 (0, Ok(Merge::Replace)) if held.is_none() => {
-                    let total = count(tx, "SELECT count(*) FROM dht_records", [])?;
-                    if total >= quota(quotas.max_records) {
+                    let rows = count(tx, "SELECT count(*) FROM dht_records", [])?;
+                    let by_publisher = count(
+                        tx,
+                        "SELECT count(*) FROM dht_records WHERE publisher = ?1",
+                        params![record.publisher],
+                    )?;
+                    if rows >= quota(quotas.max_records) {
                         Err(rate_limited("record"))
-                    } else {
+                    } else if by_publisher >= quota(quotas.max_per_publisher) {
                         Err(rate_limited("per-publisher record"))
+                    } else if !fits {
+                        Err(rate_limited("record byte"))
+                    } else {
+                        Err(CoveyError::internal(
+                            "DHT record store refused a new record within every quota",
+                        ))
                     }
+                }
+                (0, Ok(Merge::Replace | Merge::Same { extends: true })) if !fits => {
+                    Err(rate_limited("record byte"))
                 }
                 (changed, expected) => Err(CoveyError::internal(format!(
                     "DHT record store wrote {changed} rows where the merge rule says {expected:?}"
                 ))),
             }
-        })
+        })?;
+        *total = Some(after);
+        Ok(outcome)
     }
 
     fn add_provider(&mut self, record: ProviderRecord, _now_ms: u64) -> Result<()> {
@@ -411,7 +509,7 @@ mod tests {
     use iroh::SecretKey;
 
     use super::*;
-    use crate::dht::record::{MemoryStore, provider_key};
+    use crate::dht::record::{MemoryStore, RECORD_FIXED_BYTES, provider_key};
     use crate::store::Durability;
 
     const NOW: u64 = 1_000_000;
@@ -429,13 +527,27 @@ mod tests {
     }
 
     /// Runs `check` against a fresh in-memory store and a fresh SQLite store on a real file,
-    /// both with `quotas`.
+    /// both with `quotas`, then checks each store's byte total still matches what it holds.
     fn on_both(quotas: MemoryQuotas, check: impl Fn(&mut dyn RecordStore)) {
         let mut memory = MemoryStore::new(quotas);
         check(&mut memory);
+        assert_eq!(memory.record_bytes(), held_bytes(&memory));
         let dir = tempfile::tempdir().unwrap();
         let mut sqlite = SqliteRecordStore::new(open(dir.path()), quotas);
         check(&mut sqlite);
+        assert_total_is_exact(&sqlite);
+    }
+
+    /// Sum of [`Record::stored_bytes`] over every record `store` holds.
+    fn held_bytes(store: &dyn RecordStore) -> usize {
+        store.records().iter().map(Record::stored_bytes).sum()
+    }
+
+    /// The running total agrees with the table, counted both in SQL and in Rust.
+    fn assert_total_is_exact(store: &SqliteRecordStore) {
+        let in_sql = store.store.read(sum_record_bytes).unwrap();
+        assert_eq!(store.record_bytes().unwrap(), in_sql);
+        assert_eq!(in_sql, held_bytes(store) as u64);
     }
 
     fn kind(r: Result<Merge>) -> ErrorKind {
@@ -529,6 +641,7 @@ mod tests {
 
     const SMALL: MemoryQuotas = MemoryQuotas {
         max_records: 3,
+        max_total_bytes: usize::MAX,
         max_per_publisher: 2,
         max_providers_per_key: 2,
         max_provider_keys: 2,
@@ -585,6 +698,209 @@ mod tests {
     #[test]
     fn total_quota_on_both_stores() {
         on_both(SMALL, total_quota);
+    }
+
+    const BYTE_LIMIT: usize = 1000;
+
+    /// The default quotas with room for [`BYTE_LIMIT`] bytes of records.
+    fn byte_quotas() -> MemoryQuotas {
+        MemoryQuotas {
+            max_total_bytes: BYTE_LIMIT,
+            ..MemoryQuotas::default()
+        }
+    }
+
+    /// A record of `s`'s `name` that counts exactly `bytes` against the byte quota.
+    fn sized(s: u8, name: &[u8], bytes: usize, seq: u64, expires: u64) -> Record {
+        let fixed = RECORD_FIXED_BYTES + name.len() + SIGNATURE_LEN;
+        let len = bytes
+            .checked_sub(fixed)
+            .expect("a record takes at least its fixed bytes");
+        let value = vec![s; len];
+        let r = rec(s, name, &value, seq, expires);
+        assert_eq!(r.stored_bytes(), bytes);
+        r
+    }
+
+    fn byte_quota(store: &mut dyn RecordStore) {
+        let a = sized(1, b"a", 445, 1, NOW + 50);
+        assert_eq!(store.put(a.clone(), NOW).unwrap(), Merge::Replace);
+        // One byte over the quota: refused as a quota, nothing stored.
+        let over = sized(2, b"b", BYTE_LIMIT - 445 + 1, 1, NOW + 9);
+        let err = store.put(over.clone(), NOW).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited);
+        assert!(err.message().contains("record byte"), "{err}");
+        assert_eq!(store.get(&over.key(), NOW), None);
+        assert_eq!(held_bytes(store), 445);
+        // Exactly at the quota: accepted.
+        let b = sized(2, b"b", BYTE_LIMIT - 445, 1, NOW + 9);
+        assert_eq!(store.put(b.clone(), NOW).unwrap(), Merge::Replace);
+        assert_eq!(held_bytes(store), BYTE_LIMIT);
+        // Full: even the smallest new record is refused.
+        let tiny = rec(3, b"", b"", 1, NOW + 9);
+        assert_eq!(kind(store.put(tiny.clone(), NOW)), ErrorKind::RateLimited);
+        // A replacement that would grow past the quota is refused and the held copy kept.
+        let bigger = sized(1, b"a", 446, 2, NOW + 50);
+        assert_eq!(kind(store.put(bigger, NOW)), ErrorKind::RateLimited);
+        assert_eq!(store.get(&a.key(), NOW), Some(a.clone()));
+        // A losing record is still a conflict, not a quota error.
+        assert_eq!(
+            kind(store.put(rec(1, b"a", b"x", 1, NOW + 50), NOW)),
+            ErrorKind::Conflict
+        );
+        // At the quota, the same record with a later expiry (no growth) is still taken.
+        let a_later = sized(1, b"a", 445, 1, NOW + 60);
+        assert_eq!(
+            store.put(a_later.clone(), NOW).unwrap(),
+            Merge::Same { extends: true }
+        );
+        assert_eq!(store.get(&a.key(), NOW + 55), Some(a_later));
+        // A smaller replacement is accepted and gives back the difference...
+        let smaller = sized(1, b"a", 245, 2, NOW + 60);
+        assert_eq!(store.put(smaller, NOW).unwrap(), Merge::Replace);
+        assert_eq!(held_bytes(store), BYTE_LIMIT - 200);
+        // ...which a growing replacement may take again, counted as its growth over the held
+        // row (445 - 245), not its whole size: exactly at the quota.
+        let regrown = sized(1, b"a", 445, 3, NOW + 60);
+        assert_eq!(store.put(regrown.clone(), NOW).unwrap(), Merge::Replace);
+        assert_eq!(store.get(&a.key(), NOW), Some(regrown));
+        assert_eq!(held_bytes(store), BYTE_LIMIT);
+        // An expired record still takes its space until swept...
+        assert_eq!(
+            kind(store.put(tiny.clone(), NOW + 9)),
+            ErrorKind::RateLimited
+        );
+        // ...and sweeping frees it.
+        assert_eq!(store.sweep(NOW + 9), 1);
+        assert_eq!(held_bytes(store), 445);
+        let c = sized(3, b"c", BYTE_LIMIT - 445, 1, NOW + 50);
+        assert_eq!(store.put(c.clone(), NOW + 9).unwrap(), Merge::Replace);
+        assert_eq!(held_bytes(store), BYTE_LIMIT);
+        // Replacing an expired, unswept record counts against the row it replaces too.
+        let c_over = sized(3, b"c", BYTE_LIMIT - 445 + 1, 1, NOW + 100);
+        assert_eq!(kind(store.put(c_over, NOW + 50)), ErrorKind::RateLimited);
+        let c_new = sized(3, b"c", 300, 1, NOW + 100);
+        assert_eq!(store.put(c_new.clone(), NOW + 50).unwrap(), Merge::Replace);
+        assert_eq!(store.get(&c.key(), NOW + 50), Some(c_new));
+        assert_eq!(held_bytes(store), 445 + 300);
+    }
+
+    #[test]
+    fn byte_quota_on_both_stores() {
+        on_both(byte_quotas(), byte_quota);
+    }
+
+    fn row_quota_is_named_before_byte_quota(store: &mut dyn RecordStore) {
+        store
+            .put(sized(1, b"a", BYTE_LIMIT, 1, NOW + 9), NOW)
+            .unwrap();
+        // Both the per-publisher and the byte quota refuse this one: the row quota is named.
+        let err = store.put(rec(1, b"b", b"", 1, NOW + 9), NOW).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited);
+        assert!(err.message().contains("per-publisher"), "{err}");
+        // Only the byte quota refuses this one.
+        let err = store.put(rec(2, b"b", b"", 1, NOW + 9), NOW).unwrap_err();
+        assert!(err.message().contains("record byte"), "{err}");
+        assert_eq!(store.records().len(), 1);
+    }
+
+    #[test]
+    fn quota_errors_name_the_same_quota_on_both_stores() {
+        let quotas = MemoryQuotas {
+            max_per_publisher: 1,
+            ..byte_quotas()
+        };
+        on_both(quotas, row_quota_is_named_before_byte_quota);
+    }
+
+    #[test]
+    fn byte_total_survives_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = sized(1, b"a", 445, 1, NOW + 50);
+        let b = sized(2, b"b", BYTE_LIMIT - 445, 1, NOW + 50);
+        {
+            let mut store = SqliteRecordStore::new(open(dir.path()), byte_quotas());
+            store.put(a.clone(), NOW).unwrap();
+            store.put(b.clone(), NOW).unwrap();
+            assert_eq!(store.record_bytes().unwrap(), BYTE_LIMIT as u64);
+        }
+        // The first call after reopening is a write: it must load the total from the table
+        // (a total starting at zero would take this record).
+        let mut store = SqliteRecordStore::new(open(dir.path()), byte_quotas());
+        let tiny = rec(3, b"", b"", 1, NOW + 9);
+        assert_eq!(kind(store.put(tiny.clone(), NOW)), ErrorKind::RateLimited);
+        assert_eq!(store.record_bytes().unwrap(), BYTE_LIMIT as u64);
+        let smaller = sized(1, b"a", 245, 2, NOW + 50);
+        assert_eq!(store.put(smaller, NOW).unwrap(), Merge::Replace);
+        assert_eq!(store.record_bytes().unwrap(), BYTE_LIMIT as u64 - 200);
+        assert_total_is_exact(&store);
+        drop(store);
+
+        // Reopened under a quota below what it holds: nothing grows, updates that do not grow
+        // are still taken, and sweeping drains it.
+        let lowered = MemoryQuotas {
+            max_total_bytes: 300,
+            ..MemoryQuotas::default()
+        };
+        let mut store = SqliteRecordStore::new(open(dir.path()), lowered);
+        assert_eq!(store.record_bytes().unwrap(), BYTE_LIMIT as u64 - 200);
+        assert_eq!(kind(store.put(tiny.clone(), NOW)), ErrorKind::RateLimited);
+        let b_grown = sized(2, b"b", BYTE_LIMIT - 444, 2, NOW + 50);
+        assert_eq!(kind(store.put(b_grown, NOW)), ErrorKind::RateLimited);
+        assert_eq!(store.get(&b.key(), NOW), Some(b.clone()));
+        let b_same = rec(2, b"b", &vec![9; b.value.len()], 2, NOW + 50);
+        assert_eq!(store.put(b_same, NOW).unwrap(), Merge::Replace);
+        let b_small = sized(2, b"b", 200, 3, NOW + 50);
+        assert_eq!(store.put(b_small, NOW).unwrap(), Merge::Replace);
+        assert_eq!(store.record_bytes().unwrap(), 245 + 200);
+        assert_total_is_exact(&store);
+        assert_eq!(store.sweep(NOW + 50), 2);
+        assert_eq!(store.record_bytes().unwrap(), 0);
+        store
+            .put(sized(3, b"c", 300, 1, NOW + 90), NOW + 50)
+            .unwrap();
+        assert_eq!(store.record_bytes().unwrap(), 300);
+    }
+
+    #[test]
+    fn clones_share_the_byte_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteRecordStore::new(open(dir.path()), byte_quotas());
+        let mut clone = store.clone();
+        clone
+            .put(sized(1, b"a", BYTE_LIMIT - 200, 1, NOW + 9), NOW)
+            .unwrap();
+        // The original sees what the clone wrote: 201 more bytes would cross the quota.
+        let err = store.put(sized(2, b"b", 201, 1, NOW + 9), NOW).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited);
+        store.put(sized(2, b"b", 200, 1, NOW + 9), NOW).unwrap();
+        assert_eq!(clone.record_bytes().unwrap(), BYTE_LIMIT as u64);
+        assert_total_is_exact(&store);
+    }
+
+    #[test]
+    fn sweep_recounts_the_byte_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let mut store = SqliteRecordStore::new(db.clone(), byte_quotas());
+        store
+            .put(sized(1, b"a", BYTE_LIMIT, 1, NOW + 90), NOW)
+            .unwrap();
+        // Rows deleted behind the store's back are not seen by the running total...
+        db.write(|tx| Ok(tx.execute("DELETE FROM dht_records", [])?))
+            .unwrap();
+        assert_eq!(store.record_bytes().unwrap(), BYTE_LIMIT as u64);
+        assert_eq!(
+            kind(store.put(rec(2, b"b", b"", 1, NOW + 9), NOW)),
+            ErrorKind::RateLimited
+        );
+        // ...until a sweep, which recounts the table even when nothing expired.
+        assert_eq!(store.sweep(NOW), 0);
+        assert_eq!(store.record_bytes().unwrap(), 0);
+        store
+            .put(sized(2, b"b", BYTE_LIMIT, 1, NOW + 9), NOW)
+            .unwrap();
+        assert_total_is_exact(&store);
     }
 
     fn provider_quotas(store: &mut dyn RecordStore) {
