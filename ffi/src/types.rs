@@ -103,8 +103,8 @@ impl TryFrom<NodeConfig> for covey_core::NodeConfig {
             config.dht.rendezvous = on;
         }
         if let Some(bytes) = c.dht_max_value_bytes {
-            // Core refuses a limit above its ceiling (32 KiB) but not zero, which would refuse
-            // every value but the empty one.
+            // Core checks the range (1 byte to 32 KiB); this only turns a u64 that does not
+            // fit usize, or zero, into the same error before it gets there.
             let bytes = usize::try_from(bytes)
                 .ok()
                 .filter(|&b| b > 0)

@@ -53,9 +53,9 @@ impl Default for RecordLimits {
 impl RecordLimits {
     /// Checks the limits are usable.
     pub fn validate(&self) -> Result<()> {
-        if self.max_value > MAX_VALUE_CEILING {
+        if self.max_value == 0 || self.max_value > MAX_VALUE_CEILING {
             return Err(CoveyError::invalid(format!(
-                "max value {} is above the {MAX_VALUE_CEILING}-byte ceiling",
+                "max value {} is outside 1 to {MAX_VALUE_CEILING} bytes",
                 self.max_value
             )));
         }
@@ -349,6 +349,9 @@ pub struct MemoryQuotas {
     pub max_providers_per_key: usize,
     /// Most provider keys held.
     pub max_provider_keys: usize,
+    /// Most provider records held in total, all keys together (each about 140 bytes): the
+    /// per-key and key-count quotas alone would allow their product.
+    pub max_provider_records: usize,
 }
 
 impl Default for MemoryQuotas {
@@ -359,6 +362,7 @@ impl Default for MemoryQuotas {
             max_per_publisher: 64,
             max_providers_per_key: 64,
             max_provider_keys: 10_000,
+            max_provider_records: 20_000,
         }
     }
 }
@@ -468,6 +472,7 @@ impl RecordStore for MemoryStore {
         {
             return Err(Self::rate_limited("provider key"));
         }
+        let held: usize = self.providers.values().map(Vec::len).sum();
         let list = self.providers.entry(key).or_default();
         if let Some(old) = list.iter_mut().find(|p| p.provider == record.provider) {
             if record.expires_at_ms > old.expires_at_ms {
@@ -475,8 +480,19 @@ impl RecordStore for MemoryStore {
             }
             return Ok(());
         }
-        if list.len() >= self.quotas.max_providers_per_key {
-            return Err(Self::rate_limited("providers-per-key"));
+        let refusal = if list.len() >= self.quotas.max_providers_per_key {
+            Some("providers-per-key")
+        } else if held >= self.quotas.max_provider_records {
+            Some("provider record")
+        } else {
+            None
+        };
+        if let Some(what) = refusal {
+            // Never leave behind an empty list for a key that was refused.
+            if list.is_empty() {
+                self.providers.remove(&key);
+            }
+            return Err(Self::rate_limited(what));
         }
         list.push(record);
         Ok(())
@@ -649,6 +665,18 @@ mod tests {
     }
 
     #[test]
+    fn value_limit_is_checked_on_both_sides() {
+        let with = |max_value| RecordLimits {
+            max_value,
+            ..RecordLimits::default()
+        };
+        assert!(with(0).validate().is_err());
+        assert!(with(1).validate().is_ok());
+        assert!(with(MAX_VALUE_CEILING).validate().is_ok());
+        assert!(with(MAX_VALUE_CEILING + 1).validate().is_err());
+    }
+
+    #[test]
     fn quotas_bound_the_store() {
         let quotas = MemoryQuotas {
             max_records: 3,
@@ -656,6 +684,7 @@ mod tests {
             max_per_publisher: 2,
             max_providers_per_key: 2,
             max_provider_keys: 1,
+            max_provider_records: usize::MAX,
         };
         let mut store = MemoryStore::new(quotas);
         let s = secret(5);

@@ -167,6 +167,7 @@ const ADD_PROVIDER: &str = "
     SELECT ?1, ?2, ?3, ?4
     WHERE EXISTS (SELECT 1 FROM dht_providers WHERE key = ?1 AND provider = ?2)
        OR ((SELECT count(*) FROM dht_providers WHERE key = ?1) < ?5
+           AND (SELECT count(*) FROM dht_providers) < ?7
            AND (EXISTS (SELECT 1 FROM dht_providers WHERE key = ?1)
                 OR (SELECT count(DISTINCT key) FROM dht_providers) < ?6))
     ON CONFLICT (key, provider) DO UPDATE SET
@@ -182,7 +183,8 @@ const ADD_PROVIDER: &str = "
 /// [`MAX_VALUE_CEILING`], a 64-byte signature), so the disk the tables can take is bounded
 /// too: records take at most `max_total_bytes` counted as [`Record::stored_bytes`] (64 MiB
 /// at the default) and never more than `max_records` rows, and there are at most
-/// `max_provider_keys * max_providers_per_key` provider rows of about 140 bytes. SQLite's
+/// `max_provider_records` provider rows of about 140 bytes (at most `max_providers_per_key`
+/// per key, `max_provider_keys` keys). SQLite's
 /// pages add to that on disk (a row too large for its b-tree page spills into an overflow
 /// page of its own), so the file can be a few times the counted bytes for mid-sized values.
 ///
@@ -441,6 +443,7 @@ impl RecordStore for SqliteRecordStore {
                 record.signature,
                 quota(quotas.max_providers_per_key),
                 quota(quotas.max_provider_keys),
+                quota(quotas.max_provider_records),
             ])?;
             if changed == 1 {
                 return Ok(());
@@ -459,10 +462,19 @@ impl RecordStore for SqliteRecordStore {
                 "SELECT count(*) FROM dht_providers WHERE key = ?1",
                 params![record.key],
             )?;
-            if for_key == 0 {
+            let all = count(tx, "SELECT count(*) FROM dht_providers", [])?;
+            let keys = count(tx, "SELECT count(DISTINCT key) FROM dht_providers", [])?;
+            // The same order of checks as the memory store, so both name the same quota.
+            if for_key == 0 && keys >= quota(quotas.max_provider_keys) {
                 Err(rate_limited("provider key"))
-            } else {
+            } else if for_key >= quota(quotas.max_providers_per_key) {
                 Err(rate_limited("providers-per-key"))
+            } else if all >= quota(quotas.max_provider_records) {
+                Err(rate_limited("provider record"))
+            } else {
+                Err(CoveyError::storage(
+                    "DHT provider store refused a record no quota accounts for",
+                ))
             }
         })
     }
@@ -645,6 +657,7 @@ mod tests {
         max_per_publisher: 2,
         max_providers_per_key: 2,
         max_provider_keys: 2,
+        max_provider_records: 4,
     };
 
     fn per_publisher_quota(store: &mut dyn RecordStore) {
@@ -948,6 +961,51 @@ mod tests {
     #[test]
     fn provider_quotas_on_both_stores() {
         on_both(SMALL, provider_quotas);
+    }
+
+    fn provider_total_quota(store: &mut dyn RecordStore) {
+        // Three keys of up to two providers each, but four rows in all.
+        let keys = [provider_key(b"a"), provider_key(b"b"), provider_key(b"c")];
+        for (i, key) in keys.iter().take(2).enumerate() {
+            for n in 0..2 {
+                store
+                    .add_provider(ProviderRecord::sign(&secret(20 + n), *key, NOW + 9), NOW)
+                    .unwrap_or_else(|e| panic!("key {i} provider {n}: {e}"));
+            }
+        }
+        assert_eq!(store.provider_records().len(), 4, "exactly at the total");
+        // One over, on a key that still has room: refused by the total, nothing stored.
+        let over = store
+            .add_provider(ProviderRecord::sign(&secret(30), keys[2], NOW + 9), NOW)
+            .unwrap_err();
+        assert_eq!(over.kind(), ErrorKind::RateLimited);
+        assert!(over.message().contains("provider record"), "{over}");
+        assert_eq!(store.provider_records().len(), 4);
+        assert!(store.providers(&keys[2], NOW, 10).is_empty());
+        // A held provider still refreshes at the total.
+        let later = ProviderRecord::sign(&secret(20), keys[0], NOW + 50);
+        store.add_provider(later.clone(), NOW).unwrap();
+        assert!(store.providers(&keys[0], NOW + 20, 10).contains(&later));
+        // A sweep frees room for the refused one.
+        assert_eq!(store.sweep(NOW + 9), 3);
+        store
+            .add_provider(
+                ProviderRecord::sign(&secret(30), keys[2], NOW + 99),
+                NOW + 9,
+            )
+            .unwrap();
+        assert_eq!(store.provider_records().len(), 2);
+    }
+
+    #[test]
+    fn provider_total_quota_on_both_stores() {
+        on_both(
+            MemoryQuotas {
+                max_provider_keys: 3,
+                ..SMALL
+            },
+            provider_total_quota,
+        );
     }
 
     #[test]
