@@ -411,3 +411,81 @@ async fn bootstrap_falls_back_to_contacts_cached_in_the_store() {
         }
     }
 }
+
+/// Writes `bytes` as one stream to `conn` and finishes it.
+async fn send_stream(conn: &iroh::endpoint::Connection, bytes: &[u8]) {
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+}
+
+/// A DHT frame as the driver writes it: `u32 frame length | u32 message length | message`,
+/// with no address hints.
+fn dht_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = ((4 + message.len()) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_dht_frames_are_dropped_and_counted_and_the_node_still_answers() {
+    use covey_core::dht::proto::{self, Message, Request, Response};
+    use covey_core::node::DHT_ALPN;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::open(dir.path()).await;
+    let ticket: iroh_tickets::endpoint::EndpointTicket =
+        node.addr().await.unwrap().parse().unwrap();
+    let raw = common::loopback_endpoint(iroh::SecretKey::from_bytes(&[42; 32])).await;
+    let conn = raw
+        .connect(ticket.endpoint_addr().clone(), DHT_ALPN)
+        .await
+        .unwrap();
+
+    // A frame length far over the limit, a message length past the frame's end, a message
+    // that does not decode, and a frame that never completes.
+    send_stream(&conn, &u32::MAX.to_be_bytes()).await;
+    let mut past_end = 8u32.to_be_bytes().to_vec();
+    past_end.extend_from_slice(&100u32.to_be_bytes());
+    past_end.extend_from_slice(&[0; 4]);
+    send_stream(&conn, &past_end).await;
+    send_stream(&conn, &dht_frame(&[0xff, 0xff, 0xff])).await;
+    let (mut stalled, _r) = conn.open_bi().await.unwrap();
+    stalled.write_all(&100u32.to_be_bytes()).await.unwrap();
+
+    common::wait_until(20, "hostile frames counted", || async {
+        let d = node.status().await.unwrap().dht;
+        d.frames_dropped >= 3 && d.counters.undecodable >= 1
+    })
+    .await;
+    let d = node.status().await.unwrap().dht;
+    assert_eq!(d.counters.undecodable, 1, "{d:?}");
+    assert_eq!(d.counters.requests_in, 0, "nothing hostile was answered");
+
+    // The same connection still gets an answer to an honest ping, on a stream of its own.
+    let ping = proto::encode(&Message::Request {
+        id: 77,
+        body: Request::Ping,
+    })
+    .unwrap();
+    send_stream(&conn, &dht_frame(&ping)).await;
+    let (_send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let frame = recv.read_to_end(64 * 1024).await.unwrap();
+    let len = u32::from_be_bytes(frame[4..8].try_into().unwrap()) as usize;
+    let answer = proto::decode(&frame[8..8 + len]).unwrap();
+    assert_eq!(
+        answer,
+        Message::Response {
+            id: 77,
+            body: Response::Pong
+        }
+    );
+    assert_eq!(node.status().await.unwrap().dht.counters.requests_in, 1);
+    drop(stalled);
+    node.shutdown().await.unwrap();
+    raw.close().await;
+}

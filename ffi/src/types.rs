@@ -58,8 +58,9 @@ pub struct NodeConfig {
     #[uniffi(default)]
     pub max_payload_bytes: Option<u64>,
     /// Announce this node in the DHT rendezvous of each joined group and dial the members
-    /// found there; `None` means on (the default). The DHT peers a rendezvous goes through
-    /// learn only that some node announced some key, not which group.
+    /// found there; `None` means on (the default). The DHT nodes holding the announcements
+    /// cannot tell which group a key stands for, only that the nodes announcing one key in
+    /// one hour share some group.
     #[uniffi(default)]
     pub dht_rendezvous: Option<bool>,
     /// Largest DHT record value this node publishes with `dht_put` and stores for others, in

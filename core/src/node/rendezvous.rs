@@ -6,7 +6,9 @@
 //! secret), and searches the providers of that key; members it finds and is not yet talking
 //! to are dialed for sync and remembered like `add_peer`. Outsiders cannot compute the key,
 //! and a key changes every window, so the DHT nodes holding the announcements learn neither
-//! the group nor which announcements over time belong together.
+//! the group nor which announcements over time belong together. What they do learn is that
+//! the nodes announcing one key within one window share some group: the price of meeting
+//! through a public DHT, bounded to the `k` nodes closest to that hour's key.
 //!
 //! Announcements cover the windows of `now - SKEW`, `now` and `now + SKEW`, so two members
 //! whose clocks differ by up to [`CLOCK_SKEW_MS`] still meet in the window either one

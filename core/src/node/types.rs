@@ -61,8 +61,9 @@ pub struct DhtSettings {
     /// bytes, in total and per publisher.
     pub quotas: MemoryQuotas,
     /// Announce this node in the rendezvous of each joined group and connect to the members
-    /// found there. The DHT peers a rendezvous goes through learn only that some node
-    /// announced some key; they cannot tell which group (see `GroupKeys::rendezvous_key`).
+    /// found there. The DHT nodes holding the announcements cannot tell which group a key
+    /// stands for (see `GroupKeys::rendezvous_key`), only that the nodes announcing one key
+    /// in one hour share some group.
     pub rendezvous: bool,
     /// How often each group's rendezvous is searched for members (ms). Until a search finds
     /// one, searches back off from one second up to this.

@@ -2950,8 +2950,9 @@ public struct NodeConfig {
     public var maxPayloadBytes: UInt64?
     /**
      * Announce this node in the DHT rendezvous of each joined group and dial the members
-     * found there; `None` means on (the default). The DHT peers a rendezvous goes through
-     * learn only that some node announced some key, not which group.
+     * found there; `None` means on (the default). The DHT nodes holding the announcements
+     * cannot tell which group a key stands for, only that the nodes announcing one key in
+     * one hour share some group.
      */
     public var dhtRendezvous: Bool?
     /**
@@ -2992,8 +2993,9 @@ public struct NodeConfig {
          */maxPayloadBytes: UInt64? = nil, 
         /**
          * Announce this node in the DHT rendezvous of each joined group and dial the members
-         * found there; `None` means on (the default). The DHT peers a rendezvous goes through
-         * learn only that some node announced some key, not which group.
+         * found there; `None` means on (the default). The DHT nodes holding the announcements
+         * cannot tell which group a key stands for, only that the nodes announcing one key in
+         * one hour share some group.
          */dhtRendezvous: Bool? = nil, 
         /**
          * Largest DHT record value this node publishes with `dht_put` and stores for others, in

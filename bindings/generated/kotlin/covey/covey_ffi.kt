@@ -4381,8 +4381,9 @@ data class NodeConfig (
     , 
     /**
      * Announce this node in the DHT rendezvous of each joined group and dial the members
-     * found there; `None` means on (the default). The DHT peers a rendezvous goes through
-     * learn only that some node announced some key, not which group.
+     * found there; `None` means on (the default). The DHT nodes holding the announcements
+     * cannot tell which group a key stands for, only that the nodes announcing one key in
+     * one hour share some group.
      */
     var `dhtRendezvous`: kotlin.Boolean? = null 
     , 
