@@ -222,6 +222,16 @@ fn true_closest(ids: &[Key], target: &Key, n: usize) -> Vec<Key> {
     v
 }
 
+/// The `n` keys of `ids` closest to `target`, leaving out `asker` (a lookup never returns
+/// the node that runs it).
+fn closest_but(ids: &[Key], target: &Key, asker: Key, n: usize) -> Vec<Key> {
+    true_closest(ids, target, n + 1)
+        .into_iter()
+        .filter(|k| *k != asker)
+        .take(n)
+        .collect()
+}
+
 /// `k` with its low 32 bits XORed with `n`: the key at distance `n` from `k`.
 fn flip(k: Key, n: u32) -> Key {
     let mut b = k.0;
@@ -249,11 +259,7 @@ fn lookups_find_the_true_closest_nodes() {
         let op = net.node(&from).find_node(target, now).unwrap();
         net.run();
         let (outcome, stats) = net.result(from, op);
-        let want: Vec<Key> = true_closest(&ids, &target, 9)
-            .into_iter()
-            .filter(|k| *k != from)
-            .take(8)
-            .collect();
+        let want: Vec<Key> = closest_but(&ids, &target, from, 8);
         assert_eq!(outcome, Outcome::Nodes(want));
         assert!(stats.rounds >= 1 && stats.messages >= 8);
     }
@@ -502,11 +508,7 @@ fn hostile_and_silent_peers_do_not_break_lookups() {
         panic!()
     };
     assert!(!found.contains(&silent));
-    let want: Vec<Key> = true_closest(&ids, &me, 9)
-        .into_iter()
-        .filter(|k| *k != me)
-        .take(7)
-        .collect();
+    let want: Vec<Key> = closest_but(&ids, &me, me, 7);
     for w in &want {
         assert!(found.contains(w), "missing a true neighbour");
     }
@@ -869,29 +871,9 @@ fn bad_records_in_value_responses_are_dropped_and_the_get_returns_the_honest_one
         ),
     ];
     for (what, record) in bad {
-        let reply = record.clone();
-        net.responder = Some(Box::new(move |_, request| match request {
-            Request::FindValue { .. } => Response::Value {
-                record: Some(reply.clone()),
-                contacts: vec![],
-            },
-            _ => Response::Nodes { contacts: vec![] },
-        }));
-        net.spied.clear();
         let before = net.nodes[&reader].counters();
-        let now = net.now;
-        let op = net.node(&reader).get(&writer.0, b"name", now).unwrap();
-        net.run();
-        assert!(
-            net.spied_requests(reader)
-                .contains(&Request::FindValue { key }),
-            "{what}: the liar was asked"
-        );
-        assert_eq!(
-            net.result(reader, op).0,
-            Outcome::Record(Some(honest.clone())),
-            "{what}"
-        );
+        let outcome = get_through_liar(&mut net, reader, writer, key, &record, what);
+        assert_eq!(outcome, Outcome::Record(Some(honest.clone())), "{what}");
         let c = net.nodes[&reader].counters();
         assert_eq!(c.invalid_records - before.invalid_records, 1, "{what}");
         assert_eq!(
@@ -915,26 +897,40 @@ fn bad_records_in_value_responses_are_dropped_and_the_get_returns_the_honest_one
             Record::sign(&ws, b"name", b"other", 1, now + 60_000).unwrap(),
         ),
     ] {
-        let reply = record.clone();
-        net.responder = Some(Box::new(move |_, _| Response::Value {
+        let outcome = get_through_liar(&mut net, reader, writer, key, &record, what);
+        assert_eq!(outcome, Outcome::Record(Some(honest.clone())), "{what}");
+    }
+}
+
+/// Has the spy answer every `FindValue` with `reply` (and anything else with no contacts),
+/// runs a get of (`writer`, "name") on `reader`, checks the spy was asked, and returns the
+/// outcome.
+fn get_through_liar(
+    net: &mut Net,
+    reader: Key,
+    writer: Key,
+    key: Key,
+    reply: &Record,
+    what: &str,
+) -> Outcome {
+    let reply = reply.clone();
+    net.responder = Some(Box::new(move |_, request| match request {
+        Request::FindValue { .. } => Response::Value {
             record: Some(reply.clone()),
             contacts: vec![],
-        }));
-        net.spied.clear();
-        let now = net.now;
-        let op = net.node(&reader).get(&writer.0, b"name", now).unwrap();
-        net.run();
-        assert!(
-            net.spied_requests(reader)
-                .contains(&Request::FindValue { key }),
-            "{what}: the liar was asked"
-        );
-        assert_eq!(
-            net.result(reader, op).0,
-            Outcome::Record(Some(honest.clone())),
-            "{what}"
-        );
-    }
+        },
+        _ => Response::Nodes { contacts: vec![] },
+    }));
+    net.spied.clear();
+    let now = net.now;
+    let op = net.node(&reader).get(&writer.0, b"name", now).unwrap();
+    net.run();
+    assert!(
+        net.spied_requests(reader)
+            .contains(&Request::FindValue { key }),
+        "{what}: the liar was asked"
+    );
+    net.result(reader, op).0
 }
 
 #[test]
@@ -1104,11 +1100,7 @@ fn a_peer_returning_thousands_of_contacts_adds_only_k_of_them() {
     // nodes, none of the made-up contacts.
     let mut everyone = ids.clone();
     everyone.push(liar);
-    let want: Vec<Key> = true_closest(&everyone, &target, 9)
-        .into_iter()
-        .filter(|k| *k != me)
-        .take(8)
-        .collect();
+    let want: Vec<Key> = closest_but(&everyone, &target, me, 8);
     assert_eq!(outcome, Outcome::Nodes(want));
     // (a) (c) All but k were dropped and counted; the k kept were each asked once, did not
     // answer (they do not exist) and cost a timeout each.
@@ -1157,11 +1149,7 @@ fn a_response_over_the_frame_limit_is_undecodable_and_costs_one_timeout() {
     assert_eq!(c.timeouts - before.timeouts, 1);
     assert_eq!(stats.failures, 1);
     // The liar counts as silent: the lookup ends with the true closest honest nodes.
-    let want: Vec<Key> = true_closest(&ids, &target, 9)
-        .into_iter()
-        .filter(|k| *k != me)
-        .take(8)
-        .collect();
+    let want: Vec<Key> = closest_but(&ids, &target, me, 8);
     assert_eq!(outcome, Outcome::Nodes(want));
 }
 
@@ -1175,11 +1163,7 @@ fn contacts_that_are_all_the_responder_or_all_the_requester_are_ignored() {
     net.plant_spy(liar, me);
     let mut everyone = ids.clone();
     everyone.push(liar);
-    let want: Vec<Key> = true_closest(&everyone, &target, 9)
-        .into_iter()
-        .filter(|k| *k != me)
-        .take(8)
-        .collect();
+    let want: Vec<Key> = closest_but(&everyone, &target, me, 8);
     for (what, all_self) in [("all the responder", true), ("all the requester", false)] {
         // k copies: nothing is truncated, every one is ignored.
         net.responder = Some(Box::new(move |asker, _| Response::Nodes {
@@ -1232,11 +1216,7 @@ fn silent_peers_closest_to_the_target_cost_a_timeout_each_and_are_dropped() {
     }
     net.run();
     assert!(silent.iter().all(|s| net.nodes[&me].routing().contains(s)));
-    let want: Vec<Key> = true_closest(&ids, &target, 9)
-        .into_iter()
-        .filter(|k| *k != me)
-        .take(8)
-        .collect();
+    let want: Vec<Key> = closest_but(&ids, &target, me, 8);
     // A contact is dropped after MAX_FAILURES (3) failed requests: three lookups each pay
     // one timeout per silent peer, the fourth pays none.
     for round in 1..=4u64 {
@@ -1276,11 +1256,7 @@ fn a_response_of_the_wrong_kind_is_counted_and_the_lookup_goes_on() {
     net.plant_spy(liar, me);
     // A pong to every find_node: well formed, but not an answer to the question.
     net.responder = Some(Box::new(|_, _| Response::Pong));
-    let want: Vec<Key> = true_closest(&ids, &target, 9)
-        .into_iter()
-        .filter(|k| *k != me)
-        .take(8)
-        .collect();
+    let want: Vec<Key> = closest_but(&ids, &target, me, 8);
     let before = net.nodes[&me].counters();
     let now = net.now;
     let op = net.node(&me).find_node(target, now).unwrap();

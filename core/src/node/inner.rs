@@ -39,6 +39,37 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| CoveyError::internal(format!("blocking task failed: {e}")))?
 }
 
+/// A background task's view of the node's shutdown and pause switches.
+pub(super) struct Lifecycle {
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) paused: watch::Receiver<bool>,
+}
+
+impl Lifecycle {
+    pub(super) fn new(inner: &Inner) -> Self {
+        Self {
+            shutdown: inner.shutdown.subscribe(),
+            paused: inner.paused.subscribe(),
+        }
+    }
+
+    /// Waits out a pause. False once the node is shutting down: the task should end.
+    pub(super) async fn running(&mut self) -> bool {
+        loop {
+            if *self.shutdown.borrow() {
+                return false;
+            }
+            if !*self.paused.borrow() {
+                return true;
+            }
+            tokio::select! {
+                _ = self.paused.changed() => {}
+                _ = self.shutdown.changed() => {}
+            }
+        }
+    }
+}
+
 /// What storing a batch from a peer came to.
 pub(super) struct Ingested {
     /// Per author, the highest seq newly stored.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use iroh::EndpointId;
 use iroh_tickets::endpoint::EndpointTicket;
 
-use super::inner::{Inner, now_ms};
+use super::inner::{Inner, Lifecycle, now_ms};
 use crate::dht::Outcome;
 use crate::group::rendezvous_window;
 use crate::store;
@@ -63,20 +63,9 @@ fn announce_windows(now_ms: u64) -> BTreeSet<u64> {
 /// joined, so a new member searches at once.
 pub(super) async fn run(inner: Arc<Inner>) {
     let interval_ms = inner.config.dht.rendezvous_interval_ms;
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut paused = inner.paused.subscribe();
+    let mut life = Lifecycle::new(&inner);
     let mut groups: HashMap<Id32, GroupRendezvous> = HashMap::new();
-    loop {
-        if *shutdown.borrow() || inner.closed.load(Ordering::Acquire) {
-            return;
-        }
-        if *paused.borrow() {
-            tokio::select! {
-                _ = paused.changed() => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
+    while life.running().await && !inner.closed.load(Ordering::Acquire) {
         // Keys are computed under the lock and the lock is let go before any await.
         let keys: Vec<(Id32, crate::group::GroupKeys)> = match inner.groups_read() {
             Ok(g) => g.iter().map(|(id, s)| (*id, s.keys.clone())).collect(),
@@ -139,8 +128,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             _ = inner.rendezvous.notified() => {}
-            _ = shutdown.changed() => {}
-            _ = paused.changed() => {}
+            _ = life.shutdown.changed() => {}
+            _ = life.paused.changed() => {}
         }
     }
 }

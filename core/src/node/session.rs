@@ -13,7 +13,7 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointAddr, EndpointId};
 use tokio::sync::{Notify, mpsc};
 
-use super::inner::Inner;
+use super::inner::{Inner, Lifecycle};
 use super::{Event, SYNC_ALPN};
 use crate::store;
 use crate::sync::backoff::Backoff;
@@ -197,24 +197,13 @@ impl ProtocolHandler for SyncHandler {
 /// Dials `addr` and keeps a session with it up, redialing with backoff, until shutdown.
 pub(super) async fn dial_loop(inner: Arc<Inner>, addr: EndpointAddr) {
     let peer = addr.id;
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut paused = inner.paused.subscribe();
+    let mut life = Lifecycle::new(&inner);
     let mut backoff = Backoff::default();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if *paused.borrow() {
-            tokio::select! {
-                _ = paused.changed() => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
+    while life.running().await {
         if inner.sessions.contains(&peer) {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => {}
+                _ = life.shutdown.changed() => {}
             }
             continue;
         }
@@ -240,7 +229,7 @@ pub(super) async fn dial_loop(inner: Arc<Inner>, addr: EndpointAddr) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = inner.redial.notified() => backoff.reset(),
-            _ = shutdown.changed() => {}
+            _ = life.shutdown.changed() => {}
         }
     }
 }
