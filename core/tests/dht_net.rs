@@ -346,7 +346,19 @@ async fn rendezvous_brings_members_together_from_only_a_bootstrap_ticket() {
             .is_empty()
     );
 
-    for node in [&a, &b, &c] {
+    // A member that goes away stays announced until its record expires; the others dial it
+    // (once) but do not count it as found again at every search.
+    let found_before = a.status().await.unwrap().dht.rendezvous_found;
+    b.shutdown().await.unwrap();
+    // Searches run every second, each up to a request timeout (2 s) longer while the dead
+    // member is still in routing tables: 10 s is several searches.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let found_after = a.status().await.unwrap().dht.rendezvous_found;
+    assert!(
+        found_after <= found_before + 1,
+        "found {found_before} then {found_after} over several searches"
+    );
+    for node in [&a, &c] {
         node.shutdown().await.unwrap();
     }
     for node in &nodes {

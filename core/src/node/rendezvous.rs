@@ -157,7 +157,14 @@ async fn search(inner: &Arc<Inner>, key: &[u8; 32]) -> bool {
             continue;
         }
         met = true;
-        if inner.sessions.contains(&peer) {
+        // Connected, or already being dialed (a member found before that is offline now):
+        // the session or its dial loop has it, so it is not found again.
+        let dialing = inner
+            .dialing
+            .lock()
+            .map(|d| d.contains(&peer))
+            .unwrap_or(true);
+        if inner.sessions.contains(&peer) || dialing {
             continue;
         }
         let Some(addr) = inner.dht.addr_of(&peer) else {
