@@ -7,56 +7,37 @@
 
 mod common;
 
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::hostile::*;
 use common::*;
-use covey_core::crypto::{Secret32, aead, kdf};
+use covey_core::crypto::{Secret32, aead};
 use covey_core::group::GroupKeys;
-use covey_core::node::{FRAME_OVERHEAD, SYNC_ALPN};
+use covey_core::node::FRAME_OVERHEAD;
 use covey_core::sync::proto::{
     LocalView, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession,
 };
 use covey_core::wire::entry::{
-    ENTRY_VERSION, EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LABEL, SIGNATURE_LEN,
-    SignedEntry,
+    EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LABEL, SIGNATURE_LEN, SignedEntry,
 };
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
-use covey_core::{Entry, EntryId, Event, GroupId, Node, NodeConfig, Subscription, SyncCounters};
-use iroh::endpoint::{Connection, ReadExactError, RecvStream, SendStream};
-use iroh::{Endpoint, SecretKey};
-use iroh_tickets::endpoint::EndpointTicket;
+use covey_core::{Entry, EntryId, Event, SyncCounters};
+use iroh::SecretKey;
 
-/// The victim's payload limit; small so the frame limit is small too.
-const LIMIT: usize = 4096;
-/// How long a raw peer waits for one frame.
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a node's reaction.
 const REACT_SECS: u64 = 5;
+/// What this file's raw peers announce in their hello: a known feature and one nobody knows
+/// (which must be ignored).
+const HELLO_FEATURES: &[&str] = &["run-signatures", "x-unknown-feature/42"];
+
+/// A victim with default timers whose reactions are awaited for [`REACT_SECS`].
+async fn victim() -> Victim {
+    Victim::open(REACT_SECS, |_| {}).await
+}
 
 // ---------------------------------------------------------------------------------------------
-// Keys and crafted entries
+// Crafted entries
 // ---------------------------------------------------------------------------------------------
-
-/// The keys of the shared test group, derived once per test binary (Argon2id is slow).
-fn group_keys() -> GroupKeys {
-    static ROOT: OnceLock<Secret32> = OnceLock::new();
-    GroupKeys::from_root(
-        ROOT.get_or_init(|| kdf::passphrase_root(PASS, GROUP).expect("derive group root")),
-    )
-}
-
-/// Keys of a group the victim never joined.
-fn foreign_keys() -> GroupKeys {
-    GroupKeys::from_root(&Secret32::from_bytes([0x33; 32]))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// The v1 header layout, written out independently of the crate (see `wire::entry` docs).
 fn encode_header(h: &EntryHeader, ciphertext_len: u32) -> Vec<u8> {
@@ -92,405 +73,24 @@ fn forge(h: &EntryHeader, key: &Secret32, signer: &SecretKey, plaintext: &[u8]) 
     raw
 }
 
+/// The first entry of a new author in the group of `keys`, its header changed by `change`
+/// before sealing: validly signed, carrying whatever values `change` sets.
+fn first_entry_with(
+    keys: &GroupKeys,
+    change: impl FnOnce(&mut EntryHeader),
+    payload: &[u8],
+) -> SignedEntry {
+    let author = Author::new(keys);
+    let mut h = author.header(1, [0; 32]);
+    change(&mut h);
+    author.seal(h, payload)
+}
+
 /// `raw` with one bit flipped.
 fn flipped(raw: &[u8], byte: usize, bit: u8) -> Vec<u8> {
     let mut out = raw.to_vec();
     out[byte] ^= 1 << bit;
     out
-}
-
-/// One author's log in one group, built with the crate's own `SignedEntry::seal`.
-struct Author {
-    secret: SecretKey,
-    group: Id32,
-    key: Secret32,
-    seq: u64,
-    prev: Id32,
-}
-
-impl Author {
-    fn new(keys: &GroupKeys) -> Self {
-        Self {
-            secret: SecretKey::generate(),
-            group: keys.id.0,
-            key: keys.content_key.clone(),
-            seq: 0,
-            prev: [0; 32],
-        }
-    }
-
-    fn id(&self) -> Id32 {
-        *self.secret.public().as_bytes()
-    }
-
-    /// A header for `seq` after `prev`; the author field is filled in by `seal`.
-    fn header(&self, seq: u64, prev: Id32) -> EntryHeader {
-        EntryHeader {
-            version: ENTRY_VERSION,
-            kind: EntryKind::Data,
-            group_id: self.group,
-            author: self.id(),
-            seq,
-            prev,
-            lamport: 1_000 + seq,
-            epoch: 0,
-            timestamp_ms: now_ms(),
-            nonce: aead::random_nonce(),
-        }
-    }
-
-    fn seal(&self, header: EntryHeader, payload: &[u8]) -> SignedEntry {
-        SignedEntry::seal(header, &self.key, &self.secret, payload).expect("seal")
-    }
-
-    /// The next entry of the log, without advancing it (a candidate to tamper with).
-    fn peek(&self, payload: &[u8]) -> SignedEntry {
-        self.seal(self.header(self.seq + 1, self.prev), payload)
-    }
-
-    /// The next entry of the log, advancing it.
-    fn next(&mut self, payload: &[u8]) -> SignedEntry {
-        let entry = self.peek(payload);
-        self.seq = entry.header().seq;
-        self.prev = *entry.id();
-        entry
-    }
-}
-
-fn raws(entries: &[&SignedEntry]) -> Vec<Vec<u8>> {
-    entries.iter().map(|e| e.raw().to_vec()).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The victim node
-// ---------------------------------------------------------------------------------------------
-
-/// A node in the test group holding three entries of its own, watched through a subscription.
-struct Victim {
-    _dir: tempfile::TempDir,
-    node: Node,
-    group: GroupId,
-    keys: GroupKeys,
-    sub: Subscription,
-    /// What the node held before any abuse.
-    baseline: Vec<Entry>,
-    /// How many entries the node should hold now.
-    expected: usize,
-}
-
-async fn victim() -> Victim {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(NodeConfig::loopback(dir.path()).with_max_payload(LIMIT))
-        .await
-        .expect("open victim");
-    let info = node.join_passphrase(PASS, GROUP).await.unwrap();
-    let keys = group_keys();
-    assert_eq!(info.group_id, keys.id, "test derivation matches the node's");
-    for i in 0..3 {
-        node.publish(&info.group_id, format!("victim-{i}").as_bytes(), None)
-            .await
-            .unwrap();
-    }
-    let baseline = all_entries(&node, &info.group_id).await;
-    let sub = node.subscribe();
-    Victim {
-        _dir: dir,
-        group: info.group_id,
-        keys,
-        sub,
-        expected: baseline.len(),
-        baseline,
-        node,
-    }
-}
-
-impl Victim {
-    async fn counters(&self) -> SyncCounters {
-        counters(&self.node).await
-    }
-
-    /// Waits for a `Warning` of `kind` and returns its message.
-    async fn warning(&mut self, kind: &str) -> String {
-        wait_warning(&mut self.sub, REACT_SECS, kind).await
-    }
-
-    /// Waits until the counters equal `want` (they are updated around the store commit).
-    async fn expect_counters(&self, want: SyncCounters) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(REACT_SECS);
-        loop {
-            let now = self.counters().await;
-            if now == want {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("counters are {now:?}, expected {want:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Expects `more` newly stored entries and checks the baseline is untouched.
-    async fn expect_stored(&mut self, more: usize) -> Vec<Entry> {
-        self.expected += more;
-        wait_for_count(&self.node, &self.group, self.expected, REACT_SECS).await;
-        self.assert_intact().await
-    }
-
-    /// Everything stored before the abuse is still there, byte for byte, and readable.
-    async fn assert_intact(&self) -> Vec<Entry> {
-        let now = self
-            .node
-            .entries(&self.group, 0, 10_000)
-            .await
-            .expect("the group's entries are still readable");
-        assert_eq!(now.len(), self.expected, "entry count");
-        assert_eq!(
-            &now[..self.baseline.len()],
-            &self.baseline[..],
-            "entries stored before the abuse changed"
-        );
-        assert_eq!(
-            self.node.status().await.unwrap().entries,
-            self.expected as u64
-        );
-        now
-    }
-
-    /// Warnings arriving within `ms`, as (kind, message): context for failure messages.
-    async fn warnings_for(&mut self, ms: u64) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.sub.recv()).await {
-            if let Event::Warning { kind, message } = ev {
-                out.push((kind, message));
-            }
-        }
-        out
-    }
-
-    async fn has(&self, entry: &SignedEntry) -> bool {
-        self.node
-            .entry(&self.group, &EntryId(*entry.id()))
-            .await
-            .unwrap()
-            .is_some()
-    }
-}
-
-/// `before` with `change` applied: the exact counters a case expects.
-fn plus(before: &SyncCounters, change: impl FnOnce(&mut SyncCounters)) -> SyncCounters {
-    let mut c = before.clone();
-    change(&mut c);
-    c
-}
-
-// ---------------------------------------------------------------------------------------------
-// The raw peer
-// ---------------------------------------------------------------------------------------------
-
-/// What a raw peer read next.
-#[derive(Debug)]
-enum Incoming {
-    Frame(Message),
-    /// The node finished its send stream.
-    Ended,
-    /// The stream or connection was closed or reset.
-    Closed,
-    /// Nothing within `RECV_TIMEOUT`.
-    TimedOut,
-    /// The node sent something that is not a frame (a bug in the node).
-    Bad(String),
-}
-
-/// A bare iroh client speaking `covey/sync/1` frame by frame.
-struct RawPeer {
-    endpoint: Endpoint,
-    conn: Connection,
-    send: SendStream,
-    recv: RecvStream,
-    /// The test group's name on the wire between this peer and the victim (frames carry a
-    /// per-pair session tag, never the group id).
-    tag: Id32,
-}
-
-/// Swaps the test group's id and its session tag in a message's group field, either way.
-fn swap_group(message: Message, from: Id32, to: Id32) -> Message {
-    let swap = |g: Id32| if g == from { to } else { g };
-    match message {
-        Message::Frontier { group, heads } => Message::Frontier {
-            group: swap(group),
-            heads,
-        },
-        Message::Announce { group, heads } => Message::Announce {
-            group: swap(group),
-            heads,
-        },
-        Message::Entries { group, entries } => Message::Entries {
-            group: swap(group),
-            entries,
-        },
-        other => other,
-    }
-}
-
-impl RawPeer {
-    async fn connect(node: &Node) -> Self {
-        Self::connect_as(node, SecretKey::generate()).await
-    }
-
-    async fn connect_as(node: &Node, secret: SecretKey) -> Self {
-        let ticket: EndpointTicket = node.addr().await.unwrap().parse().unwrap();
-        let endpoint = loopback_endpoint(secret).await;
-        let conn = tokio::time::timeout(
-            RECV_TIMEOUT,
-            endpoint.connect(ticket.endpoint_addr().clone(), SYNC_ALPN),
-        )
-        .await
-        .expect("connect timed out")
-        .expect("connect");
-        let (send, recv) = conn.open_bi().await.expect("open_bi");
-        let tag = group_keys().session_tag(endpoint.id().as_bytes(), node.node_id().as_bytes());
-        Self {
-            endpoint,
-            conn,
-            send,
-            recv,
-            tag,
-        }
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.send.write_all(bytes).await.expect("write");
-    }
-
-    /// Sends a message, naming the test group by its session tag as a real member would.
-    async fn send(&mut self, message: &Message) {
-        let message = swap_group(message.clone(), group_keys().id.0, self.tag);
-        self.send_raw(&frame::encode(&message).unwrap()).await;
-    }
-
-    async fn entries(&mut self, group: Id32, entries: Vec<Vec<u8>>) {
-        self.send(&Message::Entries { group, entries }).await;
-    }
-
-    /// Finishes our half of the stream.
-    fn finish(&mut self) {
-        self.send.finish().expect("finish");
-    }
-
-    async fn next(&mut self) -> Incoming {
-        let (tag, group) = (self.tag, group_keys().id.0);
-        let recv = &mut self.recv;
-        let read = async {
-            let mut prefix = [0u8; LENGTH_PREFIX];
-            match recv.read_exact(&mut prefix).await {
-                Ok(()) => {}
-                Err(ReadExactError::FinishedEarly(0)) => return Incoming::Ended,
-                Err(ReadExactError::FinishedEarly(n)) => {
-                    return Incoming::Bad(format!("stream ended {n} bytes into a prefix"));
-                }
-                Err(ReadExactError::ReadError(_)) => return Incoming::Closed,
-            }
-            let len = u32::from_be_bytes(prefix) as usize;
-            if len > 16 << 20 {
-                return Incoming::Bad(format!("frame of {len} bytes"));
-            }
-            let mut body = vec![0u8; len];
-            if let Err(e) = recv.read_exact(&mut body).await {
-                return Incoming::Bad(format!("frame body: {e}"));
-            }
-            match frame::decode(&body) {
-                Ok(m) => Incoming::Frame(swap_group(m, tag, group)),
-                Err(e) => Incoming::Bad(e.to_string()),
-            }
-        };
-        tokio::time::timeout(RECV_TIMEOUT, read)
-            .await
-            .unwrap_or(Incoming::TimedOut)
-    }
-
-    /// The next frame, or `None` when the stream ended, closed or went quiet.
-    async fn recv(&mut self) -> Option<Message> {
-        match self.next().await {
-            Incoming::Frame(m) => Some(m),
-            Incoming::Bad(e) => panic!("node sent a bad frame: {e}"),
-            _ => None,
-        }
-    }
-
-    /// Expects the node's hello, which it sends first whatever we do.
-    async fn expect_hello(&mut self) {
-        match self.recv().await {
-            Some(Message::Hello {
-                version,
-                min_version,
-                ..
-            }) => {
-                assert_eq!(version, PROTOCOL_VERSION);
-                assert_eq!(min_version, MIN_PROTOCOL_VERSION);
-            }
-            other => panic!("expected the node's hello, got {other:?}"),
-        }
-    }
-
-    /// A valid v1 hello, with a feature nobody knows (which must be ignored).
-    async fn hello(&mut self) {
-        self.send(&Message::Hello {
-            version: PROTOCOL_VERSION,
-            min_version: MIN_PROTOCOL_VERSION,
-            features: vec!["run-signatures".into(), "x-unknown-feature/42".into()],
-        })
-        .await;
-        self.expect_hello().await;
-    }
-
-    /// Reads until the node's `Refuse`, then expects the session to end (stream finished
-    /// and connection closed); returns the refusal's code and reason.
-    async fn expect_refuse(&mut self) -> (u16, String) {
-        let refusal = loop {
-            match self.next().await {
-                Incoming::Frame(Message::Refuse { code, reason }) => break (code, reason),
-                Incoming::Frame(_) => continue,
-                other => panic!("expected a Refuse frame, got {other:?}"),
-            }
-        };
-        match self.next().await {
-            Incoming::Ended | Incoming::Closed => {}
-            other => panic!("expected the session to end after Refuse, got {other:?}"),
-        }
-        tokio::time::timeout(RECV_TIMEOUT, self.conn.closed())
-            .await
-            .expect("the node did not close the connection after refusing");
-        refusal
-    }
-
-    /// Reads frames until an `Entries` one, skipping hello and frontiers.
-    async fn expect_entries(&mut self) -> (Id32, Vec<Vec<u8>>) {
-        loop {
-            match self.recv().await {
-                Some(Message::Entries { group, entries }) => return (group, entries),
-                Some(Message::Refuse { code, reason }) => {
-                    panic!("node refused the session ({code}): {reason}")
-                }
-                Some(_) => continue,
-                None => panic!("node sent no entries"),
-            }
-        }
-    }
-
-    /// The session is still up: nothing but ordinary frames or silence arrives.
-    fn assert_session_alive(&self) {
-        assert!(
-            self.conn.close_reason().is_none(),
-            "connection closed: {:?}",
-            self.conn.close_reason()
-        );
-    }
-
-    async fn close(self) {
-        self.conn.close(0u32.into(), b"done");
-        self.endpoint.close().await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,25 +115,30 @@ async fn expect_refused(
     (reason, warning)
 }
 
+/// Asserts a session refused for a protocol violation: [`expect_refused`] with code
+/// `ProtocolViolation`, a `Warning` of `kind` and exactly one more rejected frame.
+async fn expect_violation(
+    v: &mut Victim,
+    peer: &mut RawPeer,
+    before: &SyncCounters,
+    kind: &str,
+) -> (String, String) {
+    expect_refused(v, peer, before, RefuseCode::ProtocolViolation, kind, |c| {
+        c.rejected_frames += 1
+    })
+    .await
+}
+
 async fn case_oversized_length_prefix(v: &mut Victim) {
     let before = v.counters().await;
     let max_frame = LIMIT + FRAME_OVERHEAD;
-    let mut peer = RawPeer::connect(&v.node).await;
-    peer.hello().await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     // Claim one byte more than the node accepts, and start sending a body (in one write:
     // the node may close the connection as soon as it has read the prefix).
     let mut bytes = u32::try_from(max_frame + 1).unwrap().to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0u8; 64]);
     peer.send_raw(&bytes).await;
-    let (reason, warning) = expect_refused(
-        v,
-        &mut peer,
-        &before,
-        RefuseCode::ProtocolViolation,
-        "rejected-frame",
-        |c| c.rejected_frames += 1,
-    )
-    .await;
+    let (reason, warning) = expect_violation(v, &mut peer, &before, "rejected-frame").await;
     assert!(reason.contains("too large"), "{reason}");
     assert!(warning.contains(&(max_frame + 1).to_string()), "{warning}");
     peer.close().await;
@@ -542,22 +147,13 @@ async fn case_oversized_length_prefix(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = RawPeer::connect(&v.node).await;
     peer.send_raw(&u32::MAX.to_be_bytes()).await;
-    expect_refused(
-        v,
-        &mut peer,
-        &before,
-        RefuseCode::ProtocolViolation,
-        "rejected-frame",
-        |c| c.rejected_frames += 1,
-    )
-    .await;
+    expect_violation(v, &mut peer, &before, "rejected-frame").await;
     peer.close().await;
 }
 
 async fn case_truncated_frame(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
-    peer.hello().await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut whole = frame::encode(&Message::Frontier {
         group: v.group.0,
         heads: vec![],
@@ -568,15 +164,7 @@ async fn case_truncated_frame(v: &mut Victim) {
     whole[..LENGTH_PREFIX].copy_from_slice(&u32::try_from(promised).unwrap().to_be_bytes());
     peer.send_raw(&whole).await;
     peer.finish();
-    let (reason, _) = expect_refused(
-        v,
-        &mut peer,
-        &before,
-        RefuseCode::ProtocolViolation,
-        "rejected-frame",
-        |c| c.rejected_frames += 1,
-    )
-    .await;
+    let (reason, _) = expect_violation(v, &mut peer, &before, "rejected-frame").await;
     assert!(reason.contains("truncated"), "{reason}");
     peer.close().await;
 
@@ -585,15 +173,7 @@ async fn case_truncated_frame(v: &mut Victim) {
     let mut peer = RawPeer::connect(&v.node).await;
     peer.send_raw(&[0, 0]).await;
     peer.finish();
-    expect_refused(
-        v,
-        &mut peer,
-        &before,
-        RefuseCode::ProtocolViolation,
-        "rejected-frame",
-        |c| c.rejected_frames += 1,
-    )
-    .await;
+    expect_violation(v, &mut peer, &before, "rejected-frame").await;
     peer.close().await;
 }
 
@@ -612,30 +192,20 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 
 async fn case_garbage_frame(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
-    peer.hello().await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut body = noise(0x5eed_cafe, 200);
     body[0] = 0xff; // no such message variant
     assert!(frame::decode(&body).is_err(), "the garbage must not decode");
     let mut bytes = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
     bytes.extend_from_slice(&body);
     peer.send_raw(&bytes).await;
-    let (reason, _) = expect_refused(
-        v,
-        &mut peer,
-        &before,
-        RefuseCode::ProtocolViolation,
-        "rejected-frame",
-        |c| c.rejected_frames += 1,
-    )
-    .await;
+    let (reason, _) = expect_violation(v, &mut peer, &before, "rejected-frame").await;
     assert!(reason.contains("malformed"), "{reason}");
     peer.close().await;
 
     // A valid message followed by trailing garbage inside the same frame.
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
-    peer.hello().await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut frame_bytes = frame::encode(&Message::Frontier {
         group: v.group.0,
         heads: vec![],
@@ -645,15 +215,7 @@ async fn case_garbage_frame(v: &mut Victim) {
     let len = u32::try_from(frame_bytes.len() - LENGTH_PREFIX).unwrap();
     frame_bytes[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
     peer.send_raw(&frame_bytes).await;
-    expect_refused(
-        v,
-        &mut peer,
-        &before,
-        RefuseCode::ProtocolViolation,
-        "rejected-frame",
-        |c| c.rejected_frames += 1,
-    )
-    .await;
+    expect_violation(v, &mut peer, &before, "rejected-frame").await;
     peer.close().await;
 }
 
@@ -671,38 +233,16 @@ async fn case_message_before_hello(v: &mut Victim) {
         let before = v.counters().await;
         let mut peer = RawPeer::connect(&v.node).await;
         peer.send(&early).await;
-        let (reason, _) = expect_refused(
-            v,
-            &mut peer,
-            &before,
-            RefuseCode::ProtocolViolation,
-            "protocol-violation",
-            |c| c.rejected_frames += 1,
-        )
-        .await;
+        let (reason, _) = expect_violation(v, &mut peer, &before, "protocol-violation").await;
         assert!(reason.contains("before hello"), "{reason}");
         peer.close().await;
     }
 
     // A second hello is a violation too.
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
-    peer.hello().await;
-    peer.send(&Message::Hello {
-        version: PROTOCOL_VERSION,
-        min_version: MIN_PROTOCOL_VERSION,
-        features: vec![],
-    })
-    .await;
-    let (reason, _) = expect_refused(
-        v,
-        &mut peer,
-        &before,
-        RefuseCode::ProtocolViolation,
-        "protocol-violation",
-        |c| c.rejected_frames += 1,
-    )
-    .await;
+    let mut peer = session(v, HELLO_FEATURES).await;
+    peer.send(&hello_message(&[])).await;
+    let (reason, _) = expect_violation(v, &mut peer, &before, "protocol-violation").await;
     assert!(reason.contains("second hello"), "{reason}");
     peer.close().await;
 }
@@ -738,13 +278,6 @@ async fn case_incompatible_version(v: &mut Victim) {
 // Entry-level abuse (after a valid hello)
 // ---------------------------------------------------------------------------------------------
 
-/// A connected raw peer that said hello.
-async fn session(v: &Victim) -> RawPeer {
-    let mut peer = RawPeer::connect(&v.node).await;
-    peer.hello().await;
-    peer
-}
-
 /// Waits until rejected-entry warnings account for `n` rejected entries and returns one
 /// line per rejected entry, `"<reason>: <warning>"`. The node warns once per batch with a
 /// summary such as `rejected 2 entries (wrong-group x1, unknown-epoch x1); first: ...`, so the
@@ -774,7 +307,7 @@ async fn rejections(v: &mut Victim, n: usize) -> Vec<String> {
 
 async fn case_tampered_entries(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut author = Author::new(&v.keys);
     let e1 = author.next(b"good one");
     // Seq 2, three ways: a bit flipped in the header (lamport), in the ciphertext, in the
@@ -820,20 +353,17 @@ async fn case_tampered_entries(v: &mut Victim) {
         c.rejected_entries += 3;
     }))
     .await;
-    peer.assert_session_alive();
+    peer.assert_alive();
     peer.close().await;
 }
 
 async fn case_wrong_group(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     // An entry of another group, validly signed, sent as the victim's group.
     let stray = Author::new(&foreign_keys()).next(b"from elsewhere");
     // An entry of the right group from an epoch the group has not reached.
-    let future = Author::new(&v.keys);
-    let mut h = future.header(1, [0; 32]);
-    h.epoch = 5;
-    let future = future.seal(h, b"from the future");
+    let future = first_entry_with(&v.keys, |h| h.epoch = 5, b"from the future");
     let good = Author::new(&v.keys).next(b"belongs here");
     peer.entries(v.group.0, raws(&[&stray, &future, &good]))
         .await;
@@ -852,7 +382,7 @@ async fn case_wrong_group(v: &mut Victim) {
 
 async fn case_seq_gap(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut author = Author::new(&v.keys);
     let e1 = author.next(b"one");
     let e2 = author.next(b"two");
@@ -875,7 +405,7 @@ async fn case_seq_gap(v: &mut Victim) {
 
 async fn case_forged_author(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut attacker = Author::new(&v.keys);
     // The victim's own next seq, chained to its real head, signed by the attacker.
     let head = v.node.members(&v.group).await.unwrap();
@@ -931,7 +461,7 @@ async fn case_forged_author(v: &mut Victim) {
 
 async fn case_replay(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut author = Author::new(&v.keys);
     let e1 = author.next(b"once");
     let e2 = author.next(b"twice");
@@ -953,8 +483,7 @@ async fn case_replay(v: &mut Victim) {
         heads: vec![],
     })
     .await;
-    let (group, theirs) = peer.expect_entries().await;
-    assert_eq!(group, v.group.0);
+    let theirs = peer.expect_entries().await;
     assert!(!theirs.is_empty());
     let n = theirs.len() as u64;
     peer.entries(v.group.0, theirs).await;
@@ -971,13 +500,13 @@ async fn case_replay(v: &mut Victim) {
         "{warning}"
     );
     v.assert_intact().await;
-    peer.assert_session_alive();
+    peer.assert_alive();
     peer.close().await;
 }
 
 async fn case_conflicting_seq(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut author = Author::new(&v.keys);
     let fork_base = (author.seq, author.prev);
     let e1 = author.next(b"the real seq 1");
@@ -1019,7 +548,7 @@ async fn case_conflicting_seq(v: &mut Victim) {
 
 async fn case_group_not_joined(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let foreign = foreign_keys();
     let mut stranger = Author::new(&foreign);
     let theirs = stranger.next(b"not for you");
@@ -1031,13 +560,7 @@ async fn case_group_not_joined(v: &mut Victim) {
     let good = Author::new(&v.keys).next(b"after the stray batch");
     peer.entries(v.group.0, raws(&[&good])).await;
     v.expect_stored(1).await;
-    assert!(
-        v.node
-            .entries(&foreign.id, 0, 10)
-            .await
-            .is_err_and(|e| e.kind() == covey_core::ErrorKind::NotFound),
-        "the foreign group was not created"
-    );
+    v.assert_no_group(&foreign.id).await;
     v.expect_counters(plus(&before, |c| {
         c.received += 1;
         c.rejected_entries += 1;
@@ -1048,7 +571,7 @@ async fn case_group_not_joined(v: &mut Victim) {
 
 async fn case_oversized_entry(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = session(v).await;
+    let mut peer = session(v, HELLO_FEATURES).await;
     let mut author = Author::new(&v.keys);
     let too_big = author.peek(&vec![1u8; LIMIT + 1]);
     let at_limit = author.next(&vec![2u8; LIMIT]);
@@ -1197,43 +720,11 @@ async fn after_all_the_abuse_a_good_peer_still_syncs() {
     assert_eq!(abused.rejected_entries, 12);
     assert_eq!(abused.incompatible_peers, 1);
 
-    // A normal node joins and syncs both ways.
-    let dir = tempfile::tempdir().unwrap();
-    let good = Node::open(NodeConfig::loopback(dir.path()).with_max_payload(LIMIT))
-        .await
-        .unwrap();
-    good.join_passphrase(PASS, GROUP).await.unwrap();
-    for i in 0..3 {
-        good.publish(&v.group, format!("good-{i}").as_bytes(), None)
-            .await
-            .unwrap();
-    }
-    connect(&good, &v.node).await;
-    let total = v.expected + 3;
-    wait_for_count(&good, &v.group, total, 20).await;
-    v.expected = total;
-    wait_for_count(&v.node, &v.group, total, 20).await;
-    v.assert_intact().await;
-    let mut mine: Vec<_> = all_entries(&v.node, &v.group)
-        .await
-        .into_iter()
-        .map(|e| (e.meta.entry_id, e.payload))
-        .collect();
-    let mut theirs: Vec<_> = all_entries(&good, &v.group)
-        .await
-        .into_iter()
-        .map(|e| (e.meta.entry_id, e.payload))
-        .collect();
-    mine.sort();
-    theirs.sort();
-    assert_eq!(mine, theirs, "both hold the same entries");
-    // The good session itself added no rejections on either side.
-    let after = v.counters().await;
-    assert_eq!(after.rejected_entries, abused.rejected_entries);
-    assert_eq!(after.rejected_frames, abused.rejected_frames);
-    assert_eq!(counters(&good).await.rejected_entries, 0);
+    // A normal node joins and syncs both ways, adding no rejections on either side.
+    let good = v.good_peer(3).await;
+    v.syncs_with(&good).await;
     // A live entry still flows.
-    let mut sub = good.subscribe();
+    let mut sub = good.node.subscribe();
     let live = v
         .node
         .publish(&v.group, b"live after abuse", None)
@@ -1245,8 +736,24 @@ async fn after_all_the_abuse_a_good_peer_still_syncs() {
         |e| matches!(e, Event::EntryReceived { entry_id, .. } if *entry_id == live.entry_id),
     )
     .await;
-    good.shutdown().await.unwrap();
+    good.node.shutdown().await.unwrap();
     v.node.shutdown().await.unwrap();
+}
+
+/// Waits until the victim has judged `entry`, the only entry sent to it (stored or rejected),
+/// counts it in `v.expected` if it was stored, and returns whether it was.
+async fn judged(v: &mut Victim, entry: &SignedEntry) -> bool {
+    let node = &v.node;
+    wait_until(REACT_SECS, "the entry is processed", || async move {
+        let c = counters(node).await;
+        c.received + c.rejected_entries > 0
+    })
+    .await;
+    let stored = v.has(entry).await;
+    if stored {
+        v.expected += 1;
+    }
+    stored
 }
 
 // Cases where a validly signed entry carries content the node cannot use. These go beyond
@@ -1256,7 +763,7 @@ async fn after_all_the_abuse_a_good_peer_still_syncs() {
 async fn undecryptable_entry_is_rejected_and_history_stays_readable() {
     let mut v = victim().await;
     let before = v.counters().await;
-    let mut peer = session(&v).await;
+    let mut peer = session(&v, HELLO_FEATURES).await;
     // Right group id, validly signed, but sealed under a key that is not the group's.
     let mut wrong_key = Author::new(&v.keys);
     wrong_key.key = Secret32::from_bytes([0x55; 32]);
@@ -1291,16 +798,14 @@ async fn undecryptable_entry_is_rejected_and_history_stays_readable() {
 async fn out_of_range_clock_values_are_rejected_without_losing_the_batch() {
     let mut v = victim().await;
     let before = v.counters().await;
-    let mut peer = session(&v).await;
+    let mut peer = session(&v, HELLO_FEATURES).await;
     let good = Author::new(&v.keys).next(b"good, same batch");
-    let lamport_author = Author::new(&v.keys);
-    let mut h = lamport_author.header(1, [0; 32]);
-    h.lamport = u64::MAX;
-    let huge_lamport = lamport_author.seal(h, b"lamport u64::MAX");
-    let clock_author = Author::new(&v.keys);
-    let mut h = clock_author.header(1, [0; 32]);
-    h.timestamp_ms = u64::MAX;
-    let huge_clock = clock_author.seal(h, b"timestamp u64::MAX");
+    let huge_lamport = first_entry_with(&v.keys, |h| h.lamport = u64::MAX, b"lamport u64::MAX");
+    let huge_clock = first_entry_with(
+        &v.keys,
+        |h| h.timestamp_ms = u64::MAX,
+        b"timestamp u64::MAX",
+    );
     peer.entries(v.group.0, raws(&[&good, &huge_lamport, &huge_clock]))
         .await;
     let stored = tokio::time::timeout(Duration::from_secs(REACT_SECS), async {
@@ -1336,23 +841,15 @@ async fn out_of_range_clock_values_are_rejected_without_losing_the_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_cannot_exhaust_the_lamport_clock() {
     let mut v = victim().await;
-    let mut peer = session(&v).await;
-    let author = Author::new(&v.keys);
-    let mut h = author.header(1, [0; 32]);
-    h.lamport = i64::MAX as u64;
-    let max_clock = author.seal(h, b"lamport i64::MAX");
+    let mut peer = session(&v, HELLO_FEATURES).await;
+    let max_clock = first_entry_with(
+        &v.keys,
+        |h| h.lamport = i64::MAX as u64,
+        b"lamport i64::MAX",
+    );
     peer.entries(v.group.0, raws(&[&max_clock])).await;
     // Whether the node stores or rejects it, it must be able to publish afterwards.
-    let node = &v.node;
-    wait_until(REACT_SECS, "the entry is processed", || async move {
-        let c = counters(node).await;
-        c.received + c.rejected_entries > 0
-    })
-    .await;
-    let stored = v.has(&max_clock).await;
-    if stored {
-        v.expected += 1;
-    }
+    let stored = judged(&mut v, &max_clock).await;
     let published = v
         .node
         .publish(&v.group, b"after the clock jump", None)
@@ -1374,21 +871,14 @@ async fn lamport_at_the_accepted_maximum_does_not_stop_replication() {
     // The largest lamport a node accepts from a peer; an honest node that stored it
     // publishes at max + 1 from then on, and every other member must still accept that.
     let mut v = victim().await;
-    let mut peer = session(&v).await;
-    let author = Author::new(&v.keys);
-    let mut h = author.header(1, [0; 32]);
-    h.lamport = covey_core::sync::verify::MAX_LAMPORT;
-    let jump = author.seal(h, b"lamport at the maximum");
+    let mut peer = session(&v, HELLO_FEATURES).await;
+    let jump = first_entry_with(
+        &v.keys,
+        |h| h.lamport = covey_core::sync::verify::MAX_LAMPORT,
+        b"lamport at the maximum",
+    );
     peer.entries(v.group.0, raws(&[&jump])).await;
-    let node = &v.node;
-    wait_until(REACT_SECS, "the entry is processed", || async move {
-        let c = counters(node).await;
-        c.received + c.rejected_entries > 0
-    })
-    .await;
-    if v.has(&jump).await {
-        v.expected += 1;
-    }
+    judged(&mut v, &jump).await;
     peer.close().await;
     let after = v
         .node
@@ -1398,16 +888,13 @@ async fn lamport_at_the_accepted_maximum_does_not_stop_replication() {
     v.expected += 1;
 
     // A good member syncs with the victim and must get the victim's new entry.
-    let dir = tempfile::tempdir().unwrap();
-    let good = Node::open(NodeConfig::loopback(dir.path()).with_max_payload(LIMIT))
-        .await
-        .unwrap();
-    good.join_passphrase(PASS, GROUP).await.unwrap();
-    let mut sub = good.subscribe();
-    connect(&good, &v.node).await;
+    let good = v.good_peer(0).await;
+    let mut sub = good.node.subscribe();
+    connect(&good.node, &v.node).await;
     let got = tokio::time::timeout(Duration::from_secs(REACT_SECS), async {
         loop {
             if good
+                .node
                 .entry(&v.group, &after.entry_id)
                 .await
                 .unwrap()
@@ -1435,7 +922,7 @@ async fn lamport_at_the_accepted_maximum_does_not_stop_replication() {
         );
     }
     v.assert_intact().await;
-    good.shutdown().await.unwrap();
+    good.node.shutdown().await.unwrap();
     v.node.shutdown().await.unwrap();
 }
 
@@ -1460,6 +947,7 @@ impl LocalView for View {
     }
 }
 
+/// The messages among a session's outputs, in order.
 fn sends(outputs: &[Output]) -> Vec<Message> {
     outputs
         .iter()
@@ -1470,6 +958,7 @@ fn sends(outputs: &[Output]) -> Vec<Message> {
         .collect()
 }
 
+/// Starts `session` and returns its hello, asserting it sends nothing else.
 fn only_hello(session: &mut SyncSession) -> Message {
     let out = sends(&session.start());
     assert_eq!(out.len(), 1);
@@ -1636,14 +1125,7 @@ fn sans_io_message_before_hello_is_refused() {
     ));
     assert!(matches!(out.last(), Some(Output::Close { .. })));
     // A closed session ignores everything after, a hello included.
-    let late = session.on_message(
-        Message::Hello {
-            version: PROTOCOL_VERSION,
-            min_version: MIN_PROTOCOL_VERSION,
-            features: vec![],
-        },
-        &view,
-    );
+    let late = session.on_message(hello_message(&[]), &view);
     assert!(late.is_empty() && !session.is_ready());
 }
 
@@ -1656,8 +1138,7 @@ async fn outsiders_never_see_the_group_id_on_the_wire() {
     let group_id = v.keys.id.0;
     let mut tags = Vec::new();
     for _ in 0..2 {
-        let mut peer = RawPeer::connect(&v.node).await;
-        peer.hello().await;
+        let mut peer = session(&v, HELLO_FEATURES).await;
         // Collect every byte the node sends next, raw, until it goes quiet.
         let mut seen = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: loopback nodes in temp dirs and waiting for
-//! convergence with a deadline (a failed wait is a failed test, never a hang).
+//! convergence with a deadline (a failed wait is a failed test, never a hang). The tests that
+//! attack a node through a raw peer share [`hostile`] on top.
 #![allow(dead_code)]
+
+pub mod hostile;
 
 use std::time::Duration;
 
@@ -48,7 +51,10 @@ pub async fn all_entries(node: &Node, group: &GroupId) -> Vec<covey_core::Entry>
     let mut out = Vec::new();
     let mut cursor = 0;
     loop {
-        let page = node.entries(group, cursor, 1000).await.expect("entries");
+        let page = node
+            .entries(group, cursor, 1000)
+            .await
+            .expect("the group's entries are readable");
         let Some(last) = page.last() else { break };
         cursor = last.meta.cursor;
         out.extend(page);
