@@ -38,8 +38,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{Parser, ValueEnum};
 use covey_core::crypto::{Secret32, aead};
+use covey_core::group::GroupKeys;
 use covey_core::store::{self as cstore, GroupRow, Store};
-use covey_core::sync::verify;
+use covey_core::sync::{engine, verify};
 use covey_core::wire::entry::{
     ENTRY_VERSION, EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LEN, SignedEntry,
 };
@@ -675,10 +676,8 @@ impl RawDb {
 struct Author {
     /// Signing key.
     secret: SecretKey,
-    /// Content key.
-    key: Secret32,
-    /// Group id.
-    group: Id32,
+    /// The group's keys (id, epoch, content key), as a member node holds them.
+    keys: GroupKeys,
     /// Last seq written.
     seq: u64,
     /// Id of the last entry written.
@@ -690,8 +689,7 @@ impl Author {
     fn random() -> Self {
         Self {
             secret: SecretKey::from_bytes(Secret32::random().expose()),
-            key: Secret32::random(),
-            group: *Secret32::random().expose(),
+            keys: GroupKeys::from_root(&Secret32::random()),
             seq: 0,
             prev: [0u8; 32],
         }
@@ -702,7 +700,7 @@ impl Author {
         let header = EntryHeader {
             version: ENTRY_VERSION,
             kind: EntryKind::Data,
-            group_id: self.group,
+            group_id: self.keys.id.0,
             author: [0u8; 32],
             seq: self.seq + 1,
             prev: self.prev,
@@ -711,7 +709,7 @@ impl Author {
             timestamp_ms: now_ms(),
             nonce: aead::random_nonce(),
         };
-        let entry = SignedEntry::seal(header, &self.key, &self.secret, payload)
+        let entry = SignedEntry::seal(header, &self.keys.content_key, &self.secret, payload)
             .map_err(|e| anyhow!("sealing entry: {e}"))?;
         self.seq += 1;
         self.prev = *entry.id();
@@ -771,7 +769,7 @@ impl CoveyDb {
             .map_err(|e| anyhow!("opening covey store: {e}"))?;
         let author = Author::random();
         let row = GroupRow {
-            group_id: author.group,
+            group_id: author.keys.id.0,
             name: "bench".into(),
             kind: 0,
             epoch: 0,
@@ -806,8 +804,7 @@ fn run_store_insert(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
 /// thread. Entries/s.
 fn run_sync_publish(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
     let author = &db.author;
-    let me = *author.secret.public().as_bytes();
-    let gid = author.group;
+    let gid = author.keys.id.0;
     let first_lamport = db
         .store
         .read(|c| cstore::max_lamport(c, &gid))
@@ -815,27 +812,15 @@ fn run_sync_publish(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
         + 1;
     let t = Instant::now();
     for lamport in first_lamport..first_lamport + n as u64 {
+        // The node's own append (head lookup, seal, sign, insert), minus the node around it.
+        let draft = engine::Draft {
+            lamport,
+            timestamp_ms: now_ms(),
+            nonce: aead::random_nonce(),
+            payload,
+        };
         db.store
-            .write(|tx| {
-                let (seq, prev) = match cstore::head(tx, &gid, &me)? {
-                    Some((seq, id)) => (seq + 1, id),
-                    None => (1, [0u8; 32]),
-                };
-                let header = EntryHeader {
-                    version: ENTRY_VERSION,
-                    kind: EntryKind::Data,
-                    group_id: gid,
-                    author: me,
-                    seq,
-                    prev,
-                    lamport,
-                    epoch: 0,
-                    timestamp_ms: now_ms(),
-                    nonce: aead::random_nonce(),
-                };
-                let entry = SignedEntry::seal(header, &author.key, &author.secret, payload)?;
-                cstore::insert_entry(tx, &entry)
-            })
+            .write(|tx| engine::append_own_entry(tx, &author.keys, &author.secret, draft))
             .map_err(|e| anyhow!("sync publish: {e}"))?;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
@@ -1241,7 +1226,7 @@ fn sync_stages(payload_len: usize, n: usize) -> Result<SyncStages> {
         .map(|_| author.next(&payload))
         .collect::<Result<Vec<_>>>()?;
     let me = *author.secret.public().as_bytes();
-    let group = author.group;
+    let group = author.keys.id.0;
     let src_dir = temp_dir("stages-src")?;
     let src = open_verify_store(src_dir.path(), group)?;
     for chunk in entries.chunks(frame_entries) {
@@ -1598,9 +1583,9 @@ fn bench_verify(n: usize, batch: usize) -> Result<VerifyResult> {
         .map(|_| author.next(&payload).map(SignedEntry::into_raw))
         .collect::<Result<_>>()?;
     let dir = temp_dir("verify")?;
-    let store = open_verify_store(dir.path(), author.group)?;
+    let store = open_verify_store(dir.path(), author.keys.id.0)?;
     let rules = verify::Rules {
-        group_id: author.group,
+        group_id: author.keys.id.0,
         epoch: 0,
         max_ciphertext: covey_core::node::DEFAULT_MAX_PAYLOAD + aead::TAG_LEN,
     };
@@ -1634,7 +1619,7 @@ fn bench_verify(n: usize, batch: usize) -> Result<VerifyResult> {
     // The store's share: the same entries inserted in the same batches into a fresh store,
     // with no checks at all.
     let insert_dir = temp_dir("verify-insert")?;
-    let insert_store = open_verify_store(insert_dir.path(), author.group)?;
+    let insert_store = open_verify_store(insert_dir.path(), author.keys.id.0)?;
     let t = Instant::now();
     for chunk in decoded.chunks(batch.max(1)) {
         insert_store
