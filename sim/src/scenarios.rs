@@ -184,6 +184,34 @@ fn add_nodes(sim: &mut Sim, n: usize) -> Result<Vec<NodeIdx>, String> {
         .collect()
 }
 
+/// `n` nodes in one group over 20 ms ± `jitter_ms` links losing `loss` of frames, dialed in a
+/// ring plus random links, so one cut or one crash never leaves a node on its own.
+fn ringed_group(
+    seed: u64,
+    n: usize,
+    jitter_ms: u64,
+    loss: f64,
+) -> Result<(Sim, Id32, Vec<NodeIdx>), String> {
+    let mut config = SimConfig::new(seed);
+    config.link = LinkConfig {
+        latency_ms: 20,
+        jitter_ms,
+        loss,
+        bandwidth_bytes_per_ms: 12_500,
+    };
+    let mut sim = Sim::new(config);
+    let group = sim.add_group();
+    let nodes = add_nodes(&mut sim, n)?;
+    for &node in &nodes {
+        sim.join(node, group).map_err(err)?;
+    }
+    for i in 0..nodes.len() {
+        sim.connect(nodes[i], nodes[(i + 1) % nodes.len()]);
+    }
+    connect_randomly(&mut sim, &nodes, 1);
+    Ok((sim, group, nodes))
+}
+
 /// Dials that keep the graph connected: each node dials a random earlier one, plus `extra`
 /// random others.
 fn connect_randomly(sim: &mut Sim, nodes: &[NodeIdx], extra: usize) {
@@ -277,23 +305,7 @@ pub fn lossy_mesh(seed: u64, params: &MeshParams) -> Result<RunReport, String> {
 /// while it was in place.
 pub fn partition_heal(seed: u64) -> Result<RunReport, String> {
     let started = Instant::now();
-    let mut config = SimConfig::new(seed);
-    config.link = LinkConfig {
-        latency_ms: 20,
-        jitter_ms: 30,
-        loss: 0.02,
-        bandwidth_bytes_per_ms: 12_500,
-    };
-    let mut sim = Sim::new(config);
-    let group = sim.add_group();
-    let nodes = add_nodes(&mut sim, 20)?;
-    for &n in &nodes {
-        sim.join(n, group).map_err(err)?;
-    }
-    for i in 0..nodes.len() {
-        sim.connect(nodes[i], nodes[(i + 1) % nodes.len()]);
-    }
-    connect_randomly(&mut sim, &nodes, 1);
+    let (mut sim, group, nodes) = ringed_group(seed, 20, 30, 0.02)?;
     publish_randomly(&mut sim, &nodes, 0.03, 200, 5_000)?;
     let (left, right) = nodes.split_at(nodes.len() / 2);
     sim.partition(left, right);
@@ -347,23 +359,7 @@ pub fn partition_heal(seed: u64) -> Result<RunReport, String> {
 /// stores survive, their sessions and memory do not.
 pub fn crash_restart(seed: u64) -> Result<RunReport, String> {
     let started = Instant::now();
-    let mut config = SimConfig::new(seed);
-    config.link = LinkConfig {
-        latency_ms: 20,
-        jitter_ms: 50,
-        loss: 0.05,
-        bandwidth_bytes_per_ms: 12_500,
-    };
-    let mut sim = Sim::new(config);
-    let group = sim.add_group();
-    let nodes = add_nodes(&mut sim, 20)?;
-    for &n in &nodes {
-        sim.join(n, group).map_err(err)?;
-    }
-    for i in 0..nodes.len() {
-        sim.connect(nodes[i], nodes[(i + 1) % nodes.len()]);
-    }
-    connect_randomly(&mut sim, &nodes, 1);
+    let (mut sim, _, nodes) = ringed_group(seed, 20, 50, 0.05)?;
     let mut shuffled = nodes.clone();
     sim.rng().shuffle(&mut shuffled);
     let crashers: Vec<NodeIdx> = shuffled[..nodes.len() / 10].to_vec();

@@ -59,6 +59,16 @@ fn hello() -> Message {
 }
 
 impl Setup {
+    /// A new honest node in the group (not connected to anyone yet).
+    fn honest_member(&mut self) -> Result<NodeIdx, String> {
+        let node = self
+            .sim
+            .add_node(NodeOptions::default())
+            .map_err(|e| e.to_string())?;
+        self.sim.join(node, self.group).map_err(|e| e.to_string())?;
+        Ok(node)
+    }
+
     /// The group's name on the wire between the adversary and the victim.
     fn tag(&self, group: Id32) -> Id32 {
         let keys = self.sim.group_keys(&group).expect("group exists");
@@ -338,11 +348,7 @@ fn a_replayed_log_is_counted_and_never_stored_twice() {
     run_seeds(TARGET, "a_replayed_log", SEEDS, |seed| {
         let mut s = setup(seed, NodeOptions::default())?;
         // An honest peer publishes 50 entries; the victim syncs them; the peer goes away.
-        let honest = s
-            .sim
-            .add_node(NodeOptions::default())
-            .map_err(|e| e.to_string())?;
-        s.sim.join(honest, s.group).map_err(|e| e.to_string())?;
+        let honest = s.honest_member()?;
         for i in 0..50u8 {
             s.sim
                 .publish(honest, s.group, &[i; 100])
@@ -489,11 +495,7 @@ fn many_sessions_in_a_row_leave_one_live_per_peer() {
     run_seeds(TARGET, "many_sessions_in_a_row", SEEDS, |seed| {
         let mut s = setup(seed, NodeOptions::default())?;
         // An honest peer keeps syncing with the victim meanwhile.
-        let honest = s
-            .sim
-            .add_node(NodeOptions::default())
-            .map_err(|e| e.to_string())?;
-        s.sim.join(honest, s.group).map_err(|e| e.to_string())?;
+        let honest = s.honest_member()?;
         s.sim.connect(honest, s.victim);
         let mut conns = Vec::new();
         for i in 0..200u8 {
