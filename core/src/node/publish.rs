@@ -10,8 +10,8 @@ use crate::crypto::aead;
 use crate::error::{CoveyError, ErrorKind, Result};
 use crate::group::{GroupId, GroupKeys};
 use crate::store;
-use crate::sync::verify;
-use crate::wire::entry::{ENTRY_VERSION, EntryHeader, EntryKind, SignedEntry};
+use crate::sync::engine;
+use crate::wire::entry::SignedEntry;
 
 pub(super) fn publish_in(
     tx: &rusqlite::Transaction<'_>,
@@ -37,26 +37,15 @@ pub(super) fn publish_in(
             .map_err(|e| CoveyError::storage(format!("corrupt stored entry: {e}")))?;
         return Ok((row.cursor, entry, false));
     }
-    let me = *inner.id.as_bytes();
-    let (seq, prev) = match store::head(tx, &gid, &me)? {
-        Some((seq, id)) => (seq + 1, id),
-        None => (1, [0u8; 32]),
-    };
-    let header = EntryHeader {
-        version: ENTRY_VERSION,
-        kind: EntryKind::Data,
-        group_id: gid,
-        author: me,
-        seq,
-        prev,
-        // Capped so every honest clock stays within what peers accept.
-        lamport: (group.max_lamport.load(Ordering::Acquire) + 1).min(verify::MAX_LAMPORT),
-        epoch: group.row.epoch,
+    // The same append the simulator's nodes use; the lamport clock is capped in there so
+    // every honest clock stays within what peers accept.
+    let draft = engine::Draft {
+        lamport: group.max_lamport.load(Ordering::Acquire).saturating_add(1),
         timestamp_ms: now_ms(),
         nonce: aead::random_nonce(),
+        payload,
     };
-    let entry = SignedEntry::seal(header, &group.keys.content_key, &inner.secret, payload)?;
-    let cursor = store::insert_entry(tx, &entry)?;
+    let (cursor, entry) = engine::append_own_entry(tx, &group.keys, &inner.secret, draft)?;
     // Raised before commit; if the commit fails the clock is merely ahead, which is harmless.
     group
         .max_lamport
