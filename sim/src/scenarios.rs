@@ -71,16 +71,16 @@ fn sum_counters(sim: &Sim) -> Counters {
     let mut total = Counters::default();
     for n in 0..sim.node_count() {
         let c = sim.counters(n);
-        total.published += c.published;
-        total.received += c.received;
-        total.duplicates += c.duplicates;
-        total.rejected_entries += c.rejected_entries;
-        total.rejected_frames += c.rejected_frames;
-        total.incompatible_peers += c.incompatible_peers;
-        total.replayed += c.replayed;
-        total.dropped_frames += c.dropped_frames;
-        total.rate_limited += c.rate_limited;
-        total.peer_timeouts += c.peer_timeouts;
+        total.sync.published += c.sync.published;
+        total.sync.received += c.sync.received;
+        total.sync.duplicates += c.sync.duplicates;
+        total.sync.rejected_entries += c.sync.rejected_entries;
+        total.sync.rejected_frames += c.sync.rejected_frames;
+        total.sync.incompatible_peers += c.sync.incompatible_peers;
+        total.sync.replayed += c.sync.replayed;
+        total.sync.dropped_frames += c.sync.dropped_frames;
+        total.sync.rate_limited += c.sync.rate_limited;
+        total.sync.peer_timeouts += c.sync.peer_timeouts;
         total.sessions_opened += c.sessions_opened;
         total.sessions_refused += c.sessions_refused;
         total.state_changes += c.state_changes;

@@ -200,10 +200,10 @@ fn frames_faster_than_the_limit_are_throttled_and_nothing_is_lost() {
         }
         s.sim.run_for(10_000);
         let c = s.sim.counters(s.victim).clone();
-        if c.rate_limited < 100 {
+        if c.sync.rate_limited < 100 {
             return Err(format!(
                 "only {} frames counted as rate-limited",
-                c.rate_limited
+                c.sync.rate_limited
             ));
         }
         if s.warnings("rate-limited") != 1 {
@@ -212,7 +212,7 @@ fn frames_faster_than_the_limit_are_throttled_and_nothing_is_lost() {
                 s.warnings("rate-limited")
             ));
         }
-        if c.received != 300 || c.rejected_entries != 0 || c.rejected_frames != 0 {
+        if c.sync.received != 300 || c.sync.rejected_entries != 0 || c.sync.rejected_frames != 0 {
             return Err(format!("not every throttled frame was processed: {c:?}"));
         }
         if s.victim_sessions_with_adversary() != 1 {
@@ -257,7 +257,7 @@ fn a_frontier_of_u64_max_closes_the_session_as_a_violation() {
         )?;
         s.sim.run_for(5_000);
         let c = s.sim.counters(s.victim).clone();
-        if c.rejected_frames != 1 || s.warnings("protocol-violation") != 1 {
+        if c.sync.rejected_frames != 1 || s.warnings("protocol-violation") != 1 {
             return Err(format!("violation not counted once: {c:?}"));
         }
         if s.victim_sessions_with_adversary() != 0 {
@@ -303,7 +303,7 @@ fn entries_for_a_group_the_victim_is_not_in_are_rejected_and_counted() {
             }
             s.sim.run_for(1_000);
             let c = s.sim.counters(s.victim).clone();
-            if c.rejected_entries != 10 || c.received != 0 {
+            if c.sync.rejected_entries != 10 || c.sync.received != 0 {
                 return Err(format!("foreign entries not rejected and counted: {c:?}"));
             }
             if s.warnings("rejected-entry") != 2 {
@@ -388,14 +388,18 @@ fn a_replayed_log_is_counted_and_never_stored_twice() {
         }
         s.sim.run_for(2_000);
         let c = s.sim.counters(s.victim).clone();
-        if c.duplicates - before.duplicates != 50 || c.replayed - before.replayed != 50 {
+        if c.sync.duplicates - before.sync.duplicates != 50
+            || c.sync.replayed - before.sync.replayed != 50
+        {
             return Err(format!(
                 "replay not counted: duplicates +{}, replayed +{}",
-                c.duplicates - before.duplicates,
-                c.replayed - before.replayed
+                c.sync.duplicates - before.sync.duplicates,
+                c.sync.replayed - before.sync.replayed
             ));
         }
-        if c.received != before.received || c.rejected_entries != before.rejected_entries {
+        if c.sync.received != before.sync.received
+            || c.sync.rejected_entries != before.sync.rejected_entries
+        {
             return Err(format!("the replay changed what is stored: {c:?}"));
         }
         if s.warnings("replayed-entries") != 1 {
@@ -465,7 +469,7 @@ fn a_peer_gone_silent_is_dropped_and_its_memory_freed() {
             ));
         }
         let c = s.sim.counters(s.victim).clone();
-        if c.peer_timeouts != 1 || s.warnings("peer-timeout") != 1 {
+        if c.sync.peer_timeouts != 1 || s.warnings("peer-timeout") != 1 {
             return Err(format!("the failure detector did not count it: {c:?}"));
         }
         if s.sim.outbox_len(s.victim, conn).is_some() {

@@ -43,7 +43,7 @@ fn a_fifty_node_group_converges_over_lossy_jittery_links() {
             return Err(format!("too small a run: {r:?}"));
         }
         // Loss and jitter were felt: some entries arrived from several peers at once.
-        if r.counters.duplicates == 0 {
+        if r.counters.sync.duplicates == 0 {
             return Err("no duplicate ever arrived: the network was not lossy or racy".into());
         }
         Ok(r)
@@ -65,7 +65,7 @@ fn two_halves_publish_apart_then_heal_and_converge() {
     run_seeds(TARGET, "two_halves", &[1, 2, 3], |seed| {
         let r = scenarios::partition_heal(seed)?;
         // Cut sessions were noticed by the failure detector, not by luck.
-        if r.counters.peer_timeouts == 0 {
+        if r.counters.sync.peer_timeouts == 0 {
             return Err("no session timed out across the cut".into());
         }
         Ok(r)

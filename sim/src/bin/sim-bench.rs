@@ -106,8 +106,8 @@ fn mesh(seed: u64) -> Result<(), String> {
     );
     println!(
         "  duplicates received          {} ({:.2} per stored entry)",
-        r.counters.duplicates,
-        r.counters.duplicates as f64 / r.counters.received.max(1) as f64
+        r.counters.sync.duplicates,
+        r.counters.sync.duplicates as f64 / r.counters.sync.received.max(1) as f64
     );
     println!(
         "  peak outbox items            {} (bound {})",

@@ -339,7 +339,7 @@ impl Sim {
             live.registered.remove(&session.peer);
         }
         let dial_on = session.dialed && live.dialers.contains_key(&session.peer);
-        self.nodes[node].counters.dropped_frames += session.outbox.dropped();
+        self.nodes[node].counters.sync.dropped_frames += session.outbox.dropped();
         let side = session.side;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.open[side] = false;

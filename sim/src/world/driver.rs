@@ -63,7 +63,7 @@ impl Sim {
         for output in outputs {
             if let Output::Warn { kind, .. } = output {
                 if kind == "peer-timeout" {
-                    self.nodes[node].counters.peer_timeouts += 1;
+                    self.nodes[node].counters.sync.peer_timeouts += 1;
                     closing = true;
                 }
                 if kind == "handshake-timeout" {
@@ -210,7 +210,7 @@ impl Sim {
                         });
                     }
                     Err(e) => {
-                        self.nodes[node].counters.rejected_frames += 1;
+                        self.nodes[node].counters.sync.rejected_frames += 1;
                         self.warn(node, "rejected-frame");
                         self.apply(node, conn, |_| {
                             vec![
@@ -245,7 +245,7 @@ impl Sim {
                 s.read_scheduled = true;
                 self.schedule(now + wait.min(1_000), Ev::Read { node, conn });
                 if first {
-                    self.nodes[node].counters.rate_limited += 1;
+                    self.nodes[node].counters.sync.rate_limited += 1;
                 }
                 if warn {
                     self.warn(node, "rate-limited");
@@ -333,15 +333,15 @@ impl Sim {
                 }
                 Output::StateChanged { .. } => self.nodes[node].counters.state_changes += 1,
                 Output::Rejected { count, .. } => {
-                    self.nodes[node].counters.rejected_entries += count as u64;
+                    self.nodes[node].counters.sync.rejected_entries += count as u64;
                     self.warn(node, "rejected-entry");
                 }
                 Output::Warn { kind, .. } => {
                     match kind {
                         "incompatible-version" => {
-                            self.nodes[node].counters.incompatible_peers += 1;
+                            self.nodes[node].counters.sync.incompatible_peers += 1;
                         }
-                        "protocol-violation" => self.nodes[node].counters.rejected_frames += 1,
+                        "protocol-violation" => self.nodes[node].counters.sync.rejected_frames += 1,
                         _ => {}
                     }
                     self.warn(node, kind);
@@ -389,14 +389,14 @@ impl Sim {
         *lamport = (*lamport).max(done.max_lamport);
         *live.held.entry(group).or_insert(0) += stored;
         let c = &mut n.counters;
-        c.received += stored;
-        c.duplicates += done.outcome.duplicates;
+        c.sync.received += stored;
+        c.sync.duplicates += done.outcome.duplicates;
         let rejected: usize = engine::rejection_summary(&done.outcome)
             .iter()
             .map(|(_, k)| k)
             .sum();
         if rejected > 0 {
-            c.rejected_entries += rejected as u64;
+            c.sync.rejected_entries += rejected as u64;
             self.warn(node, "rejected-entry");
         }
         let mut view = Snapshot {
@@ -411,7 +411,7 @@ impl Sim {
             out.extend(m.on_ingested(group, &done.held, &view));
             out
         });
-        self.nodes[node].counters.replayed += replayed;
+        self.nodes[node].counters.sync.replayed += replayed;
         let sessions = self.registered(node);
         for head in &done.stored {
             for s in &sessions {

@@ -200,7 +200,7 @@ impl Sim {
         let id = *entry.id();
         live.max_lamport.insert(group, h.lamport);
         *live.held.entry(group).or_insert(0) += 1;
-        n.counters.published += 1;
+        n.counters.sync.published += 1;
         self.ledger.entry(group).or_default().insert(
             (h.author, h.seq),
             LedgerEntry {
@@ -266,7 +266,7 @@ impl Sim {
         };
         live.max_lamport.insert(group, last_lamport);
         *live.held.entry(group).or_insert(0) += count as u64;
-        n.counters.published += count as u64;
+        n.counters.sync.published += count as u64;
         let ledger = self.ledger.entry(group).or_default();
         for (author, seq, id, lamport) in entries {
             ledger.insert((author, seq), LedgerEntry { id, lamport });

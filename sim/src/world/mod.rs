@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::PathBuf;
 
+use covey_core::SyncCounters;
 use covey_core::crypto::Secret32;
 use covey_core::crypto::aead::TAG_LEN;
 use covey_core::group::GroupKeys;
@@ -136,29 +137,12 @@ pub struct NodeOptions {
     pub scripted: bool,
 }
 
-/// What a node's sync layer counted, like `SyncCounters` in `status()`, plus session counts.
+/// What a node's sync layer counted: the node's own `SyncCounters` (what `status()` reports),
+/// plus what only the simulator sees.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Entries this node published.
-    pub published: u64,
-    /// Entries received and stored.
-    pub received: u64,
-    /// Entries received that were already held.
-    pub duplicates: u64,
-    /// Entries refused (bad, or for a group this node is not in).
-    pub rejected_entries: u64,
-    /// Frames refused as malformed or protocol violations.
-    pub rejected_frames: u64,
-    /// Peers refused for an incompatible protocol version.
-    pub incompatible_peers: u64,
-    /// Duplicates at or below what this node had told the sender it holds.
-    pub replayed: u64,
-    /// Control messages dropped because a peer would not read them.
-    pub dropped_frames: u64,
-    /// Frames held back by a peer's rate limit (each counted once).
-    pub rate_limited: u64,
-    /// Sessions closed by the failure detector.
-    pub peer_timeouts: u64,
+    /// The counters a real node reports in `status()`, counted at the same places.
+    pub sync: SyncCounters,
     /// Sessions registered.
     pub sessions_opened: u64,
     /// Connections refused because a session with that peer was already live.
