@@ -24,4 +24,4 @@ pub use node::{
     Member, Node, NodeConfig, NodeStatus, Subscription, SyncCounters,
 };
 pub use store::Durability;
-pub use sync::proto::SyncState;
+pub use sync::session::SyncState;

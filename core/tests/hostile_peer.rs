@@ -14,7 +14,7 @@ use common::*;
 use covey_core::crypto::{Secret32, aead};
 use covey_core::group::GroupKeys;
 use covey_core::node::FRAME_OVERHEAD;
-use covey_core::sync::proto::{
+use covey_core::sync::session::{
     LocalView, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession,
 };
 use covey_core::wire::entry::{
@@ -1050,7 +1050,7 @@ fn disjoint_versions_are_refused_on_both_sides_with_a_clear_reason() {
                 "{reason} should name the peer's range {theirs:?}"
             );
             assert!(out.iter().any(
-                |o| matches!(o, Output::Warn { kind, .. } if *kind == "incompatible-version")
+                |o| matches!(o, Output::Warn { kind, .. } if kind.as_str() == "incompatible-version")
             ));
             assert!(
                 matches!(out.last(), Some(Output::Close { reason: r }) if *r == reason),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::hostile::*;
 use common::*;
 use covey_core::sync::limits::RateLimits;
-use covey_core::sync::proto::MAX_SEQ;
+use covey_core::sync::session::MAX_SEQ;
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
 use covey_core::{Entry, ErrorKind, Event, Node, NodeConfig, SyncCounters, SyncState};
 use iroh::{Endpoint, EndpointId, SecretKey};

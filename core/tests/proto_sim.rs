@@ -1,4 +1,4 @@
-//! Deterministic tests of the sync session machine (`sync::proto`) and of batch verification
+//! Deterministic tests of the sync session machine (`sync::session`) and of batch verification
 //! (`sync::verify`), with no network and no clock.
 //!
 //! The first half drives real `SyncSession`s pairwise through an in-memory network: one
@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use covey_core::crypto::Secret32;
 use covey_core::crypto::aead::TAG_LEN;
 use covey_core::store::{self, Durability, GroupRow, Store};
-use covey_core::sync::proto::{
+use covey_core::sync::WarnKind;
+use covey_core::sync::session::{
     FEATURES, LocalView, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession, SyncState,
 };
 use covey_core::sync::verify::{self, Outcome, Rules};
@@ -515,7 +516,7 @@ impl Sim {
                 Output::StateChanged { group, state } => node.states.push((peer, group, state)),
                 // Receipts are the node's to persist; this harness checks delivery by content.
                 Output::PeerHeads { .. } => {}
-                Output::Warn { kind, message } => node.warns.push((peer, kind, message)),
+                Output::Warn { kind, message } => node.warns.push((peer, kind.as_str(), message)),
                 Output::Rejected { reason, detail, .. } => {
                     node.warns
                         .push((peer, "rejected-entry", format!("{reason}: {detail}")))
@@ -1039,7 +1040,7 @@ fn assert_refusal(out: &[Output], code: RefuseCode, kind: &str, ctx: &str) {
         "{ctx}: {out:?}"
     );
     assert!(
-        matches!(&out[1], Output::Warn { kind: k, .. } if *k == kind),
+        matches!(&out[1], Output::Warn { kind: k, .. } if k.as_str() == kind),
         "{ctx}: {out:?}"
     );
     assert!(matches!(&out[2], Output::Close { .. }), "{ctx}: {out:?}");
@@ -1137,7 +1138,7 @@ fn refuse_from_the_peer_closes_without_answering() {
         assert!(matches!(
             &out[0],
             Output::Warn {
-                kind: "peer-refused",
+                kind: WarnKind::PeerRefused,
                 ..
             }
         ));

@@ -41,7 +41,9 @@ use covey_core::group::{RENDEZVOUS_WINDOW_MS, rendezvous_window};
 use covey_core::node::{DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, SYNC_ALPN};
 use covey_core::node::{DHT_ALPN, DhtSettings};
 use covey_core::sync::limits::RateLimits;
-use covey_core::sync::proto::{FEATURES, MAX_SEQ, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Timers};
+use covey_core::sync::session::{
+    FEATURES, MAX_SEQ, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Timers,
+};
 use covey_core::sync::verify::MAX_LAMPORT;
 use covey_core::wire::WireError;
 use covey_core::wire::entry::{
@@ -241,7 +243,7 @@ fn fixture() -> &'static Fixture {
         let secret_a = SecretKey::from_bytes(&SECRET_A);
         let a = *secret_a.public().as_bytes();
         let b = *SecretKey::from_bytes(&SECRET_B).public().as_bytes();
-        let tag = keys.session_tag(&a, &b);
+        let tag = keys.session_tag(&a, &b).0;
         let header = EntryHeader {
             version: ENTRY_VERSION,
             kind: EntryKind::Data,
@@ -772,7 +774,7 @@ fn key_vectors_follow_the_documented_derivations() {
     let keys = &fixture().keys;
     let (a, b): (Id32, Id32) = (a.try_into().unwrap(), b.try_into().unwrap());
     assert_eq!(keys.session_tag(&a, &b), keys.session_tag(&b, &a));
-    assert_ne!(keys.session_tag(&a, &b), keys.id.0);
+    assert_ne!(keys.session_tag(&a, &b).0, keys.id.0);
 }
 
 // ---------------------------------------------------------------------------------------------

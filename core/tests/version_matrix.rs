@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::*;
 use covey_core::node::SYNC_ALPN;
-use covey_core::sync::proto::{
+use covey_core::sync::WarnKind;
+use covey_core::sync::session::{
     FEATURES, LocalView, MAX_FRAME_FEATURE, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION,
     SyncSession, SyncState, Timers,
 };
@@ -138,7 +139,7 @@ fn assert_version_refusal(
     };
     assert_eq!(code, RefuseCode::IncompatibleVersion as u16, "{ctx}");
     assert_eq!(code, 1, "{ctx}: the documented code");
-    assert_eq!(*kind, "incompatible-version", "{ctx}");
+    assert_eq!(*kind, WarnKind::IncompatibleVersion, "{ctx}");
     let (v, min) = ours;
     let (pv, pmin) = theirs;
     for text in [&sent, message, reason] {
@@ -498,7 +499,7 @@ fn acks_go_only_to_peers_that_announced_them() {
         matches!(
             &warn[..],
             [Output::Warn {
-                kind: "replayed-entries",
+                kind: WarnKind::ReplayedEntries,
                 ..
             }]
         ),
@@ -573,7 +574,7 @@ fn a_keepalive_peer_is_pinged_when_silent_and_dropped_after_the_idle_timeout() {
             (
                 gone_at,
                 Output::Warn {
-                    kind: "peer-timeout",
+                    kind: WarnKind::PeerTimeout,
                     message: reason.clone(),
                 }
             ),
@@ -598,7 +599,7 @@ fn a_peer_that_never_says_hello_is_dropped_after_the_handshake_timeout() {
             (
                 deadline,
                 Output::Warn {
-                    kind: "handshake-timeout",
+                    kind: WarnKind::HandshakeTimeout,
                     message: reason.clone(),
                 }
             ),

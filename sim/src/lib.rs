@@ -1,6 +1,6 @@
 //! A deterministic simulator for Covey sync.
 //!
-//! Nodes run the real sans-IO sync machines of `covey-core` (`sync::proto::SyncSession`,
+//! Nodes run the real sans-IO sync machines of `covey-core` (`sync::session::SyncSession`,
 //! `sync::outbox::Outbox`, `sync::limits::PeerLimiter`, `sync::backoff::Backoff`) over real
 //! SQLite stores, driven the way the iroh driver drives them (through the shared
 //! `sync::engine` glue), on a virtual clock, with a seeded RNG and an in-memory network with

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use covey_core::store;
 use covey_core::sync::limits::RateLimits;
-use covey_core::sync::proto::{FEATURES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use covey_core::sync::session::{FEATURES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use covey_core::wire::entry::{Id32, SignedEntry};
 use covey_core::wire::frame::{Head, Message, RefuseCode};
 use covey_sim::forge::Author;
@@ -76,6 +76,7 @@ impl Setup {
             &self.sim.node_id(self.adversary),
             &self.sim.node_id(self.victim),
         )
+        .0
     }
 
     /// Opens a connection and says hello on it.

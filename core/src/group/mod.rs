@@ -84,6 +84,25 @@ pub struct GroupKeys {
     pub rendezvous_secret: Secret32,
 }
 
+/// The name a group goes by in the sync frames between one pair of nodes
+/// ([`GroupKeys::session_tag`]). A type of its own so a wire tag can never be taken for a
+/// group id: the two meet only where a transport renames a frame's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionTag(pub Id32);
+
+impl SessionTag {
+    /// The tag's bytes, as they appear on the wire.
+    pub fn as_bytes(&self) -> &Id32 {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for SessionTag {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Length of one rendezvous time window: fixed by the protocol, so every member derives the
 /// same key for the same moment. One hour, the default provider-record lifetime.
 pub const RENDEZVOUS_WINDOW_MS: u64 = 3_600_000;
@@ -119,12 +138,12 @@ impl GroupKeys {
     /// a keyed hash of the pair. Only members can compute it, so a peer outside the group
     /// learns neither the group id nor that this node is in it, and the same group looks
     /// unrelated between every other pair of nodes.
-    pub fn session_tag(&self, a: &Id32, b: &Id32) -> Id32 {
+    pub fn session_tag(&self, a: &Id32, b: &Id32) -> SessionTag {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let mut hasher = blake3::Hasher::new_keyed(self.session_tag_key.expose());
         hasher.update(lo);
         hasher.update(hi);
-        *hasher.finalize().as_bytes()
+        SessionTag(*hasher.finalize().as_bytes())
     }
 
     /// Keyed BLAKE3 of a payload, stored next to a client id.
@@ -153,7 +172,7 @@ mod tests {
         let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         assert_eq!(keys.session_tag(&a, &b), keys.session_tag(&b, &a));
         assert_ne!(keys.session_tag(&a, &b), keys.session_tag(&a, &c));
-        assert_ne!(keys.session_tag(&a, &b), keys.id.0);
+        assert_ne!(keys.session_tag(&a, &b).0, keys.id.0);
         let other = GroupKeys::from_root(&Secret32::from_bytes([2; 32]));
         assert_ne!(keys.session_tag(&a, &b), other.session_tag(&a, &b));
     }

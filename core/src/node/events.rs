@@ -23,7 +23,7 @@ impl Subscription {
         match rx.recv().await {
             Ok(event) => Some(event),
             Err(broadcast::error::RecvError::Lagged(n)) => Some(Event::Warning {
-                kind: "events-dropped".into(),
+                kind: crate::sync::WarnKind::EventsDropped.as_str().into(),
                 message: format!("subscriber fell behind; {n} events were dropped"),
             }),
             Err(broadcast::error::RecvError::Closed) => {

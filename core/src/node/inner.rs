@@ -8,18 +8,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 use tokio::sync::{Notify, broadcast, watch};
 
-use super::session::{self, Sessions};
+use super::sync_driver::{self, Sessions};
 use super::types::{EntryId, Event, NodeConfig, SyncCounters};
 use crate::crypto::aead;
 use crate::error::{CoveyError, Result};
 use crate::group::{GroupId, GroupKeys};
 use crate::keystore::KeyStore;
 use crate::store::{DirLock, GroupRow, Store};
+use crate::sync::WarnKind;
+use crate::sync::driver::Counter;
 use crate::sync::engine::{self, Snapshot};
-use crate::sync::proto::SyncState;
+use crate::sync::session::SyncState;
 use crate::sync::verify;
 use crate::wire::entry::Id32;
-use crate::wire::frame::Head;
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub(super) fn now_ms() -> u64 {
@@ -70,18 +71,6 @@ impl Lifecycle {
     }
 }
 
-/// What storing a batch from a peer came to.
-pub(super) struct Ingested {
-    /// Per author, the highest seq newly stored.
-    pub(super) stored: Vec<Head>,
-    /// Per author, the highest seq the batch held (stored or already held).
-    pub(super) held: Vec<Head>,
-    /// Each entry of the batch that was already held.
-    pub(super) duplicates: Vec<Head>,
-    /// Local state after the batch, for the session.
-    pub(super) view: Snapshot,
-}
-
 /// A joined group: its stored row, its keys, and the clock a publish needs.
 #[derive(Debug)]
 pub(super) struct GroupState {
@@ -117,6 +106,22 @@ pub(super) struct Counters {
 }
 
 impl Counters {
+    /// Adds to the counter the sync driver names.
+    pub(super) fn add(&self, counter: Counter, by: u64) {
+        let cell = match counter {
+            Counter::Received => &self.received,
+            Counter::Duplicates => &self.duplicates,
+            Counter::RejectedEntries => &self.rejected_entries,
+            Counter::RejectedFrames => &self.rejected_frames,
+            Counter::IncompatiblePeers => &self.incompatible_peers,
+            Counter::Replayed => &self.replayed,
+            Counter::DroppedFrames => &self.dropped_frames,
+            Counter::RateLimited => &self.rate_limited,
+            Counter::PeerTimeouts => &self.peer_timeouts,
+        };
+        cell.fetch_add(by, Ordering::Relaxed);
+    }
+
     pub(super) fn snapshot(&self) -> SyncCounters {
         SyncCounters {
             published: self.published.load(Ordering::Relaxed),
@@ -178,29 +183,6 @@ impl Inner {
         }
     }
 
-    /// Counts refused entries and reports them as one `rejected-entry` warning per batch (not
-    /// per entry: a frame of tiny bad entries must not become a flood of events and logs).
-    pub(super) fn report_rejected(
-        &self,
-        peer: EndpointId,
-        reasons: &[(&str, usize)],
-        first_detail: &str,
-    ) {
-        let total: usize = reasons.iter().map(|(_, n)| n).sum();
-        self.counters
-            .rejected_entries
-            .fetch_add(total as u64, Ordering::Relaxed);
-        let summary: Vec<String> = reasons.iter().map(|(k, n)| format!("{k} x{n}")).collect();
-        self.warn(
-            "rejected-entry",
-            format!(
-                "from {}: rejected {total} entries ({}); first: {first_detail}",
-                peer.fmt_short(),
-                summary.join(", ")
-            ),
-        );
-    }
-
     /// Runs a write transaction that stores `n` entries (as `f` reports) and keeps
     /// `entry_count` in step: raised before the commit, so `status()` never shows fewer entries
     /// than a reader can already see, and lowered again if the commit fails.
@@ -232,10 +214,10 @@ impl Inner {
         self.started.elapsed().as_millis() as u64
     }
 
-    pub(super) fn warn(&self, kind: &str, message: String) {
+    pub(super) fn warn(&self, kind: WarnKind, message: String) {
         log::warn!("{kind}: {message}");
         self.emit(Event::Warning {
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             message,
         });
     }
@@ -325,14 +307,13 @@ impl Inner {
         .await
     }
 
-    /// Verifies and stores a prepared batch from `peer`; reports and counts the result and
-    /// returns what the session needs to go on.
+    /// Verifies and stores a prepared batch from a peer, raises `EntryReceived` for what was
+    /// new, and returns the outcome for the session's driver (which counts and reports it).
     pub(super) async fn ingest(
         self: &Arc<Self>,
-        peer: EndpointId,
         group: Id32,
         batch: verify::Prepared,
-    ) -> Result<Ingested> {
+    ) -> Result<engine::Ingested> {
         let (state, rules) = self.ingest_rules(group)?;
         let inner = self.clone();
         // The same verification and bookkeeping the simulator runs (`sync::engine`).
@@ -343,21 +324,12 @@ impl Inner {
             })
         })
         .await?;
-        let outcome = &done.outcome;
-        let c = &self.counters;
-        c.received
-            .fetch_add(outcome.stored.len() as u64, Ordering::Relaxed);
-        c.duplicates
-            .fetch_add(outcome.duplicates, Ordering::Relaxed);
-        if let Some(first) = outcome.rejected.first() {
-            self.report_rejected(peer, &engine::rejection_summary(outcome), &first.detail);
-        }
         state
             .max_lamport
             .fetch_max(done.max_lamport, Ordering::AcqRel);
         // Decompressing an Ed25519 point costs microseconds: once per author, not per entry.
         let mut keys: HashMap<Id32, Option<iroh::PublicKey>> = HashMap::new();
-        for (cursor, entry) in &outcome.stored {
+        for (cursor, entry) in &done.outcome.stored {
             let h = entry.header();
             let key = *keys
                 .entry(h.author)
@@ -371,17 +343,7 @@ impl Inner {
                 });
             }
         }
-        let mut view = Snapshot {
-            groups: self.groups_read()?.keys().copied().collect(),
-            frontiers: Default::default(),
-        };
-        view.frontiers.insert(group, done.frontier);
-        Ok(Ingested {
-            stored: done.stored,
-            held: done.held,
-            duplicates: done.duplicates,
-            view,
-        })
+        Ok(done)
     }
 
     /// Keeps `task` so shutdown can stop it.
@@ -403,7 +365,7 @@ impl Inner {
             Err(_) => return,
         }
         let inner = self.clone();
-        let task = tokio::spawn(async move { session::dial_loop(inner, addr).await });
+        let task = tokio::spawn(async move { sync_driver::dial_loop(inner, addr).await });
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.retain(|t| !t.is_finished());
             tasks.push(task);

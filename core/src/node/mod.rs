@@ -7,8 +7,8 @@ mod events;
 mod inner;
 mod publish;
 mod rendezvous;
-mod session;
 mod setup;
+mod sync_driver;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -34,8 +34,8 @@ use crate::store::{self, DirLock, GroupRow, Store};
 use crate::wire::entry::Id32;
 use inner::{Counters, GroupState, Inner, blocking, now_ms};
 use publish::{meta_of, open_row, publish_in};
-use session::Sessions;
 use setup::{bind_endpoint, group_key_name, load_or_create_identity, parse_ticket};
+use sync_driver::Sessions;
 
 /// The ALPN of the sync protocol.
 pub const SYNC_ALPN: &[u8] = b"covey/sync/1";
@@ -128,7 +128,7 @@ impl Node {
             dht,
         });
         let router = Router::builder(endpoint)
-            .accept(SYNC_ALPN, session::SyncHandler::new(&inner))
+            .accept(SYNC_ALPN, sync_driver::SyncHandler::new(&inner))
             .accept(DHT_ALPN, inner.dht.handler())
             .spawn();
         let node = Node { inner, router };
@@ -293,7 +293,12 @@ impl Node {
             });
             let inner = self.inner.clone();
             let view = inner.snapshot(vec![id.0]).await?;
-            inner.sessions.each(|s| s.on_group_joined(id.0, &view));
+            let me = *inner.id.as_bytes();
+            let joined = inner.group(&id)?;
+            inner.sessions.each(|s, peer| {
+                let tag = joined.keys.session_tag(&me, peer.as_bytes());
+                s.on_group_joined(id.0, tag, &view)
+            });
             inner.rendezvous.notify_one();
         }
         self.group_info(&id).await
@@ -419,7 +424,7 @@ impl Node {
             let (g, a, s) = (h.group_id, h.author, h.seq);
             self.inner
                 .sessions
-                .each(|sess| sess.on_local_entry(g, a, s));
+                .each(|sess, _| sess.on_local_entry(g, a, s));
         }
         Ok(meta)
     }

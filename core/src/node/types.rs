@@ -13,7 +13,7 @@ use crate::group::{GroupId, GroupKind, parse_id32};
 use crate::keystore::KeyStore;
 use crate::store::Durability;
 use crate::sync::limits::RateLimits;
-use crate::sync::proto::{SyncState, Timers};
+use crate::sync::session::{SyncState, Timers};
 use crate::wire::entry::Id32;
 
 /// Default largest payload accepted by `publish` and from peers: 1 MiB.
@@ -288,6 +288,26 @@ pub struct SyncCounters {
     pub rate_limited: u64,
     /// Sessions ended because the peer stopped answering (the failure detector).
     pub peer_timeouts: u64,
+}
+
+impl SyncCounters {
+    /// Adds to the counter the sync driver core names (how a transport without atomics, the
+    /// simulator, keeps the same counts at the same places).
+    pub fn add(&mut self, counter: crate::sync::driver::Counter, by: u64) {
+        use crate::sync::driver::Counter;
+        let cell = match counter {
+            Counter::Received => &mut self.received,
+            Counter::Duplicates => &mut self.duplicates,
+            Counter::RejectedEntries => &mut self.rejected_entries,
+            Counter::RejectedFrames => &mut self.rejected_frames,
+            Counter::IncompatiblePeers => &mut self.incompatible_peers,
+            Counter::Replayed => &mut self.replayed,
+            Counter::DroppedFrames => &mut self.dropped_frames,
+            Counter::RateLimited => &mut self.rate_limited,
+            Counter::PeerTimeouts => &mut self.peer_timeouts,
+        };
+        *cell += by;
+    }
 }
 
 /// A snapshot of the node's state.

@@ -1,12 +1,9 @@
-//! Sans-IO glue between the session machine ([`super::proto`]), the send queue
-//! ([`super::outbox`]) and the store that every driver of a session needs: what to load
-//! before handing a message to the machine, how to store an `Ingest` and what to tell the
-//! machine afterwards, how to turn a queued range into one bounded frame, how to rename groups
-//! at the frame boundary, and how to append to this node's own log.
-//!
-//! Nothing here touches a socket or a clock: the iroh driver (`node::session`) and the
-//! simulator (`covey-sim`) call the same functions in the same order, so the simulator tests
-//! the code that ships rather than a model of it.
+//! The store side of a sync session, sans-IO: the view the machine reads
+//! ([`Snapshot`], [`snapshot`]), how a batch from a peer is verified and stored
+//! ([`ingest_batch`], [`ingest_prepared`]), how a queued range becomes one bounded frame
+//! ([`read_range_batch`]), and how this node appends to its own log ([`append_own_entry`]).
+//! The driver core ([`super::driver`]) asks for these; each transport runs them on its own
+//! thread or pool.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +17,7 @@ use crate::store;
 use crate::wire::entry::{ENTRY_VERSION, EntryHeader, EntryKind, Id32, SignedEntry};
 use crate::wire::frame::{Head, Message};
 
-use super::proto::LocalView;
+use super::session::LocalView;
 use super::verify::{self, Outcome, Rules};
 
 /// Most entries read from the store for one `Entries` frame.
@@ -50,25 +47,6 @@ impl LocalView for Snapshot {
 
     fn frontier(&self, group: &Id32) -> Vec<Head> {
         self.frontiers.get(group).cloned().unwrap_or_default()
-    }
-}
-
-/// The groups whose frontiers the machine reads while handling `message`: all of them for a
-/// `Hello` (it answers with a frontier per group), the named one for a frontier, announce or
-/// ack, none otherwise. Groups this node is not in are left out.
-pub fn groups_to_load(message: &Message, joined: &BTreeSet<Id32>) -> Vec<Id32> {
-    match message {
-        Message::Hello { .. } => joined.iter().copied().collect(),
-        Message::Frontier { group, .. }
-        | Message::Announce { group, .. }
-        | Message::Ack { group, .. } => {
-            if joined.contains(group) {
-                vec![*group]
-            } else {
-                Vec::new()
-            }
-        }
-        _ => Vec::new(),
     }
 }
 
@@ -215,44 +193,6 @@ pub fn read_range_batch(
     })
 }
 
-/// Renames the group a message is about with `map` (a group id to its per-pair session tag
-/// on the way out, a tag back to the id on the way in). Messages without a group pass as
-/// they are.
-pub fn retag(message: Message, mut map: impl FnMut(Id32) -> Id32) -> Message {
-    match message {
-        Message::Frontier { group, heads } => Message::Frontier {
-            group: map(group),
-            heads,
-        },
-        Message::Announce { group, heads } => Message::Announce {
-            group: map(group),
-            heads,
-        },
-        Message::Entries { group, entries } => Message::Entries {
-            group: map(group),
-            entries,
-        },
-        Message::Ack { group, heads } => Message::Ack {
-            group: map(group),
-            heads,
-        },
-        other => other,
-    }
-}
-
-/// The session tag of each group for the pair `(me, peer)`, keyed by tag: what an incoming
-/// frame's group field is looked up in.
-pub fn tags_for_pair<'a>(
-    groups: impl IntoIterator<Item = &'a GroupKeys>,
-    me: &Id32,
-    peer: &Id32,
-) -> BTreeMap<Id32, Id32> {
-    groups
-        .into_iter()
-        .map(|keys| (keys.session_tag(me, peer), keys.id.0))
-        .collect()
-}
-
 /// What a new entry of this node's own log is made of, apart from the log position the store
 /// decides.
 #[derive(Debug, Clone, Copy)]
@@ -397,34 +337,5 @@ mod tests {
         assert_eq!(second.duplicates, vec![head(1), head(2)]);
         assert_eq!(second.held, vec![head(4)]);
         assert!(rejection_summary(&second.outcome).is_empty());
-    }
-
-    #[test]
-    fn retag_renames_only_group_messages_and_loads_what_the_machine_reads() {
-        let joined: BTreeSet<Id32> = [[1; 32], [2; 32]].into_iter().collect();
-        let ack = Message::Ack {
-            group: [1; 32],
-            heads: vec![],
-        };
-        assert_eq!(groups_to_load(&ack, &joined), vec![[1; 32]]);
-        let foreign = Message::Frontier {
-            group: [9; 32],
-            heads: vec![],
-        };
-        assert!(groups_to_load(&foreign, &joined).is_empty());
-        let hello = Message::Hello {
-            version: 1,
-            min_version: 1,
-            features: vec![],
-        };
-        assert_eq!(groups_to_load(&hello, &joined).len(), 2);
-        assert_eq!(
-            retag(ack, |_| [5; 32]),
-            Message::Ack {
-                group: [5; 32],
-                heads: vec![]
-            }
-        );
-        assert_eq!(retag(hello.clone(), |_| [5; 32]), hello);
     }
 }

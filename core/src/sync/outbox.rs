@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crate::wire::entry::Id32;
 use crate::wire::frame::{Head, Message};
 
-use super::proto::Output;
+use super::session::Output;
 
 /// Control messages held at most; past it (a peer that never reads while its own frames
 /// keep asking for answers), further ones are dropped and counted. Honest sessions queue

@@ -85,6 +85,40 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The group this message is about, if it is about one: on the wire the field holds the
+    /// pair's session tag, inside the node the group id (see [`Message::map_group`]).
+    pub fn group(&self) -> Option<&Id32> {
+        match self {
+            Message::Frontier { group, .. }
+            | Message::Entries { group, .. }
+            | Message::Announce { group, .. }
+            | Message::Ack { group, .. } => Some(group),
+            Message::Hello { .. }
+            | Message::Refuse { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. } => None,
+        }
+    }
+
+    /// Renames the group this message is about with `map` (a group id to its session tag on
+    /// the way out, a tag back to the id on the way in); a message about no group passes as it
+    /// is.
+    pub fn map_group(mut self, map: impl FnOnce(Id32) -> Id32) -> Message {
+        match &mut self {
+            Message::Frontier { group, .. }
+            | Message::Entries { group, .. }
+            | Message::Announce { group, .. }
+            | Message::Ack { group, .. } => *group = map(*group),
+            Message::Hello { .. }
+            | Message::Refuse { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. } => {}
+        }
+        self
+    }
+}
+
 /// Why a session was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use covey_core::crypto::{Secret32, aead, kdf};
 use covey_core::group::GroupKeys;
 use covey_core::node::SYNC_ALPN;
-use covey_core::sync::proto::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use covey_core::sync::session::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use covey_core::wire::entry::{ENTRY_VERSION, EntryHeader, EntryKind, Id32, SignedEntry};
 use covey_core::wire::frame::{self, LENGTH_PREFIX, Message};
 use covey_core::{Entry, EntryId, Event, GroupId, Node, NodeConfig, Subscription, SyncCounters};
@@ -464,7 +464,9 @@ impl RawPeer {
     pub async fn connect_on(endpoint: Endpoint, node: &Node) -> Self {
         let conn = dial(&endpoint, node).await;
         let (send, recv) = conn.open_bi().await.expect("open_bi");
-        let tag = group_keys().session_tag(endpoint.id().as_bytes(), node.node_id().as_bytes());
+        let tag = group_keys()
+            .session_tag(endpoint.id().as_bytes(), node.node_id().as_bytes())
+            .0;
         Self {
             endpoint,
             conn,

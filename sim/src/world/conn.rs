@@ -197,23 +197,14 @@ impl Sim {
         let dialed = c.dialed && side == 0;
         let scripted = self.nodes[node].scripted;
         let (me, them) = (self.nodes[node].id, self.nodes[peer].id);
-        let preferred = if me < them {
-            Direction::Outgoing
-        } else {
-            Direction::Incoming
-        };
         let mut replace = None;
         {
             let Some(live) = self.nodes[node].live.as_ref() else {
                 return false;
             };
             if !scripted && let Some(existing) = live.registered.get(&peer) {
-                let existing_dir = live
-                    .sessions
-                    .get(existing)
-                    .map(|s| s.direction)
-                    .unwrap_or(preferred);
-                if direction != preferred || existing_dir == preferred {
+                let existing_dir = live.sessions.get(existing).map(|s| s.direction);
+                if !keeps_new_session(&me, &them, direction, existing_dir) {
                     self.nodes[node].counters.sessions_refused += 1;
                     return false;
                 }
@@ -223,16 +214,21 @@ impl Sim {
         if let Some(old) = replace {
             self.teardown(node, old, End::Close);
         }
-        let timers = self.config.timers;
-        let mut machine = SyncSession::new()
-            .with_timers(timers)
-            .with_max_frame(self.config.max_frame_bytes);
-        machine.advance(self.now);
-        let tags = if scripted {
-            BTreeMap::new()
-        } else {
-            self.tags_for(node, peer)
+        let config = DriverConfig {
+            max_frame_bytes: self.config.max_frame_bytes,
+            rate_limits: self.nodes[node].rate_limits,
+            timers: self.config.timers,
         };
+        let tags = if scripted {
+            Vec::new()
+        } else {
+            self.nodes[node]
+                .groups
+                .iter()
+                .map(|(id, keys)| (*id, keys.session_tag(&me, &them)))
+                .collect()
+        };
+        let driver = SessionDriver::new(&config, tags, format!("{peer}"), self.now);
         let (early, pre_send) = match self.conns.get_mut(&conn) {
             Some(c) => (
                 std::mem::take(&mut c.early[side]),
@@ -246,17 +242,14 @@ impl Sim {
             side,
             direction,
             dialed,
-            machine,
-            outbox: Outbox::new(),
-            limiter: PeerLimiter::new(self.nodes[node].rate_limits),
+            driver,
             inbox: early,
             inbox_bytes,
-            current: None,
+            step: ReadStep::Next,
+            timer_at: None,
             read_scheduled: false,
             write_scheduled: false,
             closing: false,
-            last_rate_warning: None,
-            tags,
             raw_out: pre_send,
             silent: false,
             fin: false,
@@ -276,11 +269,7 @@ impl Sim {
         if scripted {
             self.wake_writer(node, conn);
         } else {
-            self.apply(node, conn, |m| m.start());
-            self.schedule(
-                self.now + self.config.tick_ms,
-                Ev::SessionTick { node, conn },
-            );
+            self.apply(node, conn, |d| d.start());
         }
         if inbox_bytes > 0 {
             self.wake_reader(node, conn);
@@ -339,7 +328,7 @@ impl Sim {
             live.registered.remove(&session.peer);
         }
         let dial_on = session.dialed && live.dialers.contains_key(&session.peer);
-        self.nodes[node].counters.sync.dropped_frames += session.outbox.dropped();
+        self.nodes[node].counters.sync.dropped_frames += session.driver.dropped_sends();
         let side = session.side;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.open[side] = false;
@@ -383,9 +372,9 @@ impl Sim {
             return;
         }
         s.closing = true;
-        s.outbox.push(Output::Close {
-            reason: "session over".into(),
-        });
+        // What the driver asks on closing was carried out already, or is moot now.
+        s.driver.close("session over");
+        s.driver.take_actions();
         self.wake_writer(node, conn);
         self.schedule(
             self.now + pause_ms + WRITER_GRACE_MS,

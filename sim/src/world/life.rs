@@ -19,7 +19,7 @@ impl Sim {
         if n.groups.contains_key(&group) {
             return Ok(());
         }
-        n.groups.insert(group, keys);
+        n.groups.insert(group, keys.clone());
         let Some(live) = n.live.as_mut() else {
             return Ok(());
         };
@@ -32,13 +32,19 @@ impl Sim {
         live.store.write(|tx| store::insert_group(tx, &row, now))?;
         live.max_lamport.insert(group, 0);
         live.held.insert(group, 0);
-        self.refresh_tags(node);
         let joined = self.joined(node);
         let view = self.with_store(node, |s| s.read(|c| engine::snapshot(c, &joined, &[group])))?;
+        let me = self.nodes[node].id;
         for conn in self.registered(node) {
-            let rest = self.apply(node, conn, |m| m.on_group_joined(group, &view));
-            if !rest.is_empty() {
-                self.error(format!("node {node}: on_group_joined produced {rest:?}"));
+            let Some(peer) = self.session_mut(node, conn).map(|s| s.peer) else {
+                continue;
+            };
+            let tag = keys.session_tag(&me, &self.nodes[peer].id);
+            let joined = self.apply(node, conn, |d| d.on_group_joined(group, tag, &view));
+            if let Some(((), rest)) = joined
+                && !rest.is_empty()
+            {
+                self.error(format!("node {node}: on_group_joined asked for {rest:?}"));
             }
         }
         Ok(())
@@ -54,21 +60,6 @@ impl Sim {
             .as_ref()
             .map(|l| l.registered.values().copied().collect())
             .unwrap_or_default()
-    }
-
-    pub(super) fn tags_for(&self, node: NodeIdx, peer: NodeIdx) -> BTreeMap<Id32, Id32> {
-        let n = &self.nodes[node];
-        engine::tags_for_pair(n.groups.values(), &n.id, &self.nodes[peer].id)
-    }
-
-    pub(super) fn refresh_tags(&mut self, node: NodeIdx) {
-        let peers: Vec<(ConnId, NodeIdx)> = self.sessions(node);
-        for (conn, peer) in peers {
-            let tags = self.tags_for(node, peer);
-            if let Some(s) = self.session_mut(node, conn) {
-                s.tags = tags;
-            }
-        }
     }
 
     /// Makes `from` keep a session with `to` up: remembered, and dialed with backoff now and
@@ -209,8 +200,12 @@ impl Sim {
             },
         );
         self.last_publish_ms = now;
+        let head = Head {
+            author: h.author,
+            seq: h.seq,
+        };
         for conn in self.registered(node) {
-            self.apply(node, conn, |m| m.on_local_entry(group, h.author, h.seq));
+            self.fan_out(node, conn, group, head);
         }
         Ok(Some(id))
     }
@@ -272,8 +267,12 @@ impl Sim {
             ledger.insert((author, seq), LedgerEntry { id, lamport });
         }
         self.last_publish_ms = now;
+        let head = Head {
+            author,
+            seq: last_seq,
+        };
         for conn in self.registered(node) {
-            self.apply(node, conn, |m| m.on_local_entry(group, author, last_seq));
+            self.fan_out(node, conn, group, head);
         }
         Ok(())
     }

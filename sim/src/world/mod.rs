@@ -1,22 +1,21 @@
 //! The simulated world: nodes with real stores, connections over a modelled network, and an
 //! event queue on a virtual clock.
 //!
-//! Each honest node is driven the way `covey_core::node::session` drives it over iroh: one
-//! [`SyncSession`] and one [`Outbox`] per connected peer (at most one live session per peer,
-//! the connection dialed by the smaller node id winning a tie), a reader that rate-limits each
-//! frame with [`PeerLimiter`] before handing it to the machine (`advance` then `on_message`),
-//! outputs queued into the outbox, `Ingest` stored with the shared [`engine::ingest_batch`]
-//! (`verify::ingest_as_member` in one write transaction) followed by `count_replayed` +
-//! `on_ingested` and an `on_local_entry` fan-out of every newly stored head to every session,
-//! `PeerHeads` recorded with `store::record_peer_heads`, a writer that drains the outbox
-//! (ranges read from the store one bounded batch at a time, the rest requeued), a timer that
-//! runs `on_tick` every 500 ms, and dial loops that redial with [`Backoff`].
+//! Each honest node runs covey-core's sync driver core ([`SessionDriver`]) once per connected
+//! peer, exactly as `covey_core::node::sync_driver` does over iroh: at most one live session
+//! per peer ([`keeps_new_session`]), frames read and handed to the driver (which rate-limits
+//! them and asks for the view its machine needs), the actions it asks for carried out (store
+//! a batch with the shared [`engine::ingest_batch`], record receipts, fan newly stored heads
+//! out to every session, count, warn, close), a writer that writes what the driver hands it
+//! (range batches read from the store one at a time), a timer event at the driver's next
+//! deadline, and dial loops that redial with [`Backoff`] on the driver's timings. The files of
+//! this module keep only the virtual links: what to do is decided in covey-core, once.
 //!
 //! The network carries encoded frames (the same `wire::frame` encoding, groups renamed to
-//! per-pair session tags at the frame boundary). Each direction of a connection is one
-//! ordered stream with a flow-control window: the writer takes the next work from the outbox
-//! only while fewer than `window_bytes` are unacknowledged, and the receiver returns credit
-//! when its reader takes a frame, so a slow or stalled receiver back-pressures the sender.
+//! per-pair session tags by the driver). Each direction of a connection is one ordered stream
+//! with a flow-control window: the writer takes the next work from the driver only while
+//! fewer than `window_bytes` are unacknowledged, and the receiver returns credit when its
+//! reader takes a frame, so a slow or stalled receiver back-pressures the sender.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -27,14 +26,21 @@ use covey_core::crypto::Secret32;
 use covey_core::crypto::aead::TAG_LEN;
 use covey_core::group::GroupKeys;
 use covey_core::store::{self, Durability, GroupRow, Store};
+use covey_core::sync::WarnKind;
 use covey_core::sync::backoff::Backoff;
-use covey_core::sync::engine::{self, Draft, Snapshot};
-use covey_core::sync::limits::{PeerLimiter, RateLimits};
-use covey_core::sync::outbox::{Outbox, Work};
-use covey_core::sync::proto::{Output, SyncSession, Timers};
+use covey_core::sync::driver::timing::{
+    AFTER_RUN_PAUSE_MS, CONNECT_TIMEOUT_MS, DIAL_RECHECK_MS, WRITER_GRACE_MS,
+};
+use covey_core::sync::driver::{
+    Action, Direction, DriverConfig, ReadStep, SessionDriver, Transmit, keeps_new_session,
+};
+use covey_core::sync::engine::{self, Draft};
+use covey_core::sync::limits::RateLimits;
+use covey_core::sync::session::Timers;
 use covey_core::sync::verify::Rules;
+use covey_core::wire::WireError;
 use covey_core::wire::entry::{Id32, SignedEntry};
-use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
+use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message};
 use covey_core::{CoveyError, Result};
 use iroh::SecretKey;
 
@@ -55,16 +61,6 @@ pub type ConnId = u64;
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// How long a frame waits before it is offered again across a cut link, ms.
 pub const CUT_RETRY_MS: u64 = 500;
-/// How long the real driver gives its writer to flush after a session ends, ms.
-pub const WRITER_GRACE_MS: u64 = 2_000;
-/// How long the real tick loop waits after its machine closed the session, ms.
-pub const TICK_CLOSE_PAUSE_MS: u64 = 200;
-/// How long the real dial loop lets a tie-break settle after a session ends, ms.
-pub const AFTER_RUN_PAUSE_MS: u64 = 50;
-/// How often the real dial loop looks again while a session with its peer is up, ms.
-pub const DIAL_RECHECK_MS: u64 = 500;
-/// One rate-limit warning per peer per this long (as the real driver).
-pub const RATE_WARNING_EVERY_MS: u64 = 10_000;
 
 /// How a simulation is set up.
 #[derive(Debug, Clone)]
@@ -83,8 +79,6 @@ pub struct SimConfig {
     pub timers: Timers,
     /// Per-peer rate limits of every node unless set per node.
     pub rate_limits: RateLimits,
-    /// How often session timers run, ms.
-    pub tick_ms: u64,
     /// How long a dial to an unreachable peer takes to fail, ms.
     pub connect_timeout_ms: u64,
     /// Where node stores are created; `None` uses the system temp dir. Defaults to
@@ -118,8 +112,7 @@ impl SimConfig {
             max_frame_bytes: max_payload_bytes + 64 * 1024,
             timers: Timers::default(),
             rate_limits: RateLimits::default(),
-            tick_ms: 500,
-            connect_timeout_ms: 10_000,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
             store_root: default_store_root(),
         }
     }
@@ -135,6 +128,9 @@ pub struct NodeOptions {
     /// A scripted (adversarial) node: no session machine, no dial loops, no one-per-peer
     /// rule; the test sends its frames and reads what it receives.
     pub scripted: bool,
+    /// The node's secret key; `None` draws one from the seed. A test that runs the same
+    /// session through the simulator and a real node gives both the same identity.
+    pub secret: Option<[u8; 32]>,
 }
 
 /// What a node's sync layer counted: the node's own `SyncCounters` (what `status()` reports),
@@ -206,12 +202,6 @@ pub struct LedgerEntry {
 /// Every entry published in the run, per group, keyed by (author, seq).
 pub type Ledger = BTreeMap<Id32, BTreeMap<(Id32, u64), LedgerEntry>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Outgoing,
-    Incoming,
-}
-
 #[derive(Debug)]
 enum Item {
     Frame(Vec<u8>),
@@ -260,30 +250,22 @@ struct Link {
 }
 
 #[derive(Debug)]
-struct Pending {
-    message: Message,
-    bytes: usize,
-    counted: bool,
-}
-
-#[derive(Debug)]
 struct Session {
     peer: NodeIdx,
     side: usize,
     direction: Direction,
     dialed: bool,
-    machine: SyncSession,
-    outbox: Outbox,
-    limiter: PeerLimiter,
+    /// The driver core: machine, send queue, rate limiter, tags, output policy.
+    driver: SessionDriver,
     inbox: VecDeque<Vec<u8>>,
     inbox_bytes: usize,
-    current: Option<Pending>,
+    /// Where the reader is: the driver's last answer.
+    step: ReadStep,
+    /// When the session's timer event is scheduled, if it is.
+    timer_at: Option<u64>,
     read_scheduled: bool,
     write_scheduled: bool,
     closing: bool,
-    last_rate_warning: Option<u64>,
-    /// Session tag -> group id, for incoming frames.
-    tags: BTreeMap<Id32, Id32>,
     raw_out: VecDeque<Vec<u8>>,
     silent: bool,
     /// The peer finished its stream: once the inbox is read, the session ends.
@@ -499,7 +481,13 @@ impl Sim {
     /// Creates a group with a root secret drawn from the seed and returns its id.
     pub fn add_group(&mut self) -> Id32 {
         let root = Secret32::from_bytes(self.rng.bytes32());
-        let keys = GroupKeys::from_root(&root);
+        self.add_group_from_root(&root)
+    }
+
+    /// Creates a group from a given root secret (a passphrase group's, say) and returns its
+    /// id.
+    pub fn add_group_from_root(&mut self, root: &Secret32) -> Id32 {
+        let keys = GroupKeys::from_root(root);
         let id = keys.id.0;
         self.groups.insert(id, keys);
         self.ledger.entry(id).or_default();
@@ -518,7 +506,8 @@ impl Sim {
 
     /// Adds a node (up, with a fresh store in its own temp dir) and returns its index.
     pub fn add_node(&mut self, options: NodeOptions) -> Result<NodeIdx> {
-        let secret = SecretKey::from_bytes(&self.rng.bytes32());
+        let drawn = self.rng.bytes32();
+        let secret = SecretKey::from_bytes(&options.secret.unwrap_or(drawn));
         let id = *secret.public().as_bytes();
         let mut builder = tempfile::Builder::new();
         builder.prefix("covey-sim-node");
@@ -619,7 +608,7 @@ impl Sim {
             .live
             .as_ref()
             .and_then(|l| l.sessions.get(&conn))
-            .map(|s| s.outbox.len())
+            .map(|s| s.driver.outbox_len())
     }
 
     /// How many entries of `group` a running node holds (tracked as it stores them).

@@ -11,7 +11,7 @@ impl Sim {
         &mut self,
         node: NodeIdx,
         conn: ConnId,
-        parsed: std::result::Result<Message, String>,
+        parsed: std::result::Result<Message, WireError>,
     ) {
         let Ok(message) = parsed else {
             return;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::WarnKind;
 use crate::wire::entry::Id32;
 use crate::wire::frame::{Head, Message, RefuseCode};
 
@@ -84,6 +85,29 @@ fn receipts(claimed: &[Head], local: &BTreeMap<Id32, u64>) -> Vec<Head> {
         .collect()
 }
 
+/// The frontiers the machine reads while handling one message
+/// ([`SyncSession::frontiers_needed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontiersNeeded {
+    /// Every joined group's.
+    All,
+    /// One group's (if this node is in it).
+    Group(Id32),
+    /// None.
+    None,
+}
+
+impl FrontiersNeeded {
+    /// The groups to load, of those in `joined`.
+    pub fn groups(&self, joined: &BTreeSet<Id32>) -> Vec<Id32> {
+        match self {
+            FrontiersNeeded::All => joined.iter().copied().collect(),
+            FrontiersNeeded::Group(g) if joined.contains(g) => vec![*g],
+            FrontiersNeeded::Group(_) | FrontiersNeeded::None => Vec::new(),
+        }
+    }
+}
+
 /// How far a group is synced with one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncState {
@@ -144,8 +168,8 @@ pub enum Output {
     },
     /// Something the app should hear about; the session goes on.
     Warn {
-        /// Stable kind, such as `rejected-frame`.
-        kind: &'static str,
+        /// What it is about.
+        kind: WarnKind,
         /// Human detail.
         message: String,
     },
@@ -281,7 +305,7 @@ impl SyncSession {
                     let reason = format!("no hello within {} ms", self.timers.handshake_timeout_ms);
                     vec![
                         Output::Warn {
-                            kind: "handshake-timeout",
+                            kind: WarnKind::HandshakeTimeout,
                             message: reason.clone(),
                         },
                         Output::Close { reason },
@@ -297,7 +321,7 @@ impl SyncSession {
                     let reason = format!("peer silent for {silent} ms");
                     return vec![
                         Output::Warn {
-                            kind: "peer-timeout",
+                            kind: WarnKind::PeerTimeout,
                             message: reason.clone(),
                         },
                         Output::Close { reason },
@@ -314,6 +338,30 @@ impl SyncSession {
                 self.next_nonce += 1;
                 self.ping = Some((nonce, self.now_ms));
                 vec![Output::Send(Message::Ping { nonce })]
+            }
+        }
+    }
+
+    /// When [`SyncSession::on_tick`] next has something to do (a handshake that times out,
+    /// a ping that falls due, a silent peer that times out), in the driver's milliseconds;
+    /// `None` while nothing is timed. The driver sleeps until then instead of ticking.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Closed => None,
+            Phase::AwaitingHello => Some(
+                self.started_ms
+                    .saturating_add(self.timers.handshake_timeout_ms),
+            ),
+            Phase::Ready if !self.peer_features.contains("keepalive") => None,
+            Phase::Ready => {
+                let idle = self
+                    .last_heard_ms
+                    .saturating_add(self.timers.idle_timeout_ms);
+                let ping_from = match self.ping {
+                    None => self.last_heard_ms,
+                    Some((_, sent)) => sent,
+                };
+                Some(idle.min(ping_from.saturating_add(self.timers.keepalive_ms)))
             }
         }
     }
@@ -337,7 +385,7 @@ impl SyncSession {
         if replayed > 0 && !self.warned_replay {
             self.warned_replay = true;
             out.push(Output::Warn {
-                kind: "replayed-entries",
+                kind: WarnKind::ReplayedEntries,
                 message: format!(
                     "peer re-sent {replayed} entries it had been told we hold (counted, not stored again)"
                 ),
@@ -381,11 +429,28 @@ impl SyncSession {
                 reason: what.clone(),
             }),
             Output::Warn {
-                kind: "protocol-violation",
+                kind: WarnKind::ProtocolViolation,
                 message: what.clone(),
             },
             Output::Close { reason: what },
         ]
+    }
+
+    /// Which frontiers [`SyncSession::on_message`] reads from its view for `message`: every
+    /// group's for a `Hello` (it answers with a frontier per group), the named group's for a
+    /// frontier, announce or ack, none otherwise (entries only ask whether we are in the
+    /// group). The driver loads just these before handing the message over.
+    pub fn frontiers_needed(message: &Message) -> FrontiersNeeded {
+        match message {
+            Message::Hello { .. } => FrontiersNeeded::All,
+            Message::Frontier { group, .. }
+            | Message::Announce { group, .. }
+            | Message::Ack { group, .. } => FrontiersNeeded::Group(*group),
+            Message::Entries { .. }
+            | Message::Refuse { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. } => FrontiersNeeded::None,
+        }
     }
 
     /// Handles one message from the peer.
@@ -405,7 +470,7 @@ impl SyncSession {
                 let message = format!("peer refused the session (code {code}): {reason}");
                 vec![
                     Output::Warn {
-                        kind: "peer-refused",
+                        kind: WarnKind::PeerRefused,
                         message: message.clone(),
                     },
                     Output::Close { reason: message },
@@ -472,7 +537,7 @@ impl SyncSession {
                     reason: reason.clone(),
                 }),
                 Output::Warn {
-                    kind: "incompatible-version",
+                    kind: WarnKind::IncompatibleVersion,
                     message: reason.clone(),
                 },
                 Output::Close { reason },

@@ -1,0 +1,258 @@
+//! The simulator and the iroh transport cannot drift apart: the same scripted sessions, run
+//! against a simulated node and against a real `Node` over iroh on loopback, get the same
+//! frames back, in the same order, byte for byte.
+//!
+//! Both honest nodes have the same identity and the same group; both scripted peers have
+//! the same identities and send the same frames, each after the honest node has answered
+//! the one before. The scripts cover what the driver core decides: the hello and frontiers,
+//! ingest followed by an ack, a replay (no frame), range batches sized to the frame limit,
+//! a ping, and the refusal of a protocol violation.
+
+use std::time::Duration;
+
+use covey_core::crypto::kdf;
+use covey_core::group::GroupKeys;
+use covey_core::sync::session::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use covey_core::wire::entry::Id32;
+use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
+use covey_core::{FileKeyStore, KeyStore, Node, NodeConfig};
+use covey_sim::forge::Author;
+use covey_sim::{NodeOptions, Sim, SimConfig};
+use iroh::SecretKey;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh_tickets::endpoint::EndpointTicket;
+
+const NODE_SECRET: [u8; 32] = [0x11; 32];
+const PEER_A: [u8; 32] = [0x22; 32];
+const PEER_B: [u8; 32] = [0x33; 32];
+const AUTHOR: [u8; 32] = [0x44; 32];
+const PASSPHRASE: &str = "drift test passphrase";
+const GROUP_NAME: &str = "drift";
+/// Large enough that three entries do not fit one frame: the range goes out in two batches.
+const PAYLOAD_BYTES: usize = 400_000;
+/// How long an answer may take over loopback before the honest node counts as quiet.
+const QUIET: Duration = Duration::from_millis(600);
+/// Virtual time the simulated node gets to answer each frame.
+const SIM_STEP_MS: u64 = 300;
+
+/// One scripted connection: the peer's secret and the frames it sends, one at a time.
+struct Script {
+    peer: [u8; 32],
+    frames: Vec<Message>,
+}
+
+fn tag(keys: &GroupKeys, peer: &[u8; 32]) -> Id32 {
+    let node = *SecretKey::from_bytes(&NODE_SECRET).public().as_bytes();
+    let peer = *SecretKey::from_bytes(peer).public().as_bytes();
+    keys.session_tag(&node, &peer).0
+}
+
+fn hello() -> Message {
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+        min_version: MIN_PROTOCOL_VERSION,
+        features: vec!["acks".into(), "keepalive".into()],
+    }
+}
+
+/// Peer A hands the node three entries of a third author (then one of them again); peer B
+/// then catches up from the node, pings it, and breaks the protocol.
+fn scripts(keys: &GroupKeys) -> Vec<Script> {
+    let mut author = Author::new(SecretKey::from_bytes(&AUTHOR), keys.clone());
+    let payload = vec![0x5a; PAYLOAD_BYTES];
+    let entries: Vec<Vec<u8>> = author
+        .chain(3, 1, &payload)
+        .expect("forge entries")
+        .into_iter()
+        .map(|e| e.into_raw())
+        .collect();
+    let x = author.id();
+    let (a, b) = (tag(keys, &PEER_A), tag(keys, &PEER_B));
+    vec![
+        Script {
+            peer: PEER_A,
+            frames: vec![
+                hello(),
+                Message::Frontier {
+                    group: a,
+                    heads: vec![Head { author: x, seq: 3 }],
+                },
+                Message::Entries {
+                    group: a,
+                    entries: entries.clone(),
+                },
+                Message::Entries {
+                    group: a,
+                    entries: entries[..1].to_vec(),
+                },
+            ],
+        },
+        Script {
+            peer: PEER_B,
+            frames: vec![
+                hello(),
+                Message::Frontier {
+                    group: b,
+                    heads: vec![],
+                },
+                Message::Ack {
+                    group: b,
+                    heads: vec![Head { author: x, seq: 3 }],
+                },
+                Message::Ping { nonce: 7 },
+                hello(),
+            ],
+        },
+    ]
+}
+
+/// Runs the scripts against a simulated node; returns what each scripted peer received.
+fn through_the_simulator(root: &covey_core::crypto::Secret32) -> Vec<Vec<Message>> {
+    let mut sim = Sim::new(SimConfig::new(1));
+    let group = sim.add_group_from_root(root);
+    let node = sim
+        .add_node(NodeOptions {
+            secret: Some(NODE_SECRET),
+            ..NodeOptions::default()
+        })
+        .expect("add node");
+    sim.join(node, group).expect("join");
+    let keys = sim.group_keys(&group).expect("group").clone();
+    let mut received = Vec::new();
+    for script in scripts(&keys) {
+        let peer = sim
+            .add_node(NodeOptions {
+                scripted: true,
+                secret: Some(script.peer),
+                ..NodeOptions::default()
+            })
+            .expect("add scripted peer");
+        let conn = sim.script_connect(peer, node).expect("connect");
+        sim.run_for(SIM_STEP_MS);
+        for message in &script.frames {
+            sim.script_send(peer, conn, message).expect("send");
+            sim.run_for(SIM_STEP_MS);
+        }
+        received.push(sim.script_received(peer, conn));
+    }
+    assert!(sim.errors().is_empty(), "{:?}", sim.errors());
+    received
+}
+
+async fn read_frame(recv: &mut RecvStream) -> Option<Message> {
+    let mut prefix = [0u8; LENGTH_PREFIX];
+    recv.read_exact(&mut prefix).await.ok()?;
+    let len = frame::frame_len(prefix, usize::MAX).ok()?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.ok()?;
+    Some(frame::decode(&body).expect("the node sends frames that decode"))
+}
+
+/// Reads what the node sends until it is quiet for [`QUIET`] or ends the stream.
+async fn drain(recv: &mut RecvStream, into: &mut Vec<Message>) {
+    while let Ok(Some(message)) = tokio::time::timeout(QUIET, read_frame(recv)).await {
+        into.push(message);
+    }
+}
+
+/// Runs the scripts against a real node over iroh on loopback.
+async fn through_iroh() -> Vec<Vec<Message>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    FileKeyStore::new(dir.path())
+        .store("device", &NODE_SECRET)
+        .expect("seed the device key");
+    let node = Node::open(NodeConfig::loopback(dir.path()))
+        .await
+        .expect("open node");
+    node.join_passphrase(PASSPHRASE, GROUP_NAME)
+        .await
+        .expect("join");
+    let root = kdf::passphrase_root(PASSPHRASE, GROUP_NAME).expect("root");
+    let keys = GroupKeys::from_root(&root);
+    let ticket: EndpointTicket = node.addr().await.expect("addr").parse().expect("ticket");
+    let mut received = Vec::new();
+    for script in scripts(&keys) {
+        let endpoint = loopback_endpoint(SecretKey::from_bytes(&script.peer)).await;
+        let conn: Connection = endpoint
+            .connect(ticket.endpoint_addr().clone(), covey_core::node::SYNC_ALPN)
+            .await
+            .expect("connect");
+        let (mut send, mut recv): (SendStream, RecvStream) = conn.open_bi().await.expect("bi");
+        let mut got = Vec::new();
+        for message in &script.frames {
+            let bytes = frame::encode(message).expect("encode");
+            send.write_all(&bytes).await.expect("write");
+            drain(&mut recv, &mut got).await;
+        }
+        received.push(got);
+        conn.close(0u32.into(), b"done");
+        endpoint.close().await;
+    }
+    node.shutdown().await.expect("shutdown");
+    received
+}
+
+/// A raw endpoint bound to 127.0.0.1 only: no relay, no address lookup, no port mapping, no
+/// net-report probes. Nothing leaves the machine.
+async fn loopback_endpoint(secret: SecretKey) -> iroh::Endpoint {
+    use iroh::endpoint::{PortmapperConfig, presets};
+    iroh::Endpoint::builder(presets::Minimal)
+        .clear_address_lookup()
+        .portmapper_config(PortmapperConfig::Disabled)
+        .net_report_config(iroh::NetReportConfig::minimal())
+        .relay_mode(iroh::RelayMode::Disabled)
+        .secret_key(secret)
+        .clear_ip_transports()
+        .bind_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind addr")
+        .bind()
+        .await
+        .expect("bind raw endpoint")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_and_iroh_send_the_same_frames_for_the_same_script() {
+    let root = kdf::passphrase_root(PASSPHRASE, GROUP_NAME).expect("root");
+    let simulated = tokio::task::spawn_blocking(move || through_the_simulator(&root))
+        .await
+        .expect("simulator");
+    let real = through_iroh().await;
+    assert_eq!(simulated.len(), real.len());
+    for (i, (sim, real)) in simulated.iter().zip(&real).enumerate() {
+        let encode = |ms: &[Message]| -> Vec<Vec<u8>> {
+            ms.iter()
+                .map(|m| frame::encode(m).expect("encode"))
+                .collect()
+        };
+        assert_eq!(
+            encode(sim),
+            encode(real),
+            "script {i}: the simulator sent {sim:#?}\nthe iroh node sent {real:#?}"
+        );
+    }
+    // The scripts reached what they were written for: an ack after ingest, the catch-up in
+    // two batches, the pong and the refusal.
+    let kinds = |ms: &[Message]| -> Vec<&'static str> {
+        ms.iter()
+            .map(|m| match m {
+                Message::Hello { .. } => "hello",
+                Message::Frontier { .. } => "frontier",
+                Message::Entries { .. } => "entries",
+                Message::Announce { .. } => "announce",
+                Message::Refuse { .. } => "refuse",
+                Message::Ack { .. } => "ack",
+                Message::Ping { .. } => "ping",
+                Message::Pong { .. } => "pong",
+            })
+            .collect()
+    };
+    assert_eq!(kinds(&real[0]), ["hello", "frontier", "ack"]);
+    assert_eq!(
+        kinds(&real[1]),
+        ["hello", "frontier", "entries", "entries", "pong", "refuse"]
+    );
+    assert!(matches!(
+        real[1].last(),
+        Some(Message::Refuse { code, .. }) if *code == RefuseCode::ProtocolViolation as u16
+    ));
+}
