@@ -2,12 +2,19 @@
 # Generates Covey's Swift, Kotlin and Python bindings from the release cdylib (uniffi library
 # mode), with the workspace's own uniffi-bindgen (bindings/src/main.rs).
 #
-#   bindings/generate.sh          write bindings/generated/{swift,kotlin,python}
+#   bindings/generate.sh          write the bindings (where each goes: below)
 #   bindings/generate.sh --check  regenerate into a temp dir and fail if the checked-in
-#                                 swift/ or kotlin/ output is stale (CI runs this)
+#                                 Swift or Kotlin output is stale (CI runs this)
 #
-# Swift and Kotlin output is checked in (see bindings/README.md); Python output is not
-# (maturin generates it when building the wheel) and goes to the ignored generated/python.
+# Where the output goes:
+#   Swift   swift/Sources/Covey/Covey.swift: the Swift package's only source, compiled in
+#           place (the one generated Swift file); the C header and module map it imports go
+#           to bindings/generated/swift (swift/build-xcframework.sh packs them into the
+#           XCFramework)
+#   Kotlin  bindings/generated/kotlin (kotlin/pom.xml compiles it in place)
+#   Python  bindings/generated/python, git-ignored (maturin generates it again when building
+#           the wheel)
+# Swift and Kotlin output is checked in (see bindings/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,15 +44,37 @@ generate() { # language out_dir
   "$bindgen" generate --library "$lib" --language "$1" --no-format --out-dir "$2" >/dev/null
 }
 
+swift_source="swift/Sources/Covey/Covey.swift"
+swift_c="bindings/generated/swift"
+
+# Generates the Swift bindings into the repository layout under root $1: the Swift source at
+# $1/$swift_source, the C header and module map in $1/$swift_c.
+generate_swift() { # root
+  local raw
+  raw="$(mktemp -d)"
+  generate swift "$raw"
+  [ -f "$raw/Covey.swift" ] || {
+    echo "bindings/generate.sh: uniffi-bindgen wrote no Covey.swift (check ffi/uniffi.toml's module_name)" >&2
+    exit 1
+  }
+  mkdir -p "$1/$(dirname "$swift_source")"
+  mv "$raw/Covey.swift" "$1/$swift_source"
+  rm -rf "${1:?}/$swift_c"
+  mkdir -p "$1/$swift_c"
+  mv "$raw"/* "$1/$swift_c/"
+  rm -rf "$raw"
+}
+
 if $check; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   stale=false
-  for lang in swift kotlin; do
-    generate "$lang" "$tmp/$lang"
-    if ! diff -r "bindings/generated/$lang" "$tmp/$lang" >"$tmp/$lang.diff" 2>&1; then
-      echo "bindings/generated/$lang is stale:" >&2
-      head -n 40 "$tmp/$lang.diff" >&2
+  generate_swift "$tmp"
+  generate kotlin "$tmp/bindings/generated/kotlin"
+  for out in "$swift_source" "$swift_c" bindings/generated/kotlin; do
+    if ! diff -r "$out" "$tmp/$out" >"$tmp/diff" 2>&1; then
+      echo "$out is stale:" >&2
+      head -n 40 "$tmp/diff" >&2
       stale=true
     fi
   done
@@ -57,8 +86,9 @@ if $check; then
   fi
   echo "bindings: swift and kotlin are up to date"
 else
-  for lang in swift kotlin python; do
+  generate_swift .
+  for lang in kotlin python; do
     generate "$lang" "bindings/generated/$lang"
   done
-  echo "bindings: wrote bindings/generated/{swift,kotlin,python}"
+  echo "bindings: wrote $swift_source, $swift_c/, bindings/generated/{kotlin,python}"
 fi

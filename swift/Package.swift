@@ -19,8 +19,9 @@ let package = Package(
             name: "CoveyFFI",
             path: "CoveyFFI.xcframework"
         ),
-        // The uniffi-generated Swift: Sources/Covey/Covey.swift is a byte-for-byte copy of
-        // bindings/generated/swift/Covey.swift (swift/check.sh fails on any difference).
+        // The uniffi-generated Swift: bindings/generate.sh writes Sources/Covey/Covey.swift,
+        // the one generated Swift file, compiled in place (never edit it; swift/check.sh fails
+        // unless it equals freshly generated output).
         .target(
             name: "Covey",
             dependencies: ["CoveyFFI"],

@@ -4,8 +4,9 @@
 #   iOS devices        aarch64-apple-ios
 #   the iOS simulator  aarch64-apple-ios-sim + x86_64-apple-ios     (one lipo'd library)
 #   macOS              aarch64-apple-darwin + x86_64-apple-darwin   (one lipo'd library)
-# each with the generated C header and module map (bindings/generated/swift), and refreshes
-# swift/Sources/Covey/Covey.swift from bindings/generated/swift/Covey.swift.
+# each with the generated C header and module map (bindings/generated/swift). The package
+# compiles the generated swift/Sources/Covey/Covey.swift in place (bindings/generate.sh writes
+# it there); this script checks it is fresh and never copies it.
 #
 #   swift/build-xcframework.sh
 #   cd swift && swift test          # XCTest suite, on the macOS slice
@@ -41,8 +42,8 @@ if command -v rustup >/dev/null; then
   done
   [ "${#missing[@]}" -eq 0 ] || die "missing Rust targets: rustup target add ${missing[*]}"
 fi
-for f in Covey.swift "$ffi_module.h" "$ffi_module.modulemap"; do
-  [ -f "$generated/$f" ] || die "$generated/$f is missing: run bindings/generate.sh"
+for f in swift/Sources/Covey/Covey.swift "$generated/$ffi_module.h" "$generated/$ffi_module.modulemap"; do
+  [ -f "$f" ] || die "$f is missing: run bindings/generate.sh"
 done
 
 # The checked-in bindings must match the Rust code, or the app dies at launch on uniffi's
@@ -79,8 +80,5 @@ xcodebuild -create-xcframework \
   -library "$build/ios-simulator/libcovey_ffi.a" -headers "$build/headers" \
   -library "$build/macos/libcovey_ffi.a" -headers "$build/headers" \
   -output "$xcframework"
-
-# The package compiles a copy of the generated Swift (see swift/README.md).
-cp "$generated/Covey.swift" swift/Sources/Covey/Covey.swift
 
 echo "wrote $xcframework; next: cd swift && swift test"
