@@ -19,10 +19,6 @@
 //! per commit by schema, the `spawn_blocking` hop, catch-up stages timed alone, the arrival
 //! timeline of batches), so a missed goal comes with its cause.
 //!
-//! `--frame-slack N` lets receiving nodes accept N extra frame bytes (default 0). It was a
-//! workaround for a catch-up sender that once forgot the per-entry length prefixes when sizing
-//! batches; the core now counts them, so the default runs with the real limit.
-//!
 //! Nothing leaves the machine: every node and endpoint binds `127.0.0.1`, with relays, address
 //! lookup, port mapping and net-report probes off. Run it inside a network namespace:
 //!
@@ -124,12 +120,6 @@ struct Args {
     /// Pause between latency samples, in ms.
     #[arg(long, default_value_t = 2)]
     latency_gap_ms: u64,
-    /// Extra bytes of sync frame the receiving node accepts beyond its default. covey-core's
-    /// sender budgets a catch-up batch by raw entry bytes only, so for entries of about
-    /// 1.1 to 2.2 KiB the postcard length prefixes push a full batch past the receiver's
-    /// frame limit and catch-up never completes. Give 0 to reproduce that.
-    #[arg(long, default_value_t = 0)]
-    frame_slack: usize,
     /// Entries ingested by the verify part (default 10000); 0 skips the part.
     #[arg(long)]
     verify_entries: Option<usize>,
@@ -180,8 +170,6 @@ struct RunInfo {
     rounds: usize,
     /// Wall time of the whole run, seconds.
     wall_s: f64,
-    /// Extra frame bytes the receiving nodes accept (`--frame-slack`).
-    frame_slack: usize,
     /// Cores' worth of CPU other processes used on average during the run: the noise.
     others_cores: f64,
 }
@@ -558,12 +546,9 @@ struct BenchNode {
 
 impl BenchNode {
     /// Opens a loopback node named `tag` and joins the benchmark group (Argon2id runs here).
-    /// `frame_slack` bytes are added to the largest sync frame it accepts (see `--frame-slack`).
-    async fn open(tag: &str, frame_slack: usize) -> Result<Self> {
+    async fn open(tag: &str) -> Result<Self> {
         let dir = temp_dir(tag)?;
-        let mut config = NodeConfig::loopback(dir.path());
-        config.max_frame_bytes += frame_slack;
-        let node = Node::open(config)
+        let node = Node::open(NodeConfig::loopback(dir.path()))
             .await
             .with_context(|| format!("opening loopback node {tag}"))?;
         let group = node
@@ -980,7 +965,7 @@ async fn bench_publish(payload_len: usize, n: usize, rounds: usize) -> Result<Pu
     let entry_len = payload_len + ENTRY_OVERHEAD;
     let payload = random_bytes(payload_len);
     let warmup = (n / 20).clamp(1, 500);
-    let node = BenchNode::open("publish", 0).await?;
+    let node = BenchNode::open("publish").await?;
     let mut raw = Some(RawDb::create("raw-sqlite")?);
     let mut composed = Some((RawDb::create("composed")?, Author::random()));
     let mut store_db = Some(CoveyDb::create("store-insert")?);
@@ -1097,9 +1082,11 @@ async fn wait_for_entries(
                 }
                 Some(Event::Warning { kind, message }) => {
                     if kind == "rejected-frame" {
+                        // The sender would send the same frame again after the redial, so the
+                        // catch-up could never finish: fail now with the reason.
                         bail!(
                             "the receiving node refused a sync frame, so catch-up cannot finish \
-                             ({message}); see --frame-slack"
+                             ({message})"
                         );
                     }
                     if kind == "events-dropped" {
@@ -1130,9 +1117,8 @@ async fn sync_once(
     a: &BenchNode,
     a_ticket: &str,
     n: usize,
-    frame_slack: usize,
 ) -> Result<(f64, f64, SyncCounters, SyncTimeline)> {
-    let b = BenchNode::open("sync-b", frame_slack).await?;
+    let b = BenchNode::open("sync-b").await?;
     ensure!(b.group == a.group, "nodes derived different group ids");
     let mut sub = b.node.subscribe();
     let cpu = process_cpu_s();
@@ -1383,14 +1369,9 @@ async fn raw_transfer(n: usize, len: usize) -> Result<(f64, f64, f64)> {
 }
 
 /// Part b at one payload size.
-async fn bench_sync(
-    payload_len: usize,
-    n: usize,
-    rounds: usize,
-    frame_slack: usize,
-) -> Result<SyncResult> {
+async fn bench_sync(payload_len: usize, n: usize, rounds: usize) -> Result<SyncResult> {
     let entry_len = payload_len + ENTRY_OVERHEAD;
-    let a = BenchNode::open("sync-a", 0).await?;
+    let a = BenchNode::open("sync-a").await?;
     let payload = random_bytes(payload_len);
     progress(format!("sync {payload_len} B: A publishes {n} entries"));
     for _ in 0..n {
@@ -1408,7 +1389,7 @@ async fn bench_sync(
     raw_transfer(n.min(10), entry_len).await?;
     for round in 1..=rounds {
         let (raw_s, raw_only_s, raw_cpu) = raw_transfer(n, entry_len).await?;
-        let (sync_s, sync_cpu, c, tl) = sync_once(&a, &ticket, n, frame_slack).await?;
+        let (sync_s, sync_cpu, c, tl) = sync_once(&a, &ticket, n).await?;
         counters = c;
         timeline = tl;
         progress(format!(
@@ -1488,11 +1469,11 @@ async fn raw_rtt(n: usize, len: usize) -> Result<Vec<Duration>> {
 }
 
 /// Part c.
-async fn bench_latency(samples: usize, gap_ms: u64, frame_slack: usize) -> Result<LatencyResult> {
+async fn bench_latency(samples: usize, gap_ms: u64) -> Result<LatencyResult> {
     let payload_len = 256;
     let payload = random_bytes(payload_len);
-    let a = BenchNode::open("latency-a", 0).await?;
-    let b = BenchNode::open("latency-b", frame_slack).await?;
+    let a = BenchNode::open("latency-a").await?;
+    let b = BenchNode::open("latency-b").await?;
     // B records the arrival time of every EntryReceived in its own task, so the timestamp
     // does not wait for the publisher's loop.
     let mut sub = b.node.subscribe();
@@ -1711,13 +1692,6 @@ fn render(report: &Report) -> String {
         "other processes used {:.2} of {} cores on average during the run (noise)",
         r.others_cores, r.cpus
     );
-    if r.frame_slack > 0 {
-        let _ = writeln!(
-            s,
-            "note: receiving nodes accept {} extra frame bytes (--frame-slack)",
-            r.frame_slack
-        );
-    }
     if !report.publish.is_empty() {
         let _ = writeln!(s, "\n[a] publish throughput (entries/s, median of rounds)");
         for p in &report.publish {
@@ -1932,7 +1906,6 @@ async fn run(args: &Args) -> Result<Report> {
             quick: args.quick,
             rounds,
             wall_s: 0.0,
-            frame_slack: args.frame_slack,
             others_cores: f64::NAN,
         },
         publish: Vec::new(),
@@ -1978,7 +1951,7 @@ async fn run(args: &Args) -> Result<Report> {
                 continue;
             }
             progress(format!("sync: {n} x {}", size(len)));
-            let y = bench_sync(len, n, rounds, args.frame_slack)
+            let y = bench_sync(len, n, rounds)
                 .await
                 .with_context(|| format!("sync benchmark at {}", size(len)))?;
             if len == 64 * 1024 {
@@ -2001,7 +1974,7 @@ async fn run(args: &Args) -> Result<Report> {
             "latency: {n} samples, {} ms apart",
             args.latency_gap_ms
         ));
-        let l = bench_latency(n, args.latency_gap_ms, args.frame_slack)
+        let l = bench_latency(n, args.latency_gap_ms)
             .await
             .context("latency benchmark")?;
         report
