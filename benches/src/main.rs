@@ -15,9 +15,9 @@
 //!   (the harness re-executes itself), at two backlog sizes: MB/s against a raw iroh transfer,
 //!   and both processes' peak RSS, which must not grow with the backlog (see [`catchup`]).
 //!
-//! Next to each goal the report prints diagnostics that say where the time goes (WAL pages
-//! per commit by schema, the `spawn_blocking` hop, catch-up stages timed alone, the arrival
-//! timeline of batches), so a missed goal comes with its cause.
+//! Next to each goal the report prints diagnostics that say where the time goes (the
+//! `spawn_blocking` hop, catch-up stages timed alone, the arrival timeline of batches), so a
+//! missed goal comes with its cause.
 //!
 //! Nothing leaves the machine: every node and endpoint binds `127.0.0.1`, with relays, address
 //! lookup, port mapping and net-report probes off. Run it inside a network namespace:
@@ -199,9 +199,6 @@ struct PublishResult {
     /// Diagnostic: microseconds of one `spawn_blocking` round trip on this runtime (the hop
     /// `publish` makes to reach the store), median of rounds.
     diag_blocking_hop_us: f64,
-    /// Diagnostic: single-row commits into the raw table as covey's constraints and indexes
-    /// are added one at a time, ending with covey's own schema.
-    diag_schema: Vec<SchemaDiag>,
     /// Every round's (publish, raw, composed, store insert, sync publish) entries/s.
     rounds: Vec<[f64; 5]>,
     /// publish / raw SQLite.
@@ -822,132 +819,6 @@ async fn blocking_hop_us(n: usize) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
-/// Single-row commits into one schema variant.
-#[derive(Debug, Serialize)]
-struct SchemaDiag {
-    /// The variant.
-    schema: &'static str,
-    /// Entries/s, one transaction each (default WAL auto-checkpoint).
-    eps: f64,
-    /// WAL frames (pages) appended per commit, counted with auto-checkpoint off.
-    wal_pages_per_commit: f64,
-}
-
-/// The schema variants of [`schema_breakdown`], cumulative: the raw table, then covey's
-/// constraints and indexes added one at a time, then covey's own schema as migrated by
-/// covey-core (the same, plus the foreign key to `groups`).
-const SCHEMA_VARIANTS: &[(&str, usize)] = &[
-    ("raw table (baseline)", 0),
-    ("+ AUTOINCREMENT cursor", 1),
-    ("+ UNIQUE(entry_id)", 2),
-    ("+ UNIQUE(group_id, author, seq)", 3),
-    ("+ INDEX(group_id, cursor)", 4),
-    ("+ INDEX(group_id, lamport)", 5),
-    ("covey schema (the above + FK)", usize::MAX),
-];
-
-/// The indexes of covey's `entries` table, in the order [`SCHEMA_VARIANTS`] adds them.
-const COVEY_INDEXES: [&str; 4] = [
-    "CREATE UNIQUE INDEX i1 ON entries(entry_id);",
-    "CREATE UNIQUE INDEX i2 ON entries(group_id, author, seq);",
-    "CREATE INDEX i3 ON entries(group_id, cursor);",
-    "CREATE INDEX i4 ON entries(group_id, lamport);",
-];
-
-/// Creates schema variant `level` (see [`SCHEMA_VARIANTS`]) in `dir`/`file`.
-fn schema_variant(dir: &Path, file: &str, level: usize, group: &Id32) -> Result<Connection> {
-    let mut conn = Connection::open(dir.join(file))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    ensure!(
-        mode.eq_ignore_ascii_case("wal"),
-        "schema variant {level}: no WAL"
-    );
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    if level == usize::MAX {
-        conn.pragma_update(None, "foreign_keys", true)?;
-        cstore::schema::migrate(&mut conn).map_err(|e| anyhow!("migrating: {e}"))?;
-        cstore::insert_group(
-            &conn,
-            &GroupRow {
-                group_id: *group,
-                name: "diag".into(),
-                kind: 0,
-                epoch: 0,
-            },
-            now_ms(),
-        )
-        .map_err(|e| anyhow!("group row: {e}"))?;
-        return Ok(conn);
-    }
-    if level == 0 {
-        conn.execute_batch(RAW_SCHEMA)?;
-    } else {
-        conn.execute_batch(&RAW_SCHEMA.replace(
-            "cursor INTEGER PRIMARY KEY",
-            "cursor INTEGER PRIMARY KEY AUTOINCREMENT",
-        ))?;
-    }
-    for index in COVEY_INDEXES.iter().take(level.saturating_sub(1)) {
-        conn.execute_batch(index)?;
-    }
-    Ok(conn)
-}
-
-/// Inserts `n` rows of `row_len` bytes (random ids, as BLAKE3 ids are), one transaction each.
-/// Entries/s.
-fn schema_rows(conn: &mut Connection, n: usize, row_len: usize, group: &Id32) -> Result<f64> {
-    let raw = random_bytes(row_len);
-    let author = [9u8; 32];
-    let t = Instant::now();
-    for seq in 1..=n as i64 {
-        let id = *blake3::hash(&seq.to_le_bytes()).as_bytes();
-        let tx = conn.transaction()?;
-        tx.prepare_cached(RAW_INSERT)?.execute(params![
-            id,
-            group,
-            author,
-            seq,
-            seq,
-            now_ms() as i64,
-            raw
-        ])?;
-        tx.commit()?;
-    }
-    Ok(n as f64 / t.elapsed().as_secs_f64())
-}
-
-/// Where a commit's time goes: entries/s and WAL pages per commit for each schema variant.
-fn schema_breakdown(n: usize, row_len: usize) -> Result<Vec<SchemaDiag>> {
-    let group = [5u8; 32];
-    let mut out = Vec::new();
-    for (name, level) in SCHEMA_VARIANTS {
-        let timed_dir = temp_dir("schema-timed")?;
-        let mut conn = schema_variant(timed_dir.path(), "t.db", *level, &group)
-            .with_context(|| format!("schema variant {name}"))?;
-        let eps = schema_rows(&mut conn, n, row_len, &group)?;
-        drop(conn);
-        // Count pages with auto-checkpoint off: every frame stays in the WAL file.
-        let count_dir = temp_dir("schema-wal")?;
-        let mut conn = schema_variant(count_dir.path(), "c.db", *level, &group)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let wal = count_dir.path().join("c.db-wal");
-        let before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        let commits = n.min(1_000);
-        schema_rows(&mut conn, commits, row_len, &group)?;
-        let after = std::fs::metadata(&wal)
-            .with_context(|| format!("reading {}", wal.display()))?
-            .len();
-        let frames = after.saturating_sub(before.max(32)) as f64 / (page as f64 + 24.0);
-        out.push(SchemaDiag {
-            schema: name,
-            eps,
-            wal_pages_per_commit: frames / commits as f64,
-        });
-    }
-    Ok(out)
-}
-
 /// `Node::publish` sequentially awaited. Entries/s.
 async fn run_publish(node: &BenchNode, n: usize, payload: &[u8]) -> Result<f64> {
     let t = Instant::now();
@@ -1025,8 +896,6 @@ async fn bench_publish(payload_len: usize, n: usize, rounds: usize) -> Result<Pu
     for _ in 0..rounds {
         hops.push(blocking_hop_us(n).await?);
     }
-    let rows = n.min(5_000);
-    let schema = blocking(move || schema_breakdown(rows, entry_len)).await?;
     let status = node.node.status().await.context("status")?;
     ensure!(
         status.entries == (warmup + rounds * n) as u64,
@@ -1047,7 +916,6 @@ async fn bench_publish(payload_len: usize, n: usize, rounds: usize) -> Result<Pu
         diag_store_insert_eps: col(3),
         diag_sync_publish_eps: col(4),
         diag_blocking_hop_us: median(&hops),
-        diag_schema: schema,
         rounds: samples,
         ratio_vs_sqlite: publish_eps / raw_eps,
         ratio_vs_composed: publish_eps / composed_eps,
@@ -1733,18 +1601,6 @@ fn render(report: &Report) -> String {
                 "    diag: spawn_blocking round trip {:.1} us",
                 p.diag_blocking_hop_us
             );
-            let _ = writeln!(
-                s,
-                "    diag: single-row commits by schema ({} B rows)",
-                p.entry_bytes
-            );
-            for d in &p.diag_schema {
-                let _ = writeln!(
-                    s,
-                    "      {:<34} {:>9.0}/s  {:>5.2} WAL pages/commit",
-                    d.schema, d.eps, d.wal_pages_per_commit
-                );
-            }
         }
     }
     if !report.sync.is_empty() {
