@@ -123,8 +123,8 @@ pub(crate) async fn bench(samples: usize, gap_ms: u64) -> Result<LatencyResult> 
 /// The goals of part c: end-to-end p50 and p99.
 pub(crate) fn goals(l: &LatencyResult) -> Vec<Goal> {
     vec![
-        Goal::at_most("latency p50 (ms)", l.end_to_end.p50_ms, 2.0),
-        Goal::at_most("latency p99 (ms)", l.end_to_end.p99_ms, 10.0),
+        Goal::at_most("latency p50 (ms)", l.end_to_end.p50_ms(), 2.0),
+        Goal::at_most("latency p99 (ms)", l.end_to_end.p99_ms(), 10.0),
     ]
 }
 
@@ -137,15 +137,8 @@ pub(crate) fn render(s: &mut String, l: &LatencyResult) {
         size(l.payload_bytes),
         l.gap_ms
     );
-    let line = |s: &mut String, name: &str, p: &Percentiles| {
-        let _ = writeln!(
-            s,
-            "    {name:<22} p50 {:>7.3}  p90 {:>7.3}  p99 {:>7.3}  max {:>7.3}  mean {:>7.3} ms",
-            p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms, p.mean_ms
-        );
-    };
-    line(s, "end to end", &l.end_to_end);
-    line(s, "after publish returns", &l.after_commit);
-    line(s, "publish call", &l.publish_call);
-    line(s, "raw iroh ping-pong", &l.raw_rtt);
+    l.end_to_end.render(s, "end to end");
+    l.after_commit.render(s, "after publish returns");
+    l.publish_call.render(s, "publish call");
+    l.raw_rtt.render(s, "raw iroh ping-pong");
 }

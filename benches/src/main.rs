@@ -135,6 +135,26 @@ impl Args {
             default
         })
     }
+
+    /// The (payload bytes, entries) of each measurement of `part` that runs: none when `part`
+    /// is not in `selected` or measures at one size only, none for a count of 0.
+    fn sizes(&self, part: Part, selected: &[Part]) -> Vec<(usize, usize)> {
+        let sizes = match part {
+            Part::Publish => [
+                (256, self.count(self.publish_small, 20_000)),
+                (64 * 1024, self.count(self.publish_large, 2_000)),
+            ],
+            Part::Sync => [
+                (1024, self.count(self.sync_small, 10_000)),
+                (64 * 1024, self.count(self.sync_large, 1_000)),
+            ],
+            Part::Latency | Part::Verify | Part::Catchup => return Vec::new(),
+        };
+        if !selected.contains(&part) {
+            return Vec::new();
+        }
+        sizes.into_iter().filter(|&(_, n)| n > 0).collect()
+    }
 }
 
 /// Runs the selected parts and builds the report.
@@ -173,37 +193,17 @@ async fn run(args: &Args) -> Result<Report> {
         catchup: None,
         goals: Vec::new(),
     };
-    if parts.contains(&Part::Publish) {
-        for (len, n) in [
-            (256, args.count(args.publish_small, 20_000)),
-            (64 * 1024, args.count(args.publish_large, 2_000)),
-        ] {
-            if n == 0 {
-                continue;
-            }
-            progress(format!("publish: {n} x {} per round", size(len)));
-            let p = publish::bench(len, n, rounds)
-                .await
-                .with_context(|| format!("publish benchmark at {}", size(len)))?;
-            report.goals.extend(publish::goals(&p));
-            report.publish.push(p);
-        }
+    for (len, n) in args.sizes(Part::Publish, &parts) {
+        let measured = publish::bench(len, n, rounds).await;
+        let p = measured.with_context(|| format!("publish benchmark at {}", size(len)))?;
+        report.goals.extend(publish::goals(&p));
+        report.publish.push(p);
     }
-    if parts.contains(&Part::Sync) {
-        for (len, n) in [
-            (1024, args.count(args.sync_small, 10_000)),
-            (64 * 1024, args.count(args.sync_large, 1_000)),
-        ] {
-            if n == 0 {
-                continue;
-            }
-            progress(format!("sync: {n} x {}", size(len)));
-            let y = sync::bench(len, n, rounds)
-                .await
-                .with_context(|| format!("sync benchmark at {}", size(len)))?;
-            report.goals.extend(sync::goals(&y));
-            report.sync.push(y);
-        }
+    for (len, n) in args.sizes(Part::Sync, &parts) {
+        let measured = sync::bench(len, n, rounds).await;
+        let y = measured.with_context(|| format!("sync benchmark at {}", size(len)))?;
+        report.goals.extend(sync::goals(&y));
+        report.sync.push(y);
     }
     let latency_samples = args.count(args.latency_samples, 1_000);
     if parts.contains(&Part::Latency) && latency_samples > 0 {

@@ -257,8 +257,10 @@ async fn measure_blocking<S: Send + 'static>(
     .await
 }
 
-/// Part a at one payload size.
+/// Part a at one payload size: `n` entries per round through every subject, after a warm-up
+/// round of a few.
 pub(crate) async fn bench(payload_len: usize, n: usize, rounds: usize) -> Result<PublishResult> {
+    progress(format!("publish: {n} x {} per round", size(payload_len)));
     let entry_len = payload_len + ENTRY_OVERHEAD;
     let payload = random_bytes(payload_len);
     let warmup = (n / 20).clamp(1, 500);

@@ -102,15 +102,15 @@ impl Goal {
 #[derive(Debug, Serialize)]
 pub(crate) struct Percentiles {
     /// Median.
-    pub(crate) p50_ms: f64,
+    p50_ms: f64,
     /// 90th percentile.
-    pub(crate) p90_ms: f64,
+    p90_ms: f64,
     /// 99th percentile.
-    pub(crate) p99_ms: f64,
+    p99_ms: f64,
     /// Largest.
-    pub(crate) max_ms: f64,
+    max_ms: f64,
     /// Arithmetic mean.
-    pub(crate) mean_ms: f64,
+    mean_ms: f64,
 }
 
 impl Percentiles {
@@ -129,6 +129,25 @@ impl Percentiles {
             max_ms: v.last().copied().unwrap_or(0.0),
             mean_ms: v.iter().sum::<f64>() / v.len().max(1) as f64,
         }
+    }
+
+    /// The median, in ms.
+    pub(crate) fn p50_ms(&self) -> f64 {
+        self.p50_ms
+    }
+
+    /// The 99th percentile, in ms.
+    pub(crate) fn p99_ms(&self) -> f64 {
+        self.p99_ms
+    }
+
+    /// Renders one line of the text report: `name`, then every figure.
+    pub(crate) fn render(&self, s: &mut String, name: &str) {
+        let _ = writeln!(
+            s,
+            "    {name:<22} p50 {:>7.3}  p90 {:>7.3}  p99 {:>7.3}  max {:>7.3}  mean {:>7.3} ms",
+            self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms, self.mean_ms
+        );
     }
 }
 

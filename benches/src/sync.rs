@@ -328,8 +328,10 @@ fn sync_stages(payload_len: usize, n: usize) -> Result<SyncStages> {
     })
 }
 
-/// Part b at one payload size.
+/// Part b at one payload size: A publishes `n` entries, then rounds of a fresh B catching up,
+/// each after a raw transfer of the same bytes.
 pub(crate) async fn bench(payload_len: usize, n: usize, rounds: usize) -> Result<SyncResult> {
+    progress(format!("sync: {n} x {}", size(payload_len)));
     let entry_len = payload_len + ENTRY_OVERHEAD;
     let a = BenchNode::open("sync-a").await?;
     let payload = random_bytes(payload_len);

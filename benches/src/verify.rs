@@ -137,12 +137,11 @@ pub(crate) fn goals(v: &VerifyResult) -> Vec<Goal> {
 
 /// Renders part d as text.
 pub(crate) fn render(s: &mut String, v: &VerifyResult) {
+    let payload = size(v.payload_bytes);
     let _ = writeln!(
         s,
-        "\n[d] catch-up verification ({} x {} from one author, batches of {})",
-        v.entries,
-        size(v.payload_bytes),
-        v.batch
+        "\n[d] catch-up verification ({} x {payload} from one author, batches of {})",
+        v.entries, v.batch
     );
     let _ = writeln!(
         s,
@@ -154,10 +153,10 @@ pub(crate) fn render(s: &mut String, v: &VerifyResult) {
         "    every sig individually {:>8.3} s  {:>8.1} MB/s  {:>8.0} sigs/s (signatures alone)",
         v.individual_verify_s, v.individual_verify_mbps, v.individual_verify_per_s
     );
+    let (estimate, speedup) = (v.per_entry_ingest_estimate_s, v.speedup);
     let _ = writeln!(
         s,
-        "    ingest with a signature per entry (est.) {:.3} s -> run signatures are {:.1}x faster",
-        v.per_entry_ingest_estimate_s, v.speedup
+        "    ingest with a signature per entry (est.) {estimate:.3} s -> run signatures are {speedup:.1}x faster"
     );
     let _ = writeln!(
         s,
