@@ -27,21 +27,22 @@
 //! transfer (in the harness process, the same number of messages of the entry's size, connect
 //! included), interleaved round by round.
 
-use std::io::{BufRead, BufReader, Write};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
-use covey_core::{GroupId, Node, NodeConfig};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{
-    ENTRY_OVERHEAD, GROUP_NAME, PASSPHRASE, SYNC_DEADLINE, median, process_cpu_s, progress,
-    random_bytes, raw_transfer, temp_dir,
-};
+use crate::harness::{ENTRY_OVERHEAD, SYNC_DEADLINE, progress, random_bytes, temp_dir};
+use crate::nodes::open_loopback_node;
+use crate::raw_iroh::raw_transfer;
+use crate::report::{Goal, median, size};
+use crate::sysinfo::{peak_rss_kb, process_cpu_s, reset_peak_rss, rss_kb, rss_split_kb};
 
 /// The hidden sub-command of the source process.
 pub(crate) const SOURCE_MODE: &str = "catchup-source";
@@ -50,7 +51,7 @@ pub(crate) const STALE_MODE: &str = "catchup-stale";
 
 /// Largest peak RSS at the largest backlog over the peak at the smallest that still counts as
 /// flat: with the default 10x backlog, memory that grew with it would give about 10.
-pub(crate) const FLAT_RSS_RATIO: f64 = 1.25;
+const FLAT_RSS_RATIO: f64 = 1.25;
 
 /// How often the stale node's `status()` is polled while it catches up.
 const POLL: Duration = Duration::from_millis(2);
@@ -76,47 +77,6 @@ fn perf_ctl(command: &str) {
     if let Err(e) = sent {
         progress(format!("note: cannot write `{command}` to {path:?}: {e}"));
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Memory figures from /proc
-// ---------------------------------------------------------------------------------------------
-
-/// A `kB` field of /proc/self/status (`VmHWM`, `VmRSS`, ...), or 0 when unknown.
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Peak resident set size of this process, kB (`VmHWM`).
-fn peak_rss_kb() -> u64 {
-    status_kb("VmHWM")
-}
-
-/// Current resident set size of this process, kB (`VmRSS`).
-fn rss_kb() -> u64 {
-    status_kb("VmRSS")
-}
-
-/// Current RSS split into anonymous memory, file mappings and shared memory, kB.
-fn rss_split_kb() -> [u64; 3] {
-    [
-        status_kb("RssAnon"),
-        status_kb("RssFile"),
-        status_kb("RssShmem"),
-    ]
-}
-
-/// Resets this process's peak RSS to its current RSS (Linux >= 4.0). False when refused.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -207,22 +167,9 @@ fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
     lines
 }
 
-/// Opens a loopback node on `dir` and joins the benchmark group.
-async fn open_node(dir: &Path, role: &str) -> Result<(Node, GroupId)> {
-    let node = Node::open(NodeConfig::loopback(dir))
-        .await
-        .with_context(|| format!("opening the {role} node"))?;
-    let group = node
-        .join_passphrase(PASSPHRASE, GROUP_NAME)
-        .await
-        .with_context(|| format!("{role} joining the benchmark group"))?
-        .group_id;
-    Ok((node, group))
-}
-
 /// The source node: publish, announce, serve until stdin closes.
 async fn source(args: &SourceArgs) -> Result<()> {
-    let (node, group) = open_node(&args.dir, "source").await?;
+    let (node, group) = open_loopback_node(&args.dir, "source").await?;
     let payload = random_bytes(args.payload_bytes);
     let t = Instant::now();
     for i in 0..args.entries {
@@ -268,7 +215,7 @@ async fn source(args: &SourceArgs) -> Result<()> {
 
 /// The stale node: open, wait for `go`, catch up, report, wait for stdin to close.
 async fn stale(args: &StaleArgs) -> Result<()> {
-    let (node, _group) = open_node(&args.dir, "stale").await?;
+    let (node, _group) = open_loopback_node(&args.dir, "stale").await?;
     say(format!("ready {}", rss_kb()))?;
     let mut lines = stdin_lines();
     match lines.recv().await.as_deref().map(str::trim) {
@@ -365,12 +312,16 @@ struct ChildNode {
 }
 
 impl ChildNode {
-    /// Starts the harness in hidden `mode` with `args`.
-    fn spawn(role: &'static str, mode: &str, args: &[&std::ffi::OsStr]) -> Result<Self> {
+    /// Starts the harness in hidden `mode` on the data dir `dir`, with more `flags` as
+    /// (name, value) pairs.
+    fn spawn(role: &'static str, mode: &str, dir: &Path, flags: &[(&str, &str)]) -> Result<Self> {
         let exe = std::env::current_exe().context("finding the harness's own executable")?;
-        let mut child = Command::new(exe)
-            .arg(mode)
-            .args(args)
+        let mut command = Command::new(exe);
+        command.arg(mode).arg("--dir").arg(dir);
+        for (name, value) in flags {
+            command.arg(name).arg(value);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -579,14 +530,8 @@ async fn catchup_once(src: &mut ChildNode, ticket: &str, n: usize) -> Result<Rou
     let mut stale = ChildNode::spawn(
         "stale",
         STALE_MODE,
-        &[
-            "--dir".as_ref(),
-            dir.path().as_os_str(),
-            "--entries".as_ref(),
-            entries.as_ref(),
-            "--ticket".as_ref(),
-            ticket.as_ref(),
-        ],
+        dir.path(),
+        &[("--entries", &entries), ("--ticket", ticket)],
     )?;
     stale.expect("ready", ANSWER).await?;
     let reset = src.ask("reset").await?;
@@ -634,14 +579,8 @@ async fn bench_catchup_one(n: usize, payload_len: usize, rounds: usize) -> Resul
     let mut src = ChildNode::spawn(
         "source",
         SOURCE_MODE,
-        &[
-            "--dir".as_ref(),
-            dir.path().as_os_str(),
-            "--entries".as_ref(),
-            entries.as_ref(),
-            "--payload-bytes".as_ref(),
-            payload.as_ref(),
-        ],
+        dir.path(),
+        &[("--entries", &entries), ("--payload-bytes", &payload)],
     )?;
     // Publishing runs at roughly 10,000 entries/s; allow a generous margin.
     let ready = src
@@ -732,7 +671,7 @@ async fn bench_catchup_one(n: usize, payload_len: usize, rounds: usize) -> Resul
 }
 
 /// Part e: every backlog size in `sizes` (zeros skipped), smallest first.
-pub(crate) async fn bench_catchup(
+pub(crate) async fn bench(
     sizes: &[usize],
     payload_len: usize,
     rounds: usize,
@@ -765,6 +704,41 @@ pub(crate) async fn bench_catchup(
 // Report
 // ---------------------------------------------------------------------------------------------
 
+/// The goals of part e: MB/s and no refused entry at the largest backlog, and both processes'
+/// peak RSS flat between the smallest and the largest.
+pub(crate) fn goals(c: &CatchupReport) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    if let Some(large) = c.runs.last() {
+        goals.push(Goal::at_least(
+            format!(
+                "catchup MB/s @{} x {}",
+                large.entries,
+                size(large.payload_bytes)
+            ),
+            large.catchup_mbps,
+            100.0,
+        ));
+        goals.push(Goal::at_most(
+            format!("catchup rejected entries @{}", large.entries),
+            large.rejected_entries as f64,
+            0.0,
+        ));
+    }
+    if c.runs.len() > 1 {
+        goals.push(Goal::at_most(
+            "catchup stale peak RSS largest/smallest",
+            c.stale_peak_ratio,
+            FLAT_RSS_RATIO,
+        ));
+        goals.push(Goal::at_most(
+            "catchup source peak RSS largest/smallest",
+            c.source_peak_ratio,
+            FLAT_RSS_RATIO,
+        ));
+    }
+    goals
+}
+
 /// kB as MiB with one decimal.
 fn mib(kb: u64) -> String {
     format!("{:.1} MiB", kb as f64 / 1024.0)
@@ -772,12 +746,11 @@ fn mib(kb: u64) -> String {
 
 /// Renders part e as text.
 pub(crate) fn render(s: &mut String, c: &CatchupReport) {
-    use std::fmt::Write as _;
     let Some(first) = c.runs.first() else { return };
     let _ = writeln!(
         s,
         "\n[e] stale-node catch-up, two processes ({} payload, {} B entries; MB/s of payload, median of rounds)",
-        super::size(first.payload_bytes),
+        size(first.payload_bytes),
         first.entry_bytes
     );
     for r in &c.runs {

@@ -1,0 +1,155 @@
+//! What several parts share: the benchmark group every node joins, progress lines, temp dirs,
+//! the hop to tokio's blocking pool, and hand-made entries in a bare covey store (an
+//! [`Author`], [`open_group_store`], [`insert_batches`], [`ingest_rules`]) for the parts that
+//! measure below the node.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow};
+use covey_core::Durability;
+use covey_core::crypto::{Secret32, aead};
+use covey_core::group::GroupKeys;
+use covey_core::store::{self as cstore, GroupRow, Store};
+use covey_core::sync::verify;
+use covey_core::wire::entry::{
+    ENTRY_VERSION, EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LEN, SignedEntry,
+};
+use iroh::SecretKey;
+use tempfile::TempDir;
+
+/// Bytes an entry's encoding adds to its payload: header, AEAD tag and signature.
+pub(crate) const ENTRY_OVERHEAD: usize = HEADER_LEN + aead::TAG_LEN + SIGNATURE_LEN;
+
+/// The passphrase every benchmark node joins with.
+pub(crate) const PASSPHRASE: &str = "covey-bench correct horse battery staple";
+
+/// The group name every benchmark node joins.
+pub(crate) const GROUP_NAME: &str = "covey-bench";
+
+/// Longest a sync or transfer may take before the run is declared failed.
+pub(crate) const SYNC_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes.
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::fill(v.as_mut_slice());
+    v
+}
+
+/// Prints a progress line on stderr (stdout carries the report).
+pub(crate) fn progress(msg: impl AsRef<str>) {
+    eprintln!("[covey-bench] {}", msg.as_ref());
+}
+
+/// A fresh temp dir named after `tag`.
+pub(crate) fn temp_dir(tag: &str) -> Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("covey-bench-{tag}-"))
+        .tempdir()
+        .with_context(|| format!("creating a temp dir for {tag}"))
+}
+
+/// Runs `f` on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("blocking benchmark task failed: {e}"))?
+}
+
+/// A single author's log state for hand-made entries.
+pub(crate) struct Author {
+    /// Signing key.
+    pub(crate) secret: SecretKey,
+    /// The group's keys (id, epoch, content key), as a member node holds them.
+    pub(crate) keys: GroupKeys,
+    /// Last seq written.
+    seq: u64,
+    /// Id of the last entry written.
+    prev: Id32,
+}
+
+impl Author {
+    /// A fresh random author in a fresh random group.
+    pub(crate) fn random() -> Self {
+        Self {
+            secret: SecretKey::from_bytes(Secret32::random().expose()),
+            keys: GroupKeys::from_root(&Secret32::random()),
+            seq: 0,
+            prev: [0u8; 32],
+        }
+    }
+
+    /// Seals the author's next entry (random nonce, chained to the previous one).
+    pub(crate) fn next(&mut self, payload: &[u8]) -> Result<SignedEntry> {
+        let header = EntryHeader {
+            version: ENTRY_VERSION,
+            kind: EntryKind::Data,
+            group_id: self.keys.id.0,
+            author: [0u8; 32],
+            seq: self.seq + 1,
+            prev: self.prev,
+            lamport: self.seq + 1,
+            epoch: 0,
+            timestamp_ms: now_ms(),
+            nonce: aead::random_nonce(),
+        };
+        let entry = SignedEntry::seal(header, &self.keys.content_key, &self.secret, payload)
+            .map_err(|e| anyhow!("sealing entry: {e}"))?;
+        self.seq += 1;
+        self.prev = *entry.id();
+        Ok(entry)
+    }
+}
+
+/// A covey store in `dir` with the group `group` registered.
+pub(crate) fn open_group_store(dir: &Path, group: Id32) -> Result<Store> {
+    let store =
+        Store::open(dir, Durability::Normal).map_err(|e| anyhow!("opening covey store: {e}"))?;
+    let row = GroupRow {
+        group_id: group,
+        name: "bench".into(),
+        kind: 0,
+        epoch: 0,
+    };
+    store
+        .write(|tx| cstore::insert_group(tx, &row, now_ms()))
+        .map_err(|e| anyhow!("registering group: {e}"))?;
+    Ok(store)
+}
+
+/// Stores `entries` in `store` unchecked, `batch` to a transaction: the inserts alone, as
+/// ingest does them after its checks, for the diagnostics that take catch-up apart.
+pub(crate) fn insert_batches(store: &Store, entries: &[SignedEntry], batch: usize) -> Result<()> {
+    for chunk in entries.chunks(batch.max(1)) {
+        store
+            .write(|tx| {
+                for e in chunk {
+                    cstore::insert_entry(tx, e)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| anyhow!("plain insert: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The rules a member of `group` ingests entries under: epoch 0 and the node's default payload
+/// limit, as every benchmark node has them.
+pub(crate) fn ingest_rules(group: Id32) -> verify::Rules {
+    verify::Rules {
+        group_id: group,
+        epoch: 0,
+        max_ciphertext: covey_core::node::DEFAULT_MAX_PAYLOAD + aead::TAG_LEN,
+    }
+}
