@@ -9,7 +9,7 @@ use iroh::SecretKey;
 
 use super::id::Key;
 use super::lookup::{Lookup, LookupStats};
-use super::proto::{self, MAX_PROVIDERS_PER_RESPONSE, Message, Refusal, Request, Response};
+use super::messages::{self, MAX_PROVIDERS_PER_RESPONSE, Message, Refusal, Request, Response};
 use super::record::{
     ProviderRecord, Record, RecordLimits, RecordStore, pick_winner, provider_key, record_key,
 };
@@ -582,7 +582,7 @@ impl<S: RecordStore> Dht<S> {
     /// Bytes arrived from `from` (an authenticated peer id). Undecodable bytes are counted
     /// and dropped.
     pub fn handle_bytes(&mut self, from: Key, bytes: &[u8], now_ms: u64) {
-        match proto::decode(bytes) {
+        match messages::decode(bytes) {
             Ok(m) => self.handle_message(from, m, now_ms),
             Err(_) => self.counters.undecodable += 1,
         }

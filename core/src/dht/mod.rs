@@ -6,17 +6,23 @@
 //! - [`lookup`]: the iterative, `alpha`-parallel lookup state machine.
 //! - [`record`]: signed mutable records (highest valid sequence wins), provider records, the
 //!   record-store trait and its in-memory implementation.
-//! - [`proto`]: the RPC messages and their bounded, total decoding.
+//! - [`messages`]: the RPC messages on the wire and their bounded, total decoding.
 //! - [`machine`]: [`Dht`], one node: takes events (message in, timer fired, local command) and
 //!   returns [`Action`]s (send, operation done). The iroh driver and the simulator run it.
 
 pub mod id;
 pub mod lookup;
 pub mod machine;
-pub mod proto;
+pub mod messages;
 pub mod record;
 pub mod routing;
 pub mod sqlite_store;
+
+// The old name of `messages`, kept only for `sqlite_store`'s tests: that file is being moved
+// under `core/src/store/` on another branch and is left untouched here; drop this line when
+// the move lands and its import says `dht::messages`.
+#[cfg(test)]
+pub(crate) use messages as proto;
 
 pub use id::{Distance, Key};
 pub use lookup::LookupStats;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use iroh::SecretKey;
 
-use super::proto::{self, Message, Request, Response};
+use super::messages::{self, Message, Request, Response};
 use super::*;
 use crate::error::ErrorKind;
 
@@ -95,7 +95,7 @@ impl Net {
                         self.spied.push((from, message));
                         continue;
                     }
-                    let bytes = proto::encode(&message).unwrap();
+                    let bytes = messages::encode(&message).unwrap();
                     self.seq += 1;
                     self.queue
                         .insert((self.now + LATENCY, self.seq), (from, to, bytes));
@@ -107,7 +107,7 @@ impl Net {
 
     /// Injects a message from `from` (not necessarily a machine) to `to`.
     fn inject(&mut self, from: Key, to: Key, message: &Message) {
-        self.inject_raw(from, to, proto::encode(message).unwrap());
+        self.inject_raw(from, to, messages::encode(message).unwrap());
     }
 
     /// Injects raw bytes from `from` (not necessarily a machine) to `to`, arriving after
@@ -358,7 +358,7 @@ fn bad_records_are_refused_and_counted() {
         );
     }
     net.run();
-    let answers: Vec<(bool, Option<proto::Refusal>)> = net
+    let answers: Vec<(bool, Option<messages::Refusal>)> = net
         .spied
         .iter()
         .map(|(_, m)| match m {
@@ -371,7 +371,7 @@ fn bad_records_are_refused_and_counted() {
             other => panic!("{other:?}"),
         })
         .collect();
-    use proto::Refusal::*;
+    use messages::Refusal::*;
     assert_eq!(
         answers,
         vec![
@@ -716,8 +716,8 @@ fn bad_stores_sent_to_every_holder_leave_the_honest_record_readable() {
     let max_ttl = small_config().limits.max_ttl_ms;
     let mut bad_sig = Record::sign(&ws, b"name", b"forged", 3, arrive + 60_000).unwrap();
     bad_sig.value = b"forged!".to_vec();
-    use proto::Refusal::*;
-    let bad: Vec<(&str, Record, proto::Refusal)> = vec![
+    use messages::Refusal::*;
+    let bad: Vec<(&str, Record, messages::Refusal)> = vec![
         ("bad signature", bad_sig, Invalid),
         (
             "stale sequence",
@@ -1133,7 +1133,7 @@ fn a_response_over_the_frame_limit_is_undecodable_and_costs_one_timeout() {
             contacts: fakes.clone(),
         },
     };
-    assert!(postcard::to_stdvec(&big).unwrap().len() > proto::MAX_MESSAGE_BYTES);
+    assert!(postcard::to_stdvec(&big).unwrap().len() > messages::MAX_MESSAGE_BYTES);
     net.responder = Some(Box::new(move |_, _| Response::Nodes {
         contacts: fakes.clone(),
     }));
