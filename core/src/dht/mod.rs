@@ -7,9 +7,11 @@
 //! - [`record`]: signed mutable records (highest valid sequence wins), provider records, the
 //!   record-store trait and its in-memory implementation.
 //! - [`messages`]: the RPC messages on the wire and their bounded, total decoding.
+//! - [`config`]: [`DhtConfig`], a node's tunables, and their validation.
 //! - [`machine`]: [`Dht`], one node: takes events (message in, timer fired, local command) and
 //!   returns [`Action`]s (send, operation done). The iroh driver and the simulator run it.
 
+pub mod config;
 pub mod id;
 pub mod lookup;
 pub mod machine;
@@ -24,9 +26,10 @@ pub mod sqlite_store;
 #[cfg(test)]
 pub(crate) use messages as proto;
 
+pub use config::DhtConfig;
 pub use id::{Distance, Key};
 pub use lookup::LookupStats;
-pub use machine::{Action, Dht, DhtConfig, DhtCounters, OpId, Outcome};
+pub use machine::{Action, Dht, DhtCounters, OpId, Outcome};
 pub use record::{MemoryQuotas, MemoryStore, ProviderRecord, Record, RecordLimits, RecordStore};
 
 #[cfg(test)]
