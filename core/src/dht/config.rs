@@ -26,9 +26,11 @@ pub struct DhtConfig {
     pub limits: RecordLimits,
     /// Requests per second one peer may make of us, sustained.
     pub requests_per_sec: u32,
-    /// Requests one peer may make in a burst.
+    /// Requests one peer may make in a burst (a peer idle long enough has this many).
     pub request_burst: u32,
-    /// Most peers whose request rate is tracked at once.
+    /// Most peers whose request rate is tracked at once. A peer is forgotten once its burst
+    /// has refilled (one request period after, as `governor` decides); while this many are
+    /// tracked and none is forgotten, requests from new peers are refused.
     pub max_tracked_peers: usize,
     /// Most operations running at once.
     pub max_ops: usize,

@@ -26,11 +26,11 @@ use super::config::DhtConfig;
 use super::id::Key;
 use super::lookup::LookupStats;
 use super::messages::{self, Message, Request};
+use super::rate_limit::RequestLimiter;
 use super::record::{ProviderRecord, Record, RecordStore};
 use super::routing::{Insert, RoutingTable};
 use crate::error::Result;
 use operations::Op;
-use serve::TokenBucket;
 
 /// Identifies one operation started on a [`Dht`].
 pub type OpId = u64;
@@ -132,7 +132,7 @@ pub struct Dht<S: RecordStore> {
     store: S,
     ops: HashMap<OpId, Op>,
     pending: HashMap<u64, Pending>,
-    limiters: HashMap<Key, TokenBucket>,
+    limiter: RequestLimiter,
     /// Our own records, with the TTL they were published for (for republishing).
     published: HashMap<Vec<u8>, (Record, u64)>,
     providing: HashMap<[u8; 32], u64>,
@@ -167,7 +167,12 @@ impl<S: RecordStore> Dht<S> {
             store,
             ops: HashMap::new(),
             pending: HashMap::new(),
-            limiters: HashMap::new(),
+            limiter: RequestLimiter::new(
+                config.requests_per_sec,
+                config.request_burst,
+                config.max_tracked_peers,
+                now_ms,
+            ),
             published: HashMap::new(),
             providing: HashMap::new(),
             next_request: 1,
@@ -228,7 +233,7 @@ impl<S: RecordStore> Dht<S> {
     pub fn heap_bytes(&self) -> usize {
         self.routing.heap_bytes()
             + self.store.heap_bytes()
-            + self.limiters.capacity() * std::mem::size_of::<(Key, TokenBucket)>()
+            + self.limiter.heap_bytes()
             + self.pending.capacity() * std::mem::size_of::<(u64, Pending)>()
     }
 

@@ -7,6 +7,8 @@
 //! - [`record`]: signed mutable records (highest valid sequence wins), provider records, the
 //!   record-store trait and its in-memory implementation.
 //! - [`messages`]: the RPC messages on the wire and their bounded, total decoding.
+//! - `rate_limit`: the per-peer budget of requests a node serves (`governor`'s GCRA on the
+//!   machine's clock).
 //! - [`config`]: [`DhtConfig`], a node's tunables, and their validation.
 //! - [`machine`]: [`Dht`], one node: takes events (message in, timer fired, local command) and
 //!   returns [`Action`]s (send, operation done). The iroh driver and the simulator run it.
@@ -16,6 +18,7 @@ pub mod id;
 pub mod lookup;
 pub mod machine;
 pub mod messages;
+mod rate_limit;
 pub mod record;
 pub mod routing;
 pub mod sqlite_store;

@@ -1,6 +1,6 @@
-//! Serving other nodes: each request from a peer within its rate budget is answered from
-//! the routing table and the record store; a store or provider announcement is validated
-//! before it is kept.
+//! Serving other nodes: each request from a peer within its rate budget (`dht::rate_limit`)
+//! is answered from the routing table and the record store; a store or provider announcement
+//! is validated before it is kept.
 
 use super::{Action, Dht};
 use crate::dht::id::Key;
@@ -8,19 +8,12 @@ use crate::dht::messages::{MAX_PROVIDERS_PER_RESPONSE, Message, Refusal, Request
 use crate::dht::record::RecordStore;
 use crate::error::ErrorKind;
 
-/// One peer's request budget, in thousandths of a request.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct TokenBucket {
-    milli_tokens: u64,
-    last_ms: u64,
-}
-
 impl<S: RecordStore> Dht<S> {
     /// Answers request `id` from `from`, unless `from` is over its rate budget: then the
     /// request is dropped unanswered and counted (the requester sees a timeout, and we spend
     /// nothing more on it).
     pub(super) fn serve(&mut self, from: Key, id: u64, body: Request, now_ms: u64) {
-        if !self.allow(from, now_ms) {
+        if !self.limiter.allow(from, now_ms) {
             self.counters.rate_limited += 1;
             return;
         }
@@ -31,37 +24,6 @@ impl<S: RecordStore> Dht<S> {
             to: from,
             message: Message::Response { id, body: response },
         });
-    }
-
-    /// Charges one request to `peer`'s budget: false when it is spent, or when the peer is
-    /// new and `max_tracked_peers` busy peers are tracked already.
-    fn allow(&mut self, peer: Key, now_ms: u64) -> bool {
-        let cap = u64::from(self.config.request_burst) * 1000;
-        let rate = u64::from(self.config.requests_per_sec);
-        if self.limiters.len() >= self.config.max_tracked_peers
-            && !self.limiters.contains_key(&peer)
-        {
-            // Forget peers whose budget has refilled: they are idle.
-            self.limiters.retain(|_, b| {
-                b.milli_tokens + now_ms.saturating_sub(b.last_ms).saturating_mul(rate) < cap
-            });
-            if self.limiters.len() >= self.config.max_tracked_peers {
-                return false;
-            }
-        }
-        let b = self.limiters.entry(peer).or_insert(TokenBucket {
-            milli_tokens: cap,
-            last_ms: now_ms,
-        });
-        let elapsed = now_ms.saturating_sub(b.last_ms);
-        b.milli_tokens = (b.milli_tokens + elapsed.saturating_mul(rate)).min(cap);
-        b.last_ms = b.last_ms.max(now_ms);
-        if b.milli_tokens >= 1000 {
-            b.milli_tokens -= 1000;
-            true
-        } else {
-            false
-        }
     }
 
     /// The `k` contacts closest to `target`, leaving out `requester` (it knows itself).
