@@ -5,12 +5,12 @@
 //!
 //! This file holds the node's state and routes each event to the part that handles it; the
 //! parts are child modules so they share the node's private fields and nothing else does:
-//! - [`serve`]: answering requests from other nodes, within each peer's rate budget;
-//! - [`operations`]: what an operation is, and starting one (bootstrap, find, get, put,
+//! - `serve`: answering requests from other nodes, within each peer's rate budget;
+//! - `operations`: what an operation is, and starting one (bootstrap, find, get, put,
 //!   provide, providers, probe);
-//! - [`progress`]: moving operations on as responses arrive and requests time out, through
+//! - `progress`: moving operations on as responses arrive and requests time out, through
 //!   the lookup and then the store phase, to their outcome;
-//! - [`replication`]: the upkeep timers' work (bucket refresh, record replication, provider
+//! - `replication`: the upkeep timers' work (bucket refresh, record replication, provider
 //!   re-announcement).
 
 mod operations;
