@@ -442,7 +442,7 @@ fn dht_frame(message: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_dht_frames_are_dropped_and_counted_and_the_node_still_answers() {
-    use covey_core::dht::proto::{self, Message, Request, Response};
+    use covey_core::dht::messages::{self, Message, Request, Response};
     use covey_core::node::DHT_ALPN;
 
     let dir = tempfile::tempdir().unwrap();
@@ -476,7 +476,7 @@ async fn hostile_dht_frames_are_dropped_and_counted_and_the_node_still_answers()
     assert_eq!(d.counters.requests_in, 0, "nothing hostile was answered");
 
     // The same connection still gets an answer to an honest ping, on a stream of its own.
-    let ping = proto::encode(&Message::Request {
+    let ping = messages::encode(&Message::Request {
         id: 77,
         body: Request::Ping,
     })
@@ -488,7 +488,7 @@ async fn hostile_dht_frames_are_dropped_and_counted_and_the_node_still_answers()
         .unwrap();
     let frame = recv.read_to_end(64 * 1024).await.unwrap();
     let len = u32::from_be_bytes(frame[4..8].try_into().unwrap()) as usize;
-    let answer = proto::decode(&frame[8..8 + len]).unwrap();
+    let answer = messages::decode(&frame[8..8 + len]).unwrap();
     assert_eq!(
         answer,
         Message::Response {

@@ -7,7 +7,7 @@
 //!   produces from the fixed inputs below, and must decode back to those inputs;
 //! - fenced blocks ` ```hex negative=<name> ` hold a frame that must fail to decode (or a
 //!   length prefix that must fail the frame limit); names starting `dht.` are DHT messages
-//!   that `dht::proto::decode` must refuse;
+//!   that `dht::messages::decode` must refuse;
 //! - in both, whitespace is insignificant and `{xx*N}` stands for `N` bytes of value `xx`;
 //! - the fenced block ` ```text encoding-examples ` lists postcard encodings of single values,
 //!   one per line: `<type> <value> => <hex>` (encodes to and decodes from), `<type> <value> <=
@@ -27,9 +27,9 @@ use std::sync::OnceLock;
 
 use covey_core::crypto::aead::{NONCE_LEN, TAG_LEN};
 use covey_core::crypto::{Secret32, kdf};
-use covey_core::dht::proto::{
-    self as dht_proto, MAX_MESSAGE_BYTES, MAX_PROVIDERS_PER_RESPONSE, Message as DhtMessage,
-    Refusal, Request, Response,
+use covey_core::dht::messages::{
+    self as dht_msg, MAX_MESSAGE_BYTES, MAX_PROVIDERS_PER_RESPONSE, Message as DhtMessage, Refusal,
+    Request, Response,
 };
 use covey_core::dht::record::{
     self as dht_record, MAX_NAME_LEN, MAX_VALUE_CEILING, PROVIDER_KEY_LABEL,
@@ -1254,7 +1254,7 @@ fn dht_messages() -> Vec<(&'static str, DhtMessage)> {
 }
 
 fn dht_encode(message: &DhtMessage) -> Vec<u8> {
-    dht_proto::encode(message).expect("encode a dht message")
+    dht_msg::encode(message).expect("encode a dht message")
 }
 
 /// A driver frame, built from the layout PROTOCOL.md gives (the driver's own builder is
@@ -1436,7 +1436,7 @@ fn dht_message_vectors_decode_to_their_inputs() {
     for (name, message) in dht_messages() {
         let bytes = doc_vector(name);
         assert_eq!(
-            dht_proto::decode(&bytes).expect(name),
+            dht_msg::decode(&bytes).expect(name),
             message,
             "{name}: decodes"
         );
@@ -1836,7 +1836,7 @@ fn dht_hints_and_frame_follow_the_documented_layout() {
     let message_len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
     let (message, tail) = rest[4..].split_at(message_len);
     assert_eq!(
-        dht_proto::decode(message).unwrap(),
+        dht_msg::decode(message).unwrap(),
         DhtMessage::Request {
             id: 1,
             body: Request::Ping
@@ -1893,13 +1893,13 @@ fn dht_negative_vectors_fail_to_decode() {
         .collect();
     assert!(negatives.len() >= 10);
     for (name, bytes) in &negatives {
-        let decoded = dht_proto::decode(bytes);
+        let decoded = dht_msg::decode(bytes);
         assert!(decoded.is_err(), "negative {name} decoded to {decoded:?}");
     }
     // The refusals are the documented ones.
     let too_large = |name: &str, what: &'static str, len: usize, limit: usize| {
         assert_eq!(
-            dht_proto::decode(&negatives[name]),
+            dht_msg::decode(&negatives[name]),
             Err(WireError::TooLarge { what, len, limit }),
             "{name}"
         );
@@ -1931,11 +1931,11 @@ fn dht_negative_vectors_fail_to_decode() {
     // Each is one step from a valid message.
     let store = doc_vector("dht.store");
     for cut in 0..store.len() {
-        assert!(dht_proto::decode(&store[..cut]).is_err(), "prefix {cut}");
+        assert!(dht_msg::decode(&store[..cut]).is_err(), "prefix {cut}");
     }
     let trailing = &negatives["dht.trailing-byte"];
     assert_eq!(
-        dht_proto::decode(&trailing[..trailing.len() - 1]),
+        dht_msg::decode(&trailing[..trailing.len() - 1]),
         Ok(DhtMessage::Request {
             id: 1,
             body: Request::Ping
@@ -1947,11 +1947,11 @@ fn dht_negative_vectors_fail_to_decode() {
         &[1, 3, 2, 0, 0],             // record: None, no contacts
         &[1, 2, 1, 0],                // no contacts
     ] {
-        assert!(dht_proto::decode(ok).is_ok(), "{ok:?}");
+        assert!(dht_msg::decode(ok).is_ok(), "{ok:?}");
     }
     // 64 zero records pass the count check and fail only on their empty signatures.
     assert!(matches!(
-        dht_proto::decode(&zero_providers(MAX_PROVIDERS_PER_RESPONSE)),
+        dht_msg::decode(&zero_providers(MAX_PROVIDERS_PER_RESPONSE)),
         Err(WireError::Malformed(_))
     ));
     let f = dht_fixture();
@@ -1966,7 +1966,7 @@ fn dht_negative_vectors_fail_to_decode() {
     })
     .unwrap();
     assert!(
-        dht_proto::decode(&bytes).is_ok(),
+        dht_msg::decode(&bytes).is_ok(),
         "name and value at their limits"
     );
     let sixty_four = DhtMessage::Response {
@@ -1976,7 +1976,7 @@ fn dht_negative_vectors_fail_to_decode() {
             contacts: vec![],
         },
     };
-    assert!(dht_proto::decode(&dht_encode(&sixty_four)).is_ok());
+    assert!(dht_msg::decode(&dht_encode(&sixty_four)).is_ok());
     // Contact lists are bounded only by the message size: more than k still decode.
     let many = DhtMessage::Response {
         id: 2,
@@ -1984,7 +1984,7 @@ fn dht_negative_vectors_fail_to_decode() {
             contacts: vec![Key([9; 32]); 2000],
         },
     };
-    assert!(dht_proto::decode(&dht_encode(&many)).is_ok());
+    assert!(dht_msg::decode(&dht_encode(&many)).is_ok());
 }
 
 #[test]

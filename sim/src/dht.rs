@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use covey_core::dht::{
     Action, Dht, DhtConfig, Key, LookupStats, MemoryStore, OpId, Outcome, Record, RecordStore,
-    proto,
+    messages,
 };
 use covey_core::error::{CoveyError, Result};
 use iroh::SecretKey;
@@ -307,7 +307,7 @@ impl DhtSim {
                         self.dropped += 1;
                         continue;
                     };
-                    match proto::encode(&message) {
+                    match messages::encode(&message) {
                         Ok(bytes) => {
                             let delay =
                                 self.config.latency_ms + self.rng.below(self.config.jitter_ms + 1);

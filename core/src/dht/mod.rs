@@ -6,21 +6,33 @@
 //! - [`lookup`]: the iterative, `alpha`-parallel lookup state machine.
 //! - [`record`]: signed mutable records (highest valid sequence wins), provider records, the
 //!   record-store trait and its in-memory implementation.
-//! - [`proto`]: the RPC messages and their bounded, total decoding.
+//! - [`messages`]: the RPC messages on the wire and their bounded, total decoding.
+//! - `rate_limit`: the per-peer budget of requests a node serves (`governor`'s GCRA on the
+//!   machine's clock).
+//! - [`config`]: [`DhtConfig`], a node's tunables, and their validation.
 //! - [`machine`]: [`Dht`], one node: takes events (message in, timer fired, local command) and
 //!   returns [`Action`]s (send, operation done). The iroh driver and the simulator run it.
 
+pub mod config;
 pub mod id;
 pub mod lookup;
 pub mod machine;
-pub mod proto;
+pub mod messages;
+mod rate_limit;
 pub mod record;
 pub mod routing;
 pub mod sqlite_store;
 
+// The old name of `messages`, kept only for `sqlite_store`'s tests: that file is being moved
+// under `core/src/store/` on another branch and is left untouched here; drop this line when
+// the move lands and its import says `dht::messages`.
+#[cfg(test)]
+pub(crate) use messages as proto;
+
+pub use config::DhtConfig;
 pub use id::{Distance, Key};
 pub use lookup::LookupStats;
-pub use machine::{Action, Dht, DhtConfig, DhtCounters, OpId, Outcome};
+pub use machine::{Action, Dht, DhtCounters, OpId, Outcome};
 pub use record::{MemoryQuotas, MemoryStore, ProviderRecord, Record, RecordLimits, RecordStore};
 
 #[cfg(test)]

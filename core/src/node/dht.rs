@@ -28,13 +28,13 @@ use super::setup::parse_ticket;
 use super::types::{DhtSettings, DhtStatus};
 use crate::dht::Key;
 use crate::dht::machine::{Action, Dht, OpId, Outcome};
-use crate::dht::proto::{self, MAX_MESSAGE_BYTES, Message, Response};
+use crate::dht::messages::{self, MAX_MESSAGE_BYTES, Message, Response};
 use crate::dht::sqlite_store::SqliteRecordStore;
 use crate::error::{CoveyError, ErrorKind, Result};
 use crate::store::{self, Store};
 
 /// The ALPN of the DHT protocol.
-pub const DHT_ALPN: &[u8] = proto::ALPN;
+pub const DHT_ALPN: &[u8] = messages::ALPN;
 /// How long a caller waits for a DHT operation before `Timeout`.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a dial may take.
@@ -490,7 +490,7 @@ impl Shared {
 
     /// Encodes `message` with our address and those of the contacts it names.
     fn frame(&self, message: &Message) -> Result<Vec<u8>> {
-        let body = proto::encode(message).map_err(|e| CoveyError::internal(e.to_string()))?;
+        let body = messages::encode(message).map_err(|e| CoveyError::internal(e.to_string()))?;
         let mut named: Vec<[u8; 32]> = Vec::new();
         if let Message::Response { body: r, .. } = message {
             match r {
