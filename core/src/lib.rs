@@ -13,6 +13,8 @@ pub mod keystore;
 pub mod node;
 pub mod store;
 pub mod sync;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 pub mod wire;
 
 pub use error::{CoveyError, ErrorKind, Result};

@@ -12,13 +12,11 @@
 //! - [`check`]: the invariants every run is checked against.
 //! - [`scenarios`]: the scenarios the tests and `sim-bench` run.
 //! - [`seeds`]: running a scenario over several seeds, printing how to replay a failure.
-//! - [`forge`]: hand-made entries for scripted (adversarial) peers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod dht;
-pub mod forge;
 pub mod net;
 pub mod rng;
 pub mod scenarios;

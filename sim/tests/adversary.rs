@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use covey_core::store;
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::session::{FEATURES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use covey_core::testing::Author;
 use covey_core::wire::entry::{Id32, SignedEntry};
 use covey_core::wire::frame::{Head, Message, RefuseCode};
-use covey_sim::forge::Author;
 use covey_sim::seeds::run_seeds;
 use covey_sim::{ConnId, LinkConfig, NodeIdx, NodeOptions, Sim, SimConfig};
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 use covey_core::crypto::kdf;
 use covey_core::group::GroupKeys;
 use covey_core::sync::session::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use covey_core::testing::{Author, loopback_endpoint};
 use covey_core::wire::entry::Id32;
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
 use covey_core::{FileKeyStore, KeyStore, Node, NodeConfig};
-use covey_sim::forge::Author;
 use covey_sim::{NodeOptions, Sim, SimConfig};
 use iroh::SecretKey;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
@@ -177,7 +177,9 @@ async fn through_iroh() -> Vec<Vec<Message>> {
     let ticket: EndpointTicket = node.addr().await.expect("addr").parse().expect("ticket");
     let mut received = Vec::new();
     for script in scripts(&keys) {
-        let endpoint = loopback_endpoint(SecretKey::from_bytes(&script.peer)).await;
+        let endpoint = loopback_endpoint(SecretKey::from_bytes(&script.peer))
+            .await
+            .expect("raw endpoint");
         let conn: Connection = endpoint
             .connect(ticket.endpoint_addr().clone(), covey_core::node::SYNC_ALPN)
             .await
@@ -198,24 +200,6 @@ async fn through_iroh() -> Vec<Vec<Message>> {
     }
     node.shutdown().await.expect("shutdown");
     received
-}
-
-/// A raw endpoint bound to 127.0.0.1 only: no relay, no address lookup, no port mapping, no
-/// net-report probes. Nothing leaves the machine.
-async fn loopback_endpoint(secret: SecretKey) -> iroh::Endpoint {
-    use iroh::endpoint::{PortmapperConfig, presets};
-    iroh::Endpoint::builder(presets::Minimal)
-        .clear_address_lookup()
-        .portmapper_config(PortmapperConfig::Disabled)
-        .net_report_config(iroh::NetReportConfig::minimal())
-        .relay_mode(iroh::RelayMode::Disabled)
-        .secret_key(secret)
-        .clear_ip_transports()
-        .bind_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("bind addr")
-        .bind()
-        .await
-        .expect("bind raw endpoint")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

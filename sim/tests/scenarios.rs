@@ -216,8 +216,8 @@ fn two_nodes_publishing_at_the_same_instant_order_identically() {
 #[test]
 fn the_invariant_check_catches_loss_and_leaks() {
     use covey_core::store::{self, GroupRow};
+    use covey_core::testing::Author;
     use covey_sim::check::check_invariants;
-    use covey_sim::forge::Author;
     use covey_sim::{NodeOptions, Sim, SimConfig};
 
     let mut sim = Sim::new(SimConfig::new(5));

@@ -130,20 +130,10 @@ pub async fn wait_warning(sub: &mut Subscription, secs: u64, kind: &str) -> Stri
     }
 }
 
-/// A raw iroh endpoint bound the way a default-config node binds: 127.0.0.1 only, no relay,
-/// no address lookup, no port mapping, no net-report probes. Nothing leaves the machine.
+/// A raw iroh endpoint bound the way a default-config node binds (see
+/// `covey_core::testing::loopback_endpoint`). Nothing leaves the machine.
 pub async fn loopback_endpoint(secret: iroh::SecretKey) -> iroh::Endpoint {
-    use iroh::endpoint::{PortmapperConfig, presets};
-    iroh::Endpoint::builder(presets::Minimal)
-        .clear_address_lookup()
-        .portmapper_config(PortmapperConfig::Disabled)
-        .net_report_config(iroh::NetReportConfig::minimal())
-        .relay_mode(iroh::RelayMode::Disabled)
-        .secret_key(secret)
-        .clear_ip_transports()
-        .bind_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("bind addr")
-        .bind()
+    covey_core::testing::loopback_endpoint(secret)
         .await
         .expect("bind raw endpoint")
 }

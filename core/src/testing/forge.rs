@@ -1,9 +1,9 @@
 //! Hand-made entries for scripted peers: a log of one author in one group, signed and sealed
 //! for real, outside any store (what a hostile peer holding a group key could produce).
 
-use covey_core::Result;
-use covey_core::group::GroupKeys;
-use covey_core::wire::entry::{ENTRY_VERSION, EntryHeader, EntryKind, Id32, SignedEntry};
+use crate::Result;
+use crate::group::GroupKeys;
+use crate::wire::entry::{ENTRY_VERSION, EntryHeader, EntryKind, Id32, SignedEntry};
 use iroh::SecretKey;
 
 /// One author's log in one group, built entry by entry.
@@ -36,6 +36,7 @@ impl Author {
     pub fn next(&mut self, lamport: u64, payload: &[u8]) -> Result<SignedEntry> {
         let seq = self.seq + 1;
         let mut hasher = blake3::Hasher::new();
+        // The label is kept from when this lived in covey-sim: seeded runs replay unchanged.
         hasher.update(b"covey-sim/forge-nonce");
         hasher.update(&self.id());
         hasher.update(&self.keys.id.0);

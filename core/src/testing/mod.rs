@@ -1,0 +1,34 @@
+//! Test support, behind the `test-utils` feature: what the simulator, the benchmarks and
+//! covey-core's own integration tests need from the inside, defined once. Never enabled by
+//! an app.
+//!
+//! - [`Author`]: one author's log in one group, built entry by entry outside any store
+//!   (what a peer holding a group key could produce), with nonces derived from the author,
+//!   group and seq so a seeded run replays.
+//! - [`loopback_endpoint`]: a raw iroh endpoint bound the way a default node binds.
+
+mod forge;
+
+pub use forge::Author;
+
+use iroh::endpoint::{PortmapperConfig, presets};
+
+use crate::error::{CoveyError, Result};
+
+/// A raw iroh endpoint with `secret`, bound to 127.0.0.1 only, with no relay, no address
+/// lookup, no port mapping and no net-report probes: nothing it does leaves the machine. For
+/// tests that speak a protocol frame by frame to a real node.
+pub async fn loopback_endpoint(secret: iroh::SecretKey) -> Result<iroh::Endpoint> {
+    iroh::Endpoint::builder(presets::Minimal)
+        .clear_address_lookup()
+        .portmapper_config(PortmapperConfig::Disabled)
+        .net_report_config(iroh::NetReportConfig::minimal())
+        .relay_mode(iroh::RelayMode::Disabled)
+        .secret_key(secret)
+        .clear_ip_transports()
+        .bind_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(|e| CoveyError::invalid(format!("loopback bind address: {e}")))?
+        .bind()
+        .await
+        .map_err(|e| CoveyError::network(format!("binding a loopback endpoint: {e}")))
+}
