@@ -35,7 +35,7 @@ use covey_core::dht::record::{
     self as dht_record, MAX_NAME_LEN, MAX_VALUE_CEILING, PROVIDER_KEY_LABEL,
     PROVIDER_SIGNATURE_LABEL, RECORD_KEY_LABEL, RECORD_SIGNATURE_LABEL,
 };
-use covey_core::dht::{DhtConfig, Key, MemoryQuotas, ProviderRecord, Record, RecordLimits};
+use covey_core::dht::{DhtConfig, Key, ProviderRecord, Record, RecordLimits, RecordQuotas};
 use covey_core::group::GroupKeys;
 use covey_core::group::{RENDEZVOUS_WINDOW_MS, rendezvous_window};
 use covey_core::node::{DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, SYNC_ALPN};
@@ -2111,7 +2111,7 @@ fn node_constants() -> BTreeMap<String, u64> {
 fn dht_constants_table_matches_the_code() {
     let config = DhtConfig::default();
     let limits = RecordLimits::default();
-    let quotas = MemoryQuotas::default();
+    let quotas = RecordQuotas::default();
     let settings = DhtSettings::default();
     let driver = node_constants();
     let from_driver = |name: &str| -> String {

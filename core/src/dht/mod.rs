@@ -21,7 +21,7 @@ pub mod sqlite_store;
 pub use id::{Distance, Key};
 pub use lookup::LookupStats;
 pub use machine::{Action, Dht, DhtConfig, DhtCounters, OpId, Outcome};
-pub use record::{MemoryQuotas, MemoryStore, ProviderRecord, Record, RecordLimits, RecordStore};
+pub use record::{MemoryStore, ProviderRecord, Record, RecordLimits, RecordQuotas, RecordStore};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 //!   higher, or it is the same record with a later expiry. The statement's own `WHERE` also
 //!   carries the quotas (total records and records per publisher), so the check and the
 //!   insert are one step of one transaction and no peer can grow the table past them.
-//! - The byte quota ([`MemoryQuotas::max_total_bytes`]) is checked against a running total
+//! - The byte quota ([`RecordQuotas::max_total_bytes`]) is checked against a running total
 //!   of [`Record::stored_bytes`] kept in memory, not a `sum()` in that statement: a sum is a
 //!   scan of the whole table (a few ms at 10,000 rows) that every write, updates included,
 //!   would pay, where the running total costs nothing per write. The total is loaded with one
@@ -31,7 +31,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::id::Key;
 use super::record::{
-    MAX_NAME_LEN, MAX_VALUE_CEILING, MemoryQuotas, Merge, ProviderRecord, Record, RecordStore,
+    MAX_NAME_LEN, MAX_VALUE_CEILING, Merge, ProviderRecord, Record, RecordQuotas, RecordStore,
     SIGNATURE_LEN, as_u64, fits_byte_quota, merge,
 };
 use crate::error::{CoveyError, ErrorKind, Result};
@@ -176,7 +176,7 @@ const ADD_PROVIDER: &str = "
     WHERE excluded.expires_at_ms > dht_providers.expires_at_ms";
 
 /// A [`RecordStore`] kept in the node's SQLite [`Store`] (tables `dht_records` and
-/// `dht_providers`, schema version 3), bounded by the same [`MemoryQuotas`] as the in-memory
+/// `dht_providers`, schema version 3), bounded by the same [`RecordQuotas`] as the in-memory
 /// store.
 ///
 /// The quotas count rows and every row's size is bounded (name 256 bytes, value at most
@@ -193,7 +193,7 @@ const ADD_PROVIDER: &str = "
 #[derive(Debug, Clone)]
 pub struct SqliteRecordStore {
     store: Arc<Store>,
-    quotas: MemoryQuotas,
+    quotas: RecordQuotas,
     /// Running sum of [`Record::stored_bytes`] over `dht_records`; `None` until the first
     /// write loads it (so building the store cannot fail), and again after a failure to load.
     record_bytes: Arc<Mutex<Option<u64>>>,
@@ -201,7 +201,7 @@ pub struct SqliteRecordStore {
 
 impl SqliteRecordStore {
     /// A record store in `store`, bounded by `quotas`.
-    pub fn new(store: Arc<Store>, quotas: MemoryQuotas) -> Self {
+    pub fn new(store: Arc<Store>, quotas: RecordQuotas) -> Self {
         Self {
             store,
             quotas,
@@ -231,7 +231,7 @@ impl SqliteRecordStore {
     }
 
     /// The quotas this store enforces.
-    pub fn quotas(&self) -> MemoryQuotas {
+    pub fn quotas(&self) -> RecordQuotas {
         self.quotas
     }
 
@@ -540,7 +540,7 @@ mod tests {
 
     /// Runs `check` against a fresh in-memory store and a fresh SQLite store on a real file,
     /// both with `quotas`, then checks each store's byte total still matches what it holds.
-    fn on_both(quotas: MemoryQuotas, check: impl Fn(&mut dyn RecordStore)) {
+    fn on_both(quotas: RecordQuotas, check: impl Fn(&mut dyn RecordStore)) {
         let mut memory = MemoryStore::new(quotas);
         check(&mut memory);
         assert_eq!(memory.record_bytes(), held_bytes(&memory));
@@ -606,7 +606,7 @@ mod tests {
     #[test]
     fn highest_sequence_wins_on_both_stores() {
         on_both(
-            MemoryQuotas::default(),
+            RecordQuotas::default(),
             highest_sequence_wins_and_equal_sequence_conflicts,
         );
     }
@@ -625,7 +625,7 @@ mod tests {
     #[test]
     fn expired_records_lose_on_both_stores() {
         on_both(
-            MemoryQuotas::default(),
+            RecordQuotas::default(),
             expired_record_is_gone_and_any_sequence_replaces_it,
         );
     }
@@ -646,12 +646,12 @@ mod tests {
     #[test]
     fn full_u64_range_on_both_stores() {
         on_both(
-            MemoryQuotas::default(),
+            RecordQuotas::default(),
             extreme_sequences_and_expiries_keep_their_order,
         );
     }
 
-    const SMALL: MemoryQuotas = MemoryQuotas {
+    const SMALL: RecordQuotas = RecordQuotas {
         max_records: 3,
         max_total_bytes: usize::MAX,
         max_per_publisher: 2,
@@ -716,10 +716,10 @@ mod tests {
     const BYTE_LIMIT: usize = 1000;
 
     /// The default quotas with room for [`BYTE_LIMIT`] bytes of records.
-    fn byte_quotas() -> MemoryQuotas {
-        MemoryQuotas {
+    fn byte_quotas() -> RecordQuotas {
+        RecordQuotas {
             max_total_bytes: BYTE_LIMIT,
-            ..MemoryQuotas::default()
+            ..RecordQuotas::default()
         }
     }
 
@@ -819,7 +819,7 @@ mod tests {
 
     #[test]
     fn quota_errors_name_the_same_quota_on_both_stores() {
-        let quotas = MemoryQuotas {
+        let quotas = RecordQuotas {
             max_per_publisher: 1,
             ..byte_quotas()
         };
@@ -851,9 +851,9 @@ mod tests {
 
         // Reopened under a quota below what it holds: nothing grows, updates that do not grow
         // are still taken, and sweeping drains it.
-        let lowered = MemoryQuotas {
+        let lowered = RecordQuotas {
             max_total_bytes: 300,
-            ..MemoryQuotas::default()
+            ..RecordQuotas::default()
         };
         let mut store = SqliteRecordStore::new(open(dir.path()), lowered);
         assert_eq!(store.record_bytes().unwrap(), BYTE_LIMIT as u64 - 200);
@@ -1000,7 +1000,7 @@ mod tests {
     #[test]
     fn provider_total_quota_on_both_stores() {
         on_both(
-            MemoryQuotas {
+            RecordQuotas {
                 max_provider_keys: 3,
                 ..SMALL
             },
@@ -1011,7 +1011,7 @@ mod tests {
     #[test]
     fn sweep_counts_records_and_providers_separately() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteRecordStore::new(open(dir.path()), MemoryQuotas::default());
+        let mut store = SqliteRecordStore::new(open(dir.path()), RecordQuotas::default());
         store.put(rec(1, b"a", b"", 1, NOW + 5), NOW).unwrap();
         store.put(rec(1, b"b", b"", 1, NOW + 6), NOW).unwrap();
         store.put(rec(2, b"a", b"", 1, NOW + 50), NOW).unwrap();
@@ -1052,12 +1052,12 @@ mod tests {
         let key = provider_key(b"k");
         let p = ProviderRecord::sign(&secret(8), key, NOW + 100);
         {
-            let mut store = SqliteRecordStore::new(open(dir.path()), MemoryQuotas::default());
+            let mut store = SqliteRecordStore::new(open(dir.path()), RecordQuotas::default());
             store.put(r.clone(), NOW).unwrap();
             store.add_provider(p.clone(), NOW).unwrap();
             assert!(store.stored_bytes().unwrap() > 0);
         }
-        let mut store = SqliteRecordStore::new(open(dir.path()), MemoryQuotas::default());
+        let mut store = SqliteRecordStore::new(open(dir.path()), RecordQuotas::default());
         assert_eq!(store.get(&r.key(), NOW), Some(r.clone()));
         assert_eq!(store.records(), vec![r.clone()]);
         assert_eq!(store.providers(&key, NOW, 5), vec![p.clone()]);
@@ -1091,7 +1091,7 @@ mod tests {
     #[test]
     fn oversized_rows_are_refused_before_touching_the_table() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteRecordStore::new(open(dir.path()), MemoryQuotas::default());
+        let mut store = SqliteRecordStore::new(open(dir.path()), RecordQuotas::default());
         // At the ceilings: accepted.
         let name = vec![b'n'; MAX_NAME_LEN];
         let edge = rec(1, &name, &vec![0; MAX_VALUE_CEILING], 1, NOW + 9);
@@ -1143,7 +1143,7 @@ mod tests {
         use crate::dht::{Action, Dht, DhtConfig};
 
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteRecordStore::new(open(dir.path()), MemoryQuotas::default());
+        let store = SqliteRecordStore::new(open(dir.path()), RecordQuotas::default());
         let mut dht = Dht::new(secret(1), store, DhtConfig::default(), [0; 32], NOW).unwrap();
         let peer = Key(*secret(2).public().as_bytes());
         let ask = |dht: &mut Dht<SqliteRecordStore>, id: u64, record: Record| {

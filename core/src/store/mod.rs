@@ -746,7 +746,7 @@ mod tests {
 
     #[test]
     fn version_2_database_migrates_to_the_latest_keeping_its_rows() {
-        use crate::dht::record::{MemoryQuotas, ProviderRecord, Record, RecordStore, provider_key};
+        use crate::dht::record::{ProviderRecord, Record, RecordQuotas, RecordStore, provider_key};
         use crate::dht::sqlite_store::SqliteRecordStore;
 
         let dir = tempfile::tempdir().unwrap();
@@ -795,7 +795,7 @@ mod tests {
         let secret = iroh::SecretKey::from_bytes(&[4; 32]);
         let record = Record::sign(&secret, b"name", b"value", 1, 10_000).unwrap();
         let provider = ProviderRecord::sign(&secret, provider_key(b"app"), 10_000);
-        let mut dht = SqliteRecordStore::new(store.clone(), MemoryQuotas::default());
+        let mut dht = SqliteRecordStore::new(store.clone(), RecordQuotas::default());
         dht.put(record.clone(), 5).unwrap();
         dht.add_provider(provider.clone(), 5).unwrap();
         assert_eq!(dht.get(&record.key(), 5), Some(record));
