@@ -5,7 +5,8 @@
 //! - [`routing`]: `k`-buckets with ping-before-evict and replacement caches.
 //! - [`lookup`]: the iterative, `alpha`-parallel lookup state machine.
 //! - [`record`]: signed mutable records (highest valid sequence wins), provider records, the
-//!   record-store trait and its in-memory implementation.
+//!   record-store trait and its in-memory implementation. The SQLite implementation the node
+//!   runs lives with the rest of the SQL, in `store::dht_records`.
 //! - [`proto`]: the RPC messages and their bounded, total decoding.
 //! - [`machine`]: [`Dht`], one node: takes events (message in, timer fired, local command) and
 //!   returns [`Action`]s (send, operation done). The iroh driver and the simulator run it.
@@ -16,7 +17,6 @@ pub mod machine;
 pub mod proto;
 pub mod record;
 pub mod routing;
-pub mod sqlite_store;
 
 pub use id::{Distance, Key};
 pub use lookup::LookupStats;

@@ -29,9 +29,8 @@ use super::types::{DhtSettings, DhtStatus};
 use crate::dht::Key;
 use crate::dht::machine::{Action, Dht, OpId, Outcome};
 use crate::dht::proto::{self, MAX_MESSAGE_BYTES, Message, Response};
-use crate::dht::sqlite_store::SqliteRecordStore;
 use crate::error::{CoveyError, ErrorKind, Result};
-use crate::store::{self, Store};
+use crate::store::{self, SqliteRecordStore, Store};
 
 /// The ALPN of the DHT protocol.
 pub const DHT_ALPN: &[u8] = proto::ALPN;
