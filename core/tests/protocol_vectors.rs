@@ -16,7 +16,7 @@
 //!   refuse codes, the entry header layout; for the DHT its constants, variants, record
 //!   layouts, transport addresses and rendezvous windows) are compared with the code cell by
 //!   cell. The DHT driver's frame limits and the rendezvous timings are private constants of
-//!   `core/src/node/dht.rs` and `core/src/node/rendezvous.rs`, so the test reads them from
+//!   `core/src/node/dht_driver.rs` and `core/src/node/rendezvous.rs`, so the test reads them from
 //!   those files' source.
 //!
 //! A mismatch fails with the block the document should contain, ready to paste.
@@ -1081,7 +1081,7 @@ const RENDEZVOUS_ROOT: [u8; 32] = [0x01; 32];
 const RENDEZVOUS_WINDOW: u64 = 494_000;
 const PROVIDER_EXPIRES_MS: u64 = 1_778_403_600_000;
 const HINT_ADDR: &str = "127.0.0.1:4242";
-const DRIVER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/dht.rs");
+const DRIVER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/dht_driver.rs");
 const RENDEZVOUS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/rendezvous.rs");
 
 struct DhtFixture {

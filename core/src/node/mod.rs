@@ -1,8 +1,8 @@
 //! [`Node`]: the facade that wires identity, store, groups and sync together.
 
 mod delivery;
-mod dht;
 mod dht_api;
+mod dht_driver;
 mod events;
 mod inner;
 mod publish;
@@ -21,8 +21,8 @@ use iroh_tickets::endpoint::EndpointTicket;
 use tokio::sync::{Notify, broadcast, watch};
 
 pub use delivery::Delivery;
-pub use dht::DHT_ALPN;
 pub use dht_api::DhtRecord;
+pub use dht_driver::DHT_ALPN;
 pub use events::Subscription;
 pub use types::*;
 
@@ -100,8 +100,12 @@ impl Node {
         };
         let endpoint = bind_endpoint(&config, secret.clone()).await?;
         // DHT: one state machine per node, driven over `covey/dht/1`.
-        let dht =
-            dht::DhtDriver::start(endpoint.clone(), secret.clone(), store.clone(), config.dht)?;
+        let dht = dht_driver::DhtDriver::start(
+            endpoint.clone(),
+            secret.clone(),
+            store.clone(),
+            config.dht,
+        )?;
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             id: secret.public(),

@@ -1,6 +1,6 @@
 -- Schema version 3: the DHT records this node holds for the network. `seq` and
 -- `expires_at_ms` are u64 stored order-preserving as `(v XOR 2^63)` reinterpreted as i64
--- (`store::codec::Ordered`), so SQL comparisons match the u64 ones over the whole range.
+-- (`store::codec::to_sql_ordered`), so SQL comparisons match the u64 ones over the whole range.
 -- `key` is the record's DHT key, derived from (publisher, name), for lookups by key.
 -- Provider rows keep their rowid so listings come back in the order they were added.
 --
