@@ -204,7 +204,7 @@ impl Node {
             ));
         }
         self.remember_peer(addr.clone()).await?;
-        self.inner.dht.add_seed(addr.clone());
+        self.inner.dht.add_seed(addr.clone()).await;
         self.inner.clone().spawn_dialer(addr);
         Ok(())
     }
@@ -228,6 +228,8 @@ impl Node {
             .lock()
             .map(|d| d.len() as u32)
             .unwrap_or(0);
+        // Before the fields below: no std lock may be held across this await.
+        let dht = self.inner.dht.status().await;
         Ok(NodeStatus {
             node_id: self.inner.id,
             connected_peers: self.inner.sessions.peers(),
@@ -238,7 +240,7 @@ impl Node {
             counters: self.inner.counters.snapshot(),
             dht: DhtStatus {
                 rendezvous_found: self.inner.rendezvous_found.load(Ordering::Relaxed),
-                ..self.inner.dht.status()
+                ..dht
             },
         })
     }
@@ -498,12 +500,9 @@ impl Node {
         }
         self.inner.shutdown.send_replace(true);
         self.inner.sessions.close_all("shutting down");
-        {
-            let inner = self.inner.clone();
-            match blocking(move || inner.dht.save_contacts()).await {
-                Ok(n) => log::debug!("dht: cached {n} contacts at shutdown"),
-                Err(e) => log::warn!("cannot cache dht contacts at shutdown: {e}"),
-            }
+        match self.inner.dht.save_contacts().await {
+            Ok(n) => log::debug!("dht: cached {n} contacts at shutdown"),
+            Err(e) => log::warn!("cannot cache dht contacts at shutdown: {e}"),
         }
         self.inner.dht.shutdown();
         if let Err(e) = self.router.shutdown().await {
