@@ -16,7 +16,7 @@
 //!   refuse codes, the entry header layout; for the DHT its constants, variants, record
 //!   layouts, transport addresses and rendezvous windows) are compared with the code cell by
 //!   cell. The DHT driver's frame limits and the rendezvous timings are private constants of
-//!   `core/src/node/dht.rs` and `core/src/node/rendezvous.rs`, so the test reads them from
+//!   `core/src/node/dht_driver.rs` and `core/src/node/rendezvous.rs`, so the test reads them from
 //!   those files' source.
 //!
 //! A mismatch fails with the block the document should contain, ready to paste.
@@ -35,7 +35,7 @@ use covey_core::dht::record::{
     self as dht_record, MAX_NAME_LEN, MAX_VALUE_CEILING, PROVIDER_KEY_LABEL,
     PROVIDER_SIGNATURE_LABEL, RECORD_KEY_LABEL, RECORD_SIGNATURE_LABEL,
 };
-use covey_core::dht::{DhtConfig, Key, MemoryQuotas, ProviderRecord, Record, RecordLimits};
+use covey_core::dht::{DhtConfig, Key, ProviderRecord, Record, RecordLimits, RecordQuotas};
 use covey_core::group::GroupKeys;
 use covey_core::group::{RENDEZVOUS_WINDOW_MS, rendezvous_window};
 use covey_core::node::{DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, SYNC_ALPN};
@@ -1083,7 +1083,7 @@ const RENDEZVOUS_ROOT: [u8; 32] = [0x01; 32];
 const RENDEZVOUS_WINDOW: u64 = 494_000;
 const PROVIDER_EXPIRES_MS: u64 = 1_778_403_600_000;
 const HINT_ADDR: &str = "127.0.0.1:4242";
-const DRIVER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/dht.rs");
+const DRIVER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/dht_driver.rs");
 const RENDEZVOUS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/node/rendezvous.rs");
 
 struct DhtFixture {
@@ -2113,7 +2113,7 @@ fn node_constants() -> BTreeMap<String, u64> {
 fn dht_constants_table_matches_the_code() {
     let config = DhtConfig::default();
     let limits = RecordLimits::default();
-    let quotas = MemoryQuotas::default();
+    let quotas = RecordQuotas::default();
     let settings = DhtSettings::default();
     let driver = node_constants();
     let from_driver = |name: &str| -> String {

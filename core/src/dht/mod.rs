@@ -5,7 +5,8 @@
 //! - [`routing`]: `k`-buckets with ping-before-evict and replacement caches.
 //! - [`lookup`]: the iterative, `alpha`-parallel lookup state machine.
 //! - [`record`]: signed mutable records (highest valid sequence wins), provider records, the
-//!   record-store trait and its in-memory implementation.
+//!   record-store trait and its in-memory implementation. The SQLite implementation the node
+//!   runs lives with the rest of the SQL, in `store::dht_records`.
 //! - [`messages`]: the RPC messages on the wire and their bounded, total decoding.
 //! - `rate_limit`: the per-peer budget of requests a node serves (`governor`'s GCRA on the
 //!   machine's clock).
@@ -21,19 +22,12 @@ pub mod messages;
 mod rate_limit;
 pub mod record;
 pub mod routing;
-pub mod sqlite_store;
-
-// The old name of `messages`, kept only for `sqlite_store`'s tests: that file is being moved
-// under `core/src/store/` on another branch and is left untouched here; drop this line when
-// the move lands and its import says `dht::messages`.
-#[cfg(test)]
-pub(crate) use messages as proto;
 
 pub use config::DhtConfig;
 pub use id::{Distance, Key};
 pub use lookup::LookupStats;
 pub use machine::{Action, Dht, DhtCounters, OpId, Outcome};
-pub use record::{MemoryQuotas, MemoryStore, ProviderRecord, Record, RecordLimits, RecordStore};
+pub use record::{MemoryStore, ProviderRecord, Record, RecordLimits, RecordQuotas, RecordStore};
 
 #[cfg(test)]
 mod tests;

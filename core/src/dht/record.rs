@@ -24,7 +24,7 @@ pub const MAX_VALUE_CEILING: usize = 32 * 1024;
 pub const MAX_NAME_LEN: usize = 256;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
-/// Fixed bytes every held record counts against [`MemoryQuotas::max_total_bytes`] besides its
+/// Fixed bytes every held record counts against [`RecordQuotas::max_total_bytes`] besides its
 /// name, value and signature: the 32-byte publisher, the 32-byte key it is stored under, and
 /// the 8-byte sequence and 8-byte expiry.
 pub const RECORD_FIXED_BYTES: usize = 32 + 32 + 8 + 8;
@@ -188,7 +188,7 @@ impl Record {
         verify_sig(&self.publisher, &self.signing_message(), &self.signature)
     }
 
-    /// The bytes this record counts against [`MemoryQuotas::max_total_bytes`] while held:
+    /// The bytes this record counts against [`RecordQuotas::max_total_bytes`] while held:
     /// [`RECORD_FIXED_BYTES`] plus the lengths of its name, value and signature. Both stores
     /// use this one definition (the SQLite store computes the same sum in SQL), so a record
     /// costs the same wherever it is held; a store's own overhead (hash-map slots, SQLite
@@ -330,9 +330,11 @@ pub trait RecordStore {
     fn heap_bytes(&self) -> usize;
 }
 
-/// Quotas of a record store (the in-memory one and the SQLite one enforce the same).
+/// Quotas on the DHT records a node holds for the network: how many records, bytes and
+/// provider records its record store takes. The in-memory store and the SQLite one enforce
+/// the same quotas, checked in the same order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryQuotas {
+pub struct RecordQuotas {
     /// Most records held in total.
     pub max_records: usize,
     /// Most bytes of records held in total, each counted as [`Record::stored_bytes`]
@@ -354,7 +356,7 @@ pub struct MemoryQuotas {
     pub max_provider_records: usize,
 }
 
-impl Default for MemoryQuotas {
+impl Default for RecordQuotas {
     fn default() -> Self {
         Self {
             max_records: 10_000,
@@ -370,7 +372,7 @@ impl Default for MemoryQuotas {
 /// An in-memory [`RecordStore`] with quotas, for the simulator and tests.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    quotas: MemoryQuotas,
+    quotas: RecordQuotas,
     records: HashMap<Key, Record>,
     /// Sum of [`Record::stored_bytes`] over `records` (expired ones too, until swept: they
     /// still take the space).
@@ -381,7 +383,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// An empty store with `quotas`.
-    pub fn new(quotas: MemoryQuotas) -> Self {
+    pub fn new(quotas: RecordQuotas) -> Self {
         Self {
             quotas,
             ..Self::default()
@@ -626,7 +628,7 @@ mod tests {
     #[test]
     fn highest_sequence_wins_and_equal_sequence_conflicts() {
         let s = secret(3);
-        let mut store = MemoryStore::new(MemoryQuotas::default());
+        let mut store = MemoryStore::new(RecordQuotas::default());
         let r1 = Record::sign(&s, b"n", b"a", 1, NOW + 10).unwrap();
         let r2 = Record::sign(&s, b"n", b"b", 2, NOW + 10).unwrap();
         let r2x = Record::sign(&s, b"n", b"c", 2, NOW + 10).unwrap();
@@ -678,7 +680,7 @@ mod tests {
 
     #[test]
     fn quotas_bound_the_store() {
-        let quotas = MemoryQuotas {
+        let quotas = RecordQuotas {
             max_records: 3,
             max_total_bytes: usize::MAX,
             max_per_publisher: 2,
@@ -736,7 +738,7 @@ mod tests {
         assert_eq!(r.stored_bytes(), 80 + 4 + 5 + SIGNATURE_LEN);
         let empty = Record::sign(&secret(1), b"", b"", 7, NOW + 10).unwrap();
         assert_eq!(empty.stored_bytes(), 80 + SIGNATURE_LEN);
-        assert_eq!(MemoryQuotas::default().max_total_bytes, 64 * 1024 * 1024);
+        assert_eq!(RecordQuotas::default().max_total_bytes, 64 * 1024 * 1024);
     }
 
     #[test]
@@ -759,7 +761,7 @@ mod tests {
     #[test]
     fn memory_store_over_a_lowered_byte_quota_takes_only_shrinking_updates() {
         let s = secret(9);
-        let mut store = MemoryStore::new(MemoryQuotas::default());
+        let mut store = MemoryStore::new(RecordQuotas::default());
         let a = Record::sign(&s, b"a", &[1; 500], 1, NOW + 10).unwrap();
         let b = Record::sign(&s, b"b", &[2; 500], 1, NOW + 20).unwrap();
         store.put(a.clone(), NOW).unwrap();

@@ -72,10 +72,12 @@ impl Node {
         self.check_open()?;
         check_name(name)?;
         let ttl = ttl_ms(ttl_secs)?;
+        // The operation starts on the blocking pool (it writes the record locally first).
+        let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
         let outcome = self
             .inner
             .dht
-            .run(|dht, now| dht.put(name.as_bytes(), value, ttl, expected_seq, now))
+            .run(move |dht, now| dht.put(&name, &value, ttl, expected_seq, now))
             .await?;
         match outcome {
             Outcome::Put(result) => result,
@@ -89,10 +91,11 @@ impl Node {
         self.check_open()?;
         check_name(name)?;
         let publisher_bytes = *publisher.as_bytes();
+        let name_bytes = name.as_bytes().to_vec();
         let outcome = self
             .inner
             .dht
-            .run(|dht, now| dht.get(&publisher_bytes, name.as_bytes(), now))
+            .run(move |dht, now| dht.get(&publisher_bytes, &name_bytes, now))
             .await?;
         match outcome {
             Outcome::Record(record) => Ok(record.map(|r| DhtRecord {
@@ -113,10 +116,11 @@ impl Node {
         self.check_open()?;
         check_key(key)?;
         let ttl = ttl_ms(ttl_secs)?;
+        let key = key.to_vec();
         let outcome = self
             .inner
             .dht
-            .run(|dht, now| dht.provide(key, ttl, now))
+            .run(move |dht, now| dht.provide(&key, ttl, now))
             .await?;
         match outcome {
             Outcome::Provided(0) => Err(CoveyError::network(
@@ -131,10 +135,11 @@ impl Node {
     pub async fn dht_providers(&self, key: &[u8]) -> Result<Vec<EndpointId>> {
         self.check_open()?;
         check_key(key)?;
+        let key = key.to_vec();
         let outcome = self
             .inner
             .dht
-            .run(|dht, now| dht.providers(key, now))
+            .run(move |dht, now| dht.providers(&key, now))
             .await?;
         match outcome {
             Outcome::Providers(records) => {

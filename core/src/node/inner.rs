@@ -170,7 +170,7 @@ pub(super) struct Inner {
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(super) lock: Mutex<Option<DirLock>>,
     /// The DHT driver (ALPN `covey/dht/1`).
-    pub(super) dht: super::dht::DhtDriver,
+    pub(super) dht: super::dht_driver::DhtDriver,
 }
 
 impl Inner {

@@ -1,8 +1,8 @@
 //! [`Node`]: the facade that wires identity, store, groups and sync together.
 
 mod delivery;
-mod dht;
 mod dht_api;
+mod dht_driver;
 mod events;
 mod inner;
 mod publish;
@@ -21,8 +21,8 @@ use iroh_tickets::endpoint::EndpointTicket;
 use tokio::sync::{Notify, broadcast, watch};
 
 pub use delivery::Delivery;
-pub use dht::DHT_ALPN;
 pub use dht_api::DhtRecord;
+pub use dht_driver::DHT_ALPN;
 pub use events::Subscription;
 pub use types::*;
 
@@ -100,8 +100,12 @@ impl Node {
         };
         let endpoint = bind_endpoint(&config, secret.clone()).await?;
         // DHT: one state machine per node, driven over `covey/dht/1`.
-        let dht =
-            dht::DhtDriver::start(endpoint.clone(), secret.clone(), store.clone(), config.dht)?;
+        let dht = dht_driver::DhtDriver::start(
+            endpoint.clone(),
+            secret.clone(),
+            store.clone(),
+            config.dht,
+        )?;
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             id: secret.public(),
@@ -200,7 +204,7 @@ impl Node {
             ));
         }
         self.remember_peer(addr.clone()).await?;
-        self.inner.dht.add_seed(addr.clone());
+        self.inner.dht.add_seed(addr.clone()).await;
         self.inner.clone().spawn_dialer(addr);
         Ok(())
     }
@@ -224,6 +228,8 @@ impl Node {
             .lock()
             .map(|d| d.len() as u32)
             .unwrap_or(0);
+        // Before the fields below: no std lock may be held across this await.
+        let dht = self.inner.dht.status().await;
         Ok(NodeStatus {
             node_id: self.inner.id,
             connected_peers: self.inner.sessions.peers(),
@@ -234,7 +240,7 @@ impl Node {
             counters: self.inner.counters.snapshot(),
             dht: DhtStatus {
                 rendezvous_found: self.inner.rendezvous_found.load(Ordering::Relaxed),
-                ..self.inner.dht.status()
+                ..dht
             },
         })
     }
@@ -499,12 +505,9 @@ impl Node {
         }
         self.inner.shutdown.send_replace(true);
         self.inner.sessions.close_all("shutting down");
-        {
-            let inner = self.inner.clone();
-            match blocking(move || inner.dht.save_contacts()).await {
-                Ok(n) => log::debug!("dht: cached {n} contacts at shutdown"),
-                Err(e) => log::warn!("cannot cache dht contacts at shutdown: {e}"),
-            }
+        match self.inner.dht.save_contacts().await {
+            Ok(n) => log::debug!("dht: cached {n} contacts at shutdown"),
+            Err(e) => log::warn!("cannot cache dht contacts at shutdown: {e}"),
         }
         self.inner.dht.shutdown();
         if let Err(e) = self.router.shutdown().await {

@@ -87,7 +87,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
                     let key = group_keys.rendezvous_key(*w);
                     let outcome = inner
                         .dht
-                        .run(|dht, now| dht.provide(&key, ANNOUNCE_TTL_MS, now))
+                        .run(move |dht, now| dht.provide(&key, ANNOUNCE_TTL_MS, now))
                         .await;
                     if !matches!(outcome, Ok(Outcome::Provided(n)) if n > 0) {
                         ok = false;
@@ -137,7 +137,12 @@ pub(super) async fn run(inner: Arc<Inner>) {
 /// Searches the providers of `key` and dials the members found that this node is not
 /// talking to yet. Returns whether any other member is known now (found or connected).
 async fn search(inner: &Arc<Inner>, key: &[u8; 32]) -> bool {
-    let providers = match inner.dht.run(|dht, now| dht.providers(key, now)).await {
+    let key = *key;
+    let providers = match inner
+        .dht
+        .run(move |dht, now| dht.providers(&key, now))
+        .await
+    {
         Ok(Outcome::Providers(p)) => p,
         Ok(other) => {
             log::debug!("rendezvous search ended with {other:?}");

@@ -7,7 +7,7 @@ use iroh::{Endpoint, EndpointAddr, NetReportConfig, RelayMode, RelayUrl, SecretK
 use iroh_tickets::endpoint::EndpointTicket;
 
 use super::SYNC_ALPN;
-use super::dht::DHT_ALPN;
+use super::dht_driver::DHT_ALPN;
 use super::types::NodeConfig;
 use crate::crypto::Secret32;
 use crate::error::{CoveyError, Result};

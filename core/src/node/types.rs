@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use iroh::EndpointId;
 
-use crate::dht::{DhtConfig, DhtCounters, MemoryQuotas};
+use crate::dht::{DhtConfig, DhtCounters, RecordQuotas};
 use crate::error::{CoveyError, Result};
 use crate::group::{GroupId, GroupKind, parse_id32};
 use crate::keystore::KeyStore;
@@ -59,7 +59,7 @@ pub struct DhtSettings {
     pub protocol: DhtConfig,
     /// How much this node stores for others: records and provider records, in rows and
     /// bytes, in total and per publisher.
-    pub quotas: MemoryQuotas,
+    pub quotas: RecordQuotas,
     /// Announce this node in the rendezvous of each joined group and connect to the members
     /// found there. The DHT nodes holding the announcements cannot tell which group a key
     /// stands for (see `GroupKeys::rendezvous_key`), only that the nodes announcing one key
@@ -77,7 +77,7 @@ impl Default for DhtSettings {
     fn default() -> Self {
         Self {
             protocol: DhtConfig::default(),
-            quotas: MemoryQuotas::default(),
+            quotas: RecordQuotas::default(),
             rendezvous: true,
             rendezvous_interval_ms: 300_000,
             cached_contacts: 64,

@@ -1,99 +1,22 @@
 //! Schema migrations, tracked with `PRAGMA user_version`, each applied in one transaction.
+//!
+//! Each migration is a numbered SQL file in `store/migrations/`, built into the binary with
+//! `include_str!`; file `NNNN_*.sql` moves the schema from version `NNNN - 1` to `NNNN`. A
+//! shipped file never changes (SQLite keeps the text of its statements in `sqlite_master`, and
+//! databases in the field were built from it): a schema change is a new file appended to
+//! [`MIGRATIONS`], with a test in `store/migration_tests.rs` that migrates a database holding
+//! rows from the version before it.
 
 use rusqlite::Connection;
 
 use crate::error::{CoveyError, Result};
 
-/// Every migration, in order; migration `i` moves the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: groups, entries, idempotency keys and remembered peers.
-    "
-    CREATE TABLE groups (
-        group_id   BLOB PRIMARY KEY NOT NULL CHECK (length(group_id) = 32),
-        name       TEXT NOT NULL,
-        kind       INTEGER NOT NULL,
-        epoch      INTEGER NOT NULL,
-        joined_ms  INTEGER NOT NULL
-    ) WITHOUT ROWID;
-
-    CREATE TABLE entries (
-        -- The rowid: strictly increasing as entries are stored. Without AUTOINCREMENT a cursor
-        -- could be reused only after the newest row is deleted, which happens only when a whole
-        -- group is dropped; AUTOINCREMENT would cost a page write on every commit.
-        cursor        INTEGER PRIMARY KEY,
-        entry_id      BLOB NOT NULL UNIQUE CHECK (length(entry_id) = 32),
-        group_id      BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
-        author        BLOB NOT NULL CHECK (length(author) = 32),
-        seq           INTEGER NOT NULL CHECK (seq >= 1),
-        lamport       INTEGER NOT NULL,
-        timestamp_ms  INTEGER NOT NULL,
-        raw           BLOB NOT NULL,
-        UNIQUE (group_id, author, seq)
-    );
-    CREATE INDEX entries_group_cursor ON entries(group_id, cursor);
-
-    CREATE TABLE client_ids (
-        group_id      BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
-        client_id     TEXT NOT NULL,
-        entry_id      BLOB NOT NULL REFERENCES entries(entry_id) ON DELETE CASCADE,
-        payload_mac   BLOB NOT NULL,
-        PRIMARY KEY (group_id, client_id)
-    ) WITHOUT ROWID;
-
-    CREATE TABLE peers (
-        node_id    BLOB PRIMARY KEY NOT NULL CHECK (length(node_id) = 32),
-        ticket     TEXT NOT NULL,
-        added_ms   INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    ",
-    // 1 -> 2: delivery receipts. The highest contiguous seq of each author that each peer
-    // has acknowledged holding in a group; it only ever grows.
-    "
-    CREATE TABLE peer_heads (
-        group_id  BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
-        peer      BLOB NOT NULL CHECK (length(peer) = 32),
-        author    BLOB NOT NULL CHECK (length(author) = 32),
-        seq       INTEGER NOT NULL CHECK (seq >= 0),
-        PRIMARY KEY (group_id, peer, author)
-    ) WITHOUT ROWID;
-    ",
-    // 2 -> 3: the DHT records this node holds for the network. `seq` and `expires_at_ms` are
-    // u64 stored order-preserving as `(v XOR 2^63)` reinterpreted as i64 (see
-    // `dht::sqlite_store`), so SQL comparisons match the u64 ones over the whole range.
-    // `key` is the record's DHT key, derived from (publisher, name), for lookups by key.
-    // Provider rows keep their rowid so listings come back in the order they were added.
-    "
-    CREATE TABLE dht_records (
-        publisher      BLOB NOT NULL CHECK (length(publisher) = 32),
-        name           BLOB NOT NULL CHECK (length(name) <= 256),
-        key            BLOB NOT NULL UNIQUE CHECK (length(key) = 32),
-        seq            INTEGER NOT NULL,
-        value          BLOB NOT NULL,
-        expires_at_ms  INTEGER NOT NULL,
-        signature      BLOB NOT NULL,
-        PRIMARY KEY (publisher, name)
-    ) WITHOUT ROWID;
-    CREATE INDEX dht_records_expiry ON dht_records(expires_at_ms);
-
-    CREATE TABLE dht_providers (
-        id             INTEGER PRIMARY KEY,
-        key            BLOB NOT NULL CHECK (length(key) = 32),
-        provider       BLOB NOT NULL CHECK (length(provider) = 32),
-        expires_at_ms  INTEGER NOT NULL,
-        signature      BLOB NOT NULL,
-        UNIQUE (key, provider)
-    );
-    CREATE INDEX dht_providers_expiry ON dht_providers(expires_at_ms);
-    ",
-    // 3 -> 4: DHT contacts this node saw answer, with an address to dial them by, so a node
-    // whose bootstrap tickets all fail can still rejoin the network it knew.
-    "
-    CREATE TABLE dht_contacts (
-        node_id       BLOB PRIMARY KEY CHECK (length(node_id) = 32),
-        ticket        TEXT NOT NULL,
-        last_seen_ms  INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    ",
+/// Every migration, in order; `MIGRATIONS[i]` moves the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_peer_heads.sql"),
+    include_str!("migrations/0003_dht_records.sql"),
+    include_str!("migrations/0004_dht_contacts.sql"),
 ];
 
 /// The schema version this build writes.
@@ -105,15 +28,27 @@ pub fn version(conn: &Connection) -> Result<u32> {
 }
 
 /// Applies every migration past the database's version, each in its own transaction, so a
-/// crash leaves the database at a whole version.
+/// crash leaves the database at a whole version. A database from a newer build is refused.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// [`migrate`], stopping at version `target` (the migration tests build databases at every
+/// earlier version this way).
+pub(crate) fn migrate_to(conn: &mut Connection, target: u32) -> Result<()> {
     let current = version(conn)?;
     if current > SCHEMA_VERSION {
         return Err(CoveyError::storage(format!(
             "database schema version {current} is newer than this build ({SCHEMA_VERSION}); upgrade Covey"
         )));
     }
-    for (from, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    let target = target.min(SCHEMA_VERSION);
+    for (from, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(current as usize)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", from as u32 + 1)?;

@@ -1,9 +1,12 @@
 //! The iroh driver of the DHT: runs one [`Dht`] state machine over ALPN `covey/dht/1`.
 //!
-//! One [`Dht`] sits behind a mutex that is never held across an await. Every call into it
-//! (a local operation, a message in, a timer tick) is followed by [`Shared::pump`], which
-//! drains its actions: sends go out on their own tasks (bounded by a semaphore), finished
-//! operations wake their callers through oneshot channels keyed by [`OpId`].
+//! One [`Dht`] sits behind an async mutex. Its record store is SQLite, so every call that
+//! changes it (a local operation, a message in, a timer tick) is a [`Shared::step`]: it runs
+//! on tokio's blocking pool, like the rest of the node's SQLite work, and then carries out
+//! the actions the machine queued: sends go out on their own tasks (bounded by a semaphore),
+//! finished operations wake their callers through oneshot channels keyed by [`OpId`]. Only
+//! reads of its in-memory state (next deadline, routing table, counters) run on the async
+//! side.
 //!
 //! On the wire each message travels on its own bidirectional stream as one frame:
 //! `u32 frame length | u32 message length | message | address hints`. The message is the
@@ -23,15 +26,14 @@ use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 use iroh_tickets::endpoint::EndpointTicket;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
-use super::inner::now_ms;
+use super::inner::{blocking, now_ms};
 use super::setup::parse_ticket;
 use super::types::{DhtSettings, DhtStatus};
 use crate::dht::Key;
 use crate::dht::machine::{Action, Dht, OpId, Outcome};
 use crate::dht::messages::{self, MAX_MESSAGE_BYTES, Message, Response};
-use crate::dht::sqlite_store::SqliteRecordStore;
 use crate::error::{CoveyError, ErrorKind, Result};
-use crate::store::{self, Store};
+use crate::store::{self, SqliteRecordStore, Store};
 
 /// The ALPN of the DHT protocol.
 pub const DHT_ALPN: &[u8] = messages::ALPN;
@@ -82,7 +84,9 @@ struct Shared {
     endpoint: Endpoint,
     store: Arc<Store>,
     settings: DhtSettings,
-    dht: Mutex<Dht<SqliteRecordStore>>,
+    /// A tokio mutex: a step holds it on the blocking pool while SQLite works, and waiting
+    /// for it must not block a worker thread.
+    dht: Arc<tokio::sync::Mutex<Dht<SqliteRecordStore>>>,
     waiters: Mutex<HashMap<OpId, oneshot::Sender<Outcome>>>,
     addrs: Mutex<HashMap<EndpointId, EndpointAddr>>,
     conns: Mutex<HashMap<EndpointId, Slot>>,
@@ -124,7 +128,7 @@ impl DhtDriver {
             endpoint,
             store,
             settings,
-            dht: Mutex::new(dht),
+            dht: Arc::new(tokio::sync::Mutex::new(dht)),
             waiters: Mutex::new(HashMap::new()),
             addrs: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
@@ -154,19 +158,13 @@ impl DhtDriver {
         if found == 0 {
             let limit = self.shared.settings.cached_contacts;
             let store = self.shared.store.clone();
-            let cached =
-                tokio::task::spawn_blocking(move || store.read(|c| store::dht_contacts(c, limit)))
-                    .await;
+            let cached = blocking(move || store.read(|c| store::dht_contacts(c, limit))).await;
             let cached: Vec<EndpointAddr> = match cached {
-                Ok(Ok(tickets)) => tickets
+                Ok(tickets) => tickets
                     .iter()
                     .filter_map(|t| parse_ticket(t).ok())
                     .filter(|a| !seeds.iter().any(|s| s.id == a.id))
                     .collect(),
-                Ok(Err(e)) => {
-                    log::warn!("cannot read cached dht contacts: {e}");
-                    Vec::new()
-                }
                 Err(e) => {
                     log::warn!("cannot read cached dht contacts: {e}");
                     Vec::new()
@@ -191,12 +189,11 @@ impl DhtDriver {
         if found > 0 {
             let started = self
                 .shared
-                .lock_dht()
-                .map(|mut dht| dht.refresh_farthest(now_ms(), JOIN_REFRESH_BUCKETS));
+                .step(|_, dht, now| dht.refresh_farthest(now, JOIN_REFRESH_BUCKETS))
+                .await;
             if let Err(e) = started {
                 log::debug!("dht join refresh not started: {e}");
             }
-            self.shared.pump();
         }
         found
     }
@@ -214,7 +211,7 @@ impl DhtDriver {
         if keys.is_empty() {
             return 0;
         }
-        match self.run(|dht, now| dht.bootstrap(&keys, now)).await {
+        match self.run(move |dht, now| dht.bootstrap(&keys, now)).await {
             Ok(Outcome::Nodes(nodes)) => nodes.len(),
             Ok(other) => {
                 log::debug!("dht bootstrap ended with {other:?}");
@@ -237,11 +234,13 @@ impl DhtDriver {
             let addr = EndpointAddr::from_parts(peer, info.into_addrs().map(|a| a.into_addr()));
             self.shared.learn(addr, true);
         }
-        match self.shared.lock_dht() {
-            Ok(mut dht) => dht.probe(key_of(&peer), now_ms()),
-            Err(_) => return,
+        if let Err(e) = self
+            .shared
+            .step(move |_, dht, now| dht.probe(key_of(&peer), now))
+            .await
+        {
+            log::debug!("dht probe of {} not started: {e}", peer.fmt_short());
         }
-        self.shared.pump();
     }
 
     /// The address the DHT knows for `peer`, if any.
@@ -250,15 +249,16 @@ impl DhtDriver {
     }
 
     /// Writes the routing table's freshest contacts with known addresses to the store.
-    pub(super) fn save_contacts(&self) -> Result<usize> {
-        self.shared.save_contacts()
+    pub(super) async fn save_contacts(&self) -> Result<usize> {
+        self.shared.save_contacts().await
     }
 
-    /// The DHT's part of `status()`; `rendezvous_found` is the node's to fill in.
-    pub(super) fn status(&self) -> DhtStatus {
-        let (contacts, counters) = match self.shared.dht.lock() {
-            Ok(dht) => (dht.routing().len() as u32, dht.counters()),
-            Err(_) => Default::default(),
+    /// The DHT's part of `status()`; `rendezvous_found` is the node's to fill in. Read from
+    /// memory: no step, no SQLite.
+    pub(super) async fn status(&self) -> DhtStatus {
+        let (contacts, counters) = {
+            let dht = self.shared.dht.lock().await;
+            (dht.routing().len() as u32, dht.counters())
         };
         let s = &self.shared;
         DhtStatus {
@@ -278,8 +278,9 @@ impl DhtDriver {
         }
     }
 
-    /// Learns `addr` and bootstraps from it (a self-lookup through it), in the background.
-    pub(super) fn add_seed(&self, addr: EndpointAddr) {
+    /// Learns `addr` and starts bootstrapping from it (a self-lookup through it, which goes on
+    /// in the background).
+    pub(super) async fn add_seed(&self, addr: EndpointAddr) {
         if self.shared.closed.load(Ordering::Acquire) || addr.id == self.shared.endpoint.id() {
             return;
         }
@@ -287,35 +288,37 @@ impl DhtDriver {
         self.shared.learn(addr, true);
         let started = self
             .shared
-            .lock_dht()
-            .and_then(|mut dht| dht.bootstrap(&[key_of(&id)], now_ms()));
+            .step(move |_, dht, now| dht.bootstrap(&[key_of(&id)], now))
+            .await
+            .and_then(|started| started);
         if let Err(e) = started {
             log::debug!("dht bootstrap from {} not started: {e}", id.fmt_short());
         }
-        self.shared.pump();
     }
 
     /// Starts an operation with `start` and waits (at most [`OP_TIMEOUT`]) for its outcome.
     pub(super) async fn run(
         &self,
-        start: impl FnOnce(&mut Dht<SqliteRecordStore>, u64) -> Result<OpId>,
+        start: impl FnOnce(&mut Dht<SqliteRecordStore>, u64) -> Result<OpId> + Send + 'static,
     ) -> Result<Outcome> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return Err(CoveyError::closed());
         }
         let (tx, rx) = oneshot::channel();
-        let op = {
-            let mut dht = shared.lock_dht()?;
-            let op = start(&mut dht, now_ms())?;
-            shared
-                .waiters
-                .lock()
-                .map_err(|_| poisoned())?
-                .insert(op, tx);
-            op
-        };
-        shared.pump();
+        // The waiter is registered in the step that starts the operation, before its actions
+        // are carried out, so an outcome that is ready at once is not missed.
+        let op = shared
+            .step(move |shared, dht, now| -> Result<OpId> {
+                let op = start(dht, now)?;
+                shared
+                    .waiters
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .insert(op, tx);
+                Ok(op)
+            })
+            .await??;
         match tokio::time::timeout(OP_TIMEOUT, rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) => Err(CoveyError::closed()),
@@ -369,13 +372,30 @@ impl Drop for DhtDriver {
 }
 
 impl Shared {
-    fn lock_dht(&self) -> Result<std::sync::MutexGuard<'_, Dht<SqliteRecordStore>>> {
-        self.dht.lock().map_err(|_| poisoned())
+    /// Runs `f` on the machine and then carries out the actions it queued, on tokio's
+    /// blocking pool: whatever changes the machine may read or write its SQLite record store.
+    /// The async lock is taken here, so a caller waits without blocking a worker thread, and
+    /// it moves into the blocking task with `f`, so a step, once started, completes with its
+    /// actions even if its caller stops waiting.
+    async fn step<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Shared, &mut Dht<SqliteRecordStore>, u64) -> T + Send + 'static,
+    ) -> Result<T> {
+        let mut dht = self.dht.clone().lock_owned().await;
+        let shared = self.clone();
+        blocking(move || {
+            let out = f(&shared, &mut dht, now_ms());
+            let actions: Vec<Action> = std::iter::from_fn(|| dht.poll_action()).collect();
+            drop(dht);
+            shared.carry_out(actions);
+            Ok(out)
+        })
+        .await
     }
 
-    fn save_contacts(&self) -> Result<usize> {
+    async fn save_contacts(&self) -> Result<usize> {
         let mut contacts: Vec<(u64, [u8; 32])> = {
-            let dht = self.lock_dht()?;
+            let dht = self.dht.lock().await;
             let routing = dht.routing();
             (0..256)
                 .flat_map(|i| routing.bucket(i).iter())
@@ -399,8 +419,8 @@ impl Shared {
             return Ok(0);
         }
         let n = rows.len();
-        self.store
-            .write(|tx| store::replace_dht_contacts(tx, &rows))?;
+        let store = self.store.clone();
+        blocking(move || store.write(|tx| store::replace_dht_contacts(tx, &rows))).await?;
         Ok(n)
     }
 
@@ -429,12 +449,9 @@ impl Shared {
         }
     }
 
-    /// Carries out every queued action of the machine.
-    fn pump(self: &Arc<Self>) {
-        let actions: Vec<Action> = match self.dht.lock() {
-            Ok(mut dht) => std::iter::from_fn(|| dht.poll_action()).collect(),
-            Err(_) => return,
-        };
+    /// Carries out actions the machine queued (called by [`Shared::step`], on the blocking
+    /// pool, where tokio's context is entered, so sends can still be spawned).
+    fn carry_out(self: &Arc<Self>, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Send { to, message } => self.spawn_send(to, message),
@@ -534,7 +551,7 @@ impl Shared {
     }
 
     /// A frame arrived from `from` (authenticated by the connection).
-    fn on_frame(self: &Arc<Self>, from: EndpointId, frame: &[u8]) {
+    async fn on_frame(self: &Arc<Self>, from: EndpointId, frame: Vec<u8>) {
         let Some((len, rest)) = frame.split_first_chunk::<4>() else {
             self.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -545,7 +562,7 @@ impl Shared {
             log::debug!("dht frame from {} malformed", from.fmt_short());
             return;
         }
-        let (body, hints) = rest.split_at(len);
+        let (_, hints) = rest.split_at(len);
         if let Ok(hints) = postcard::from_bytes::<Vec<EndpointAddr>>(hints) {
             for mut hint in hints.into_iter().take(MAX_HINTS) {
                 if hint.addrs.len() > MAX_ADDRS_PER_HINT {
@@ -555,11 +572,13 @@ impl Shared {
                 self.learn(hint, trusted);
             }
         }
-        match self.dht.lock() {
-            Ok(mut dht) => dht.handle_bytes(key_of(&from), body, now_ms()),
-            Err(_) => return,
+        // The message body: after the frame's own 4-byte length, `len` bytes (checked above).
+        let handled = self
+            .step(move |_, dht, now| dht.handle_bytes(key_of(&from), &frame[4..4 + len], now))
+            .await;
+        if let Err(e) = handled {
+            log::warn!("dht frame from {} not handled: {e}", from.fmt_short());
         }
-        self.pump();
     }
 
     /// The connection to `peer`, dialing it when there is none.
@@ -657,7 +676,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection) {
         let frame = tokio::time::timeout(FRAME_TIMEOUT, read_frame(&mut recv)).await;
         let _ = send.finish();
         match frame {
-            Ok(Ok(bytes)) => shared.on_frame(from, &bytes),
+            Ok(Ok(bytes)) => shared.on_frame(from, bytes).await,
             Ok(Err(e)) => {
                 shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
                 log::debug!("dht frame from {} dropped: {e}", from.fmt_short())
@@ -676,16 +695,12 @@ async fn timer_loop(shared: Arc<Shared>) {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
-        let deadline = match shared.dht.lock() {
-            Ok(dht) => dht.next_deadline(),
-            Err(_) => return,
-        };
+        let deadline = shared.dht.lock().await.next_deadline();
         let now = now_ms();
         if deadline <= now {
-            if let Ok(mut dht) = shared.dht.lock() {
-                dht.handle_timeout(now);
+            if let Err(e) = shared.step(move |_, dht, _| dht.handle_timeout(now)).await {
+                log::warn!("dht timers not run: {e}");
             }
-            shared.pump();
             // Never spin: at least a few ms between ticks.
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
@@ -706,10 +721,8 @@ async fn save_loop(shared: Arc<Shared>) {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
-        let s = shared.clone();
-        match tokio::task::spawn_blocking(move || s.save_contacts()).await {
-            Ok(Ok(n)) => log::debug!("dht: cached {n} contacts"),
-            Ok(Err(e)) => log::warn!("cannot cache dht contacts: {e}"),
+        match shared.save_contacts().await {
+            Ok(n) => log::debug!("dht: cached {n} contacts"),
             Err(e) => log::warn!("cannot cache dht contacts: {e}"),
         }
     }
