@@ -307,8 +307,9 @@ impl Inner {
         .await
     }
 
-    /// Verifies and stores a prepared batch from a peer, raises `EntryReceived` for what was
-    /// new, and returns the outcome for the session's driver (which counts and reports it).
+    /// Verifies and stores a prepared batch from a peer and returns the outcome for the
+    /// session's driver (which counts and reports it); [`Inner::announce_received`] then
+    /// raises the events.
     pub(super) async fn ingest(
         self: &Arc<Self>,
         group: Id32,
@@ -327,6 +328,11 @@ impl Inner {
         state
             .max_lamport
             .fetch_max(done.max_lamport, Ordering::AcqRel);
+        Ok(done)
+    }
+
+    /// Raises `EntryReceived` for each entry a batch stored.
+    pub(super) fn announce_received(&self, group: Id32, done: &engine::Ingested) {
         // Decompressing an Ed25519 point costs microseconds: once per author, not per entry.
         let mut keys: HashMap<Id32, Option<iroh::PublicKey>> = HashMap::new();
         for (cursor, entry) in &done.outcome.stored {
@@ -343,7 +349,6 @@ impl Inner {
                 });
             }
         }
-        Ok(done)
     }
 
     /// Keeps `task` so shutdown can stop it.

@@ -37,7 +37,7 @@ pub(super) struct SessionHandle {
     serial: u64,
     direction: Direction,
     driver: Arc<Mutex<SessionDriver>>,
-    /// Wakes the writer (something was queued) and the timer (the deadline may have moved).
+    /// Wakes the writer (something was queued) and the timer (its deadline came earlier).
     wake: Arc<Notify>,
     wake_timer: Arc<Notify>,
     conn: Connection,
@@ -142,11 +142,17 @@ impl SessionHandle {
         let Ok(mut driver) = self.driver.lock() else {
             return (None, Vec::new());
         };
+        let deadline = driver.poll_timeout();
         let out = f(&mut driver);
         let actions = driver.take_actions();
+        let next = driver.poll_timeout();
         drop(driver);
         self.wake.notify_one();
-        self.wake_timer.notify_one();
+        // The timer sleeps until the deadline it last saw and looks again then: it needs
+        // waking only when the deadline came earlier (most calls move it later, or not at all).
+        if next.is_some_and(|at| deadline.is_none_or(|was| at < was)) {
+            self.wake_timer.notify_one();
+        }
         (Some(out), actions)
     }
 }
@@ -511,7 +517,19 @@ impl Session<'_> {
         match inner.ingest(group, batch).await {
             Ok(done) => {
                 let now = inner.clock_ms();
-                handle.call(|d| d.on_ingested(now, group, &done))
+                let actions = handle.call(|d| d.on_ingested(now, group, &done));
+                // Counted before the app hears of the entries: a status read after an
+                // `EntryReceived` event counts that entry.
+                let (counts, rest): (Vec<Action>, Vec<Action>) = actions
+                    .into_iter()
+                    .partition(|a| matches!(a, Action::Count { .. }));
+                for count in counts {
+                    if let Action::Count { counter, by } = count {
+                        inner.counters.add(counter, by);
+                    }
+                }
+                inner.announce_received(group, &done);
+                rest
             }
             Err(e) => {
                 log::error!("storing entries from {}: {e}", self.peer.fmt_short());
