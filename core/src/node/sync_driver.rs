@@ -491,8 +491,12 @@ impl Session<'_> {
                     })
                     .await;
                     if let Err(e) = saved {
-                        // Receipts are advisory: losing one never loses data.
-                        log::warn!("recording receipts from {}: {e}", peer.fmt_short());
+                        // Receipts are advisory: losing one never loses data, and the
+                        // session goes on; the app hears of it as the simulator counts it.
+                        inner.warn(
+                            WarnKind::ReceiptNotRecorded,
+                            format!("recording receipts from {}: {e}", peer.fmt_short()),
+                        );
                     }
                 }
                 Action::FanOut { group, heads } => {
