@@ -4,7 +4,7 @@
 //! `include_str!`; file `NNNN_*.sql` moves the schema from version `NNNN - 1` to `NNNN`. A
 //! shipped file never changes (SQLite keeps the text of its statements in `sqlite_master`, and
 //! databases in the field were built from it): a schema change is a new file appended to
-//! [`MIGRATIONS`], with a test in `store/migration_tests.rs` that migrates a database holding
+//! `MIGRATIONS`, with a test in `store/migration_tests.rs` that migrates a database holding
 //! rows from the version before it.
 
 use rusqlite::Connection;

@@ -27,7 +27,7 @@ pub const BATCH_MAX_ENTRIES: u32 = 1024;
 pub const FRAME_ENVELOPE_ROOM: usize = 1024;
 
 /// A read-only picture of local state for a session: the groups this node is in and the
-/// frontiers a message needs (see [`groups_to_load`]).
+/// frontiers a message needs (see [`super::session::SyncSession::frontiers_needed`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Every group this node is in.
