@@ -565,16 +565,25 @@ impl SyncSession {
     }
 
     fn send_frontier(&mut self, group: Id32, view: &impl LocalView) -> Vec<Output> {
+        self.tell_frontier(group, view)
+            .map(|heads| Output::Send(Message::Frontier { group, heads }))
+            .into_iter()
+            .collect()
+    }
+
+    /// Our frontier of `group`, once per session, remembered as what we told the peer we
+    /// hold; `None` when it was sent already.
+    fn tell_frontier(&mut self, group: Id32, view: &impl LocalView) -> Option<Vec<Head>> {
         let state = self.groups.entry(group).or_default();
         if state.sent_frontier {
-            return Vec::new();
+            return None;
         }
         state.sent_frontier = true;
         let heads = view.frontier(&group);
         for h in &heads {
             state.told.insert(h.author, h.seq);
         }
-        vec![Output::Send(Message::Frontier { group, heads })]
+        Some(heads)
     }
 
     fn on_ack(&mut self, group: Id32, heads: Vec<Head>, view: &impl LocalView) -> Vec<Output> {
@@ -766,15 +775,9 @@ impl SyncSession {
         if self.phase != Phase::Ready {
             return Vec::new();
         }
-        let state = self.groups.entry(group).or_default();
-        if state.sent_frontier {
-            return Vec::new();
-        }
-        state.sent_frontier = true;
-        let heads = view.frontier(&group);
-        for h in &heads {
-            state.told.insert(h.author, h.seq);
-        }
-        vec![Output::Send(Message::Announce { group, heads })]
+        self.tell_frontier(group, view)
+            .map(|heads| Output::Send(Message::Announce { group, heads }))
+            .into_iter()
+            .collect()
     }
 }

@@ -165,7 +165,7 @@ impl Sim {
             if s.closing || (scripted && s.silent) {
                 return;
             }
-            let step = match s.step.clone() {
+            let (step, handled_bytes) = match s.step.clone() {
                 ReadStep::Stop => return,
                 ReadStep::Next => {
                     let Some(bytes) = s.inbox.pop_front() else {
@@ -182,14 +182,17 @@ impl Sim {
                         self.scripted_read(node, conn, parsed);
                         continue;
                     }
-                    self.apply(node, conn, |d| d.on_frame(now, parsed, bytes.len()))
+                    (
+                        self.apply(node, conn, |d| d.on_frame(now, parsed, bytes.len())),
+                        None,
+                    )
                 }
                 ReadStep::WaitUntil(at) if at > now => {
                     s.read_scheduled = true;
                     self.schedule(at, Ev::Read { node, conn });
                     return;
                 }
-                ReadStep::WaitUntil(_) => self.apply(node, conn, |d| d.poll_read(now)),
+                ReadStep::WaitUntil(_) => (self.apply(node, conn, |d| d.poll_read(now)), None),
                 ReadStep::Load(needed) => {
                     let bytes = s.driver.held_bytes().unwrap_or(0);
                     let joined = self.joined(node);
@@ -205,21 +208,8 @@ impl Sim {
                             return;
                         }
                     };
-                    let Some((step, actions)) = self.apply(node, conn, |d| d.on_view(now, &view))
-                    else {
-                        return;
-                    };
-                    if !self.perform(node, conn, actions) {
-                        return;
-                    }
-                    let Some(s) = self.session_mut(node, conn) else {
-                        return;
-                    };
-                    s.step = step;
-                    if self.slow_reader(node, conn, bytes) {
-                        return;
-                    }
-                    continue;
+                    let handled = self.apply(node, conn, |d| d.on_view(now, &view));
+                    (handled, Some(bytes))
                 }
             };
             let Some((step, actions)) = step else {
@@ -232,6 +222,12 @@ impl Sim {
                 return;
             };
             s.step = step;
+            // A frame the machine handled costs a slow receiver its processing time.
+            if let Some(bytes) = handled_bytes
+                && self.slow_reader(node, conn, bytes)
+            {
+                return;
+            }
         }
     }
 
