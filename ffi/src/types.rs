@@ -79,7 +79,7 @@ impl TryFrom<NodeConfig> for covey_core::NodeConfig {
             // Core checks the range; this only keeps the frame-size sum from overflowing.
             let bytes = usize::try_from(bytes)
                 .ok()
-                .filter(|b| b.checked_add(covey_core::node::FRAME_OVERHEAD).is_some())
+                .filter(|b| b.checked_add(covey_core::FRAME_OVERHEAD).is_some())
                 .ok_or_else(|| {
                     CoveyError::invalid(format!("max_payload_bytes {bytes} is out of range"))
                 })?;
@@ -375,8 +375,8 @@ pub struct DhtStatus {
     pub rendezvous_found: u64,
 }
 
-impl From<covey_core::node::DhtStatus> for DhtStatus {
-    fn from(s: covey_core::node::DhtStatus) -> Self {
+impl From<covey_core::DhtStatus> for DhtStatus {
+    fn from(s: covey_core::DhtStatus) -> Self {
         Self {
             contacts: s.contacts,
             requests_in: s.counters.requests_in,

@@ -188,6 +188,7 @@ impl<S: RecordStore> Dht<S> {
     }
 
     /// Our id.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn id(&self) -> Key {
         self.local
     }
@@ -198,6 +199,7 @@ impl<S: RecordStore> Dht<S> {
     }
 
     /// The record store.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn store(&self) -> &S {
         &self.store
     }
@@ -208,6 +210,7 @@ impl<S: RecordStore> Dht<S> {
     }
 
     /// Operations still running.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn ops_running(&self) -> usize {
         self.ops.len()
     }
@@ -230,6 +233,7 @@ impl<S: RecordStore> Dht<S> {
     }
 
     /// Approximate heap bytes of the routing table and store (for memory estimates).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn heap_bytes(&self) -> usize {
         self.routing.heap_bytes()
             + self.store.heap_bytes()

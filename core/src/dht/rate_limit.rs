@@ -167,6 +167,7 @@ impl RequestLimiter {
     }
 
     /// Approximate heap bytes of the peer table.
+    #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn heap_bytes(&self) -> usize {
         self.peers.peers().capacity() * std::mem::size_of::<(Key, Nanos)>()
     }

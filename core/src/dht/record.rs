@@ -198,6 +198,7 @@ impl Record {
     }
 
     /// Approximate heap bytes (for memory estimates).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn heap_bytes(&self) -> usize {
         self.name.capacity() + self.value.capacity() + self.signature.capacity()
     }
@@ -324,9 +325,11 @@ pub trait RecordStore {
     fn sweep(&mut self, now_ms: u64) -> usize;
     /// Every record held (for replication).
     fn records(&self) -> Vec<Record>;
-    /// Every provider record held (for replication).
+    /// Every provider record held (for the simulator's and tests' checks on replication).
+    #[cfg(any(test, feature = "test-utils"))]
     fn provider_records(&self) -> Vec<ProviderRecord>;
-    /// Approximate bytes held.
+    /// Approximate bytes held (for the simulator's memory accounting).
+    #[cfg(any(test, feature = "test-utils"))]
     fn heap_bytes(&self) -> usize;
 }
 
@@ -337,7 +340,7 @@ pub trait RecordStore {
 pub struct RecordQuotas {
     /// Most records held in total.
     pub max_records: usize,
-    /// Most bytes of records held in total, each counted as [`Record::stored_bytes`]
+    /// Most bytes of records held in total, each counted as `Record::stored_bytes`
     /// (default 64 MiB). The row quotas alone would let `max_records` records of up to
     /// [`MAX_VALUE_CEILING`] each in (about 330 MB at the defaults once a node raises its value
     /// limit); this caps the sum whatever the value limit. A write that would take the total
@@ -370,6 +373,7 @@ impl Default for RecordQuotas {
 }
 
 /// An in-memory [`RecordStore`] with quotas, for the simulator and tests.
+#[cfg(any(test, feature = "test-utils"))]
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     quotas: RecordQuotas,
@@ -381,6 +385,7 @@ pub struct MemoryStore {
     providers: HashMap<Key, Vec<ProviderRecord>>,
 }
 
+#[cfg(any(test, feature = "test-utils"))]
 impl MemoryStore {
     /// An empty store with `quotas`.
     pub fn new(quotas: RecordQuotas) -> Self {
@@ -413,6 +418,7 @@ pub(crate) fn as_u64(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+#[cfg(any(test, feature = "test-utils"))]
 impl RecordStore for MemoryStore {
     fn get(&self, key: &Key, now_ms: u64) -> Option<Record> {
         self.records

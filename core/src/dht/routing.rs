@@ -71,6 +71,7 @@ impl RoutingTable {
     }
 
     /// Our own id.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn local(&self) -> &Key {
         &self.local
     }
@@ -153,6 +154,7 @@ impl RoutingTable {
     }
 
     /// Removes `id` outright (for example when it proved hostile); returns whether it was there.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn remove(&mut self, id: &Key) -> bool {
         let Some(index) = self.local.bucket_index(id) else {
             return false;
@@ -187,11 +189,13 @@ impl RoutingTable {
     }
 
     /// Whether the table holds no contact.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Number of ids waiting in replacement caches.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn replacement_len(&self) -> usize {
         self.buckets.iter().map(|b| b.replacements.len()).sum()
     }
@@ -231,6 +235,7 @@ impl RoutingTable {
     }
 
     /// Approximate heap bytes held (for memory estimates).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn heap_bytes(&self) -> usize {
         self.buckets.capacity() * std::mem::size_of::<Bucket>()
             + self

@@ -92,6 +92,7 @@ pub struct SessionTag(pub Id32);
 
 impl SessionTag {
     /// The tag's bytes, as they appear on the wire.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn as_bytes(&self) -> &Id32 {
         &self.0
     }

@@ -264,6 +264,7 @@ impl SqliteRecordStore {
     }
 
     /// [`RecordStore::provider_records`], with store failures returned.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn try_provider_records(&self) -> Result<Vec<ProviderRecord>> {
         self.store.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
@@ -472,6 +473,7 @@ impl RecordStore for SqliteRecordStore {
         })
     }
 
+    #[cfg(any(test, feature = "test-utils"))]
     fn provider_records(&self) -> Vec<ProviderRecord> {
         self.try_provider_records().unwrap_or_else(|e| {
             log::warn!("DHT provider listing failed: {e}");
@@ -480,6 +482,7 @@ impl RecordStore for SqliteRecordStore {
     }
 
     /// Records live on disk, not on the heap: only the handle counts.
+    #[cfg(any(test, feature = "test-utils"))]
     fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
     }

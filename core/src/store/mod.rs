@@ -24,11 +24,11 @@ mod lock;
 mod migration_tests;
 mod peer_heads;
 mod peers;
-pub mod schema;
+inside_mod!(schema);
 #[cfg(test)]
 mod testing;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -69,7 +69,6 @@ pub const DB_FILE: &str = "covey.db";
 pub struct Store {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
-    path: PathBuf,
 }
 
 fn configure(conn: &Connection, durability: Durability) -> Result<()> {
@@ -116,13 +115,7 @@ impl Store {
         Ok(Self {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
-            path,
         })
-    }
-
-    /// Path of the database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs `f` in one write transaction, committed when `f` returns `Ok`.

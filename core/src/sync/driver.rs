@@ -323,16 +323,19 @@ impl SessionDriver {
     }
 
     /// The machine (for what a transport reports: RTT, negotiated version, features).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn machine(&self) -> &SyncSession {
         &self.machine
     }
 
     /// Whether the session is ending: nothing more is read.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_closing(&self) -> bool {
         self.closing
     }
 
     /// Items waiting in the send queue.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
     }
@@ -452,6 +455,7 @@ impl SessionDriver {
 
     /// The frame's size on the wire of the frame held for the machine, if any (a transport
     /// that charges processing time per byte).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn held_bytes(&self) -> Option<usize> {
         self.held.as_ref().map(|h| h.bytes)
     }

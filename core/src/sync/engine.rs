@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use iroh::SecretKey;
 use rusqlite::Connection;
 
-use crate::crypto::Secret32;
 use crate::error::Result;
 use crate::group::GroupKeys;
 use crate::store;
@@ -85,10 +84,11 @@ pub struct Ingested {
 
 /// Verifies and stores a batch through `tx` (one write transaction) as a member holding
 /// `content_key`, and reads the group's new frontier in the same transaction.
+#[cfg(any(test, feature = "test-utils"))]
 pub fn ingest_batch(
     tx: &Connection,
     rules: &Rules,
-    content_key: Option<&Secret32>,
+    content_key: Option<&crate::crypto::Secret32>,
     entries: Vec<Vec<u8>>,
 ) -> Result<Ingested> {
     ingest_prepared(tx, rules, verify::prepare(rules, content_key, entries))
@@ -242,6 +242,7 @@ pub fn append_own_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Secret32;
     use crate::store::{Durability, GroupRow, Store};
 
     fn setup() -> (tempfile::TempDir, Store, GroupKeys, SecretKey) {

@@ -164,6 +164,7 @@ impl Outbox {
     }
 
     /// Whether nothing is queued.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_empty(&self) -> bool {
         self.control.is_empty()
             && !self.closing
@@ -175,6 +176,7 @@ impl Outbox {
 
     /// How many items are held (messages, acked authors, ranges): what the outbox costs in
     /// memory, independent of how many entries the ranges span.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn len(&self) -> usize {
         self.control.len()
             + usize::from(self.ping.is_some())

@@ -270,6 +270,7 @@ impl SyncSession {
     }
 
     /// The protocol version both sides speak (the lower of the two newest), once ready.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn negotiated_version(&self) -> Option<u16> {
         self.negotiated
     }
@@ -367,6 +368,7 @@ impl SyncSession {
     }
 
     /// The last round-trip time measured by a ping, in milliseconds.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn rtt_ms(&self) -> Option<u64> {
         self.rtt_ms
     }
@@ -399,11 +401,13 @@ impl SyncSession {
     }
 
     /// Whether the handshake completed and the session is live.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_ready(&self) -> bool {
         self.phase == Phase::Ready
     }
 
     /// Features the peer announced.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn peer_features(&self) -> &BTreeSet<String> {
         &self.peer_features
     }

@@ -69,6 +69,7 @@ fn reject(out: &mut Outcome, reason: &'static str, detail: String) {
 
 /// Verifies `raws` under `rules` and stores the valid ones through `conn` (a transaction),
 /// as a node without the group key (a relay) does: signatures, chains and limits only.
+#[cfg(any(test, feature = "test-utils"))]
 pub fn ingest(conn: &Connection, rules: &Rules, raws: Vec<Vec<u8>>) -> Result<Outcome> {
     ingest_as_member(conn, rules, None, raws)
 }
@@ -76,6 +77,7 @@ pub fn ingest(conn: &Connection, rules: &Rules, raws: Vec<Vec<u8>>) -> Result<Ou
 /// Like [`ingest`], and when `content_key` is given (a member), also authenticates every
 /// payload, so an entry signed by a real author but sealed under another key is refused
 /// instead of stored where it would break every later read.
+#[cfg(any(test, feature = "test-utils"))]
 pub fn ingest_as_member(
     conn: &Connection,
     rules: &Rules,
@@ -103,6 +105,7 @@ impl Prepared {
     }
 
     /// Whether no entry is left to check against the store.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_empty(&self) -> bool {
         self.by_author.values().all(Vec::is_empty)
     }

@@ -246,6 +246,7 @@ impl SignedEntry {
     }
 
     /// Consumes the entry, returning its encoding.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn into_raw(self) -> Vec<u8> {
         self.raw
     }

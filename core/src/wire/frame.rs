@@ -88,6 +88,7 @@ pub enum Message {
 impl Message {
     /// The group this message is about, if it is about one: on the wire the field holds the
     /// pair's session tag, inside the node the group id (see [`Message::map_group`]).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn group(&self) -> Option<&Id32> {
         match self {
             Message::Frontier { group, .. }
@@ -127,7 +128,9 @@ pub enum RefuseCode {
     IncompatibleVersion = 1,
     /// The peer sent a frame that broke the protocol.
     ProtocolViolation = 2,
-    /// The node is shutting down or paused.
+    /// The node is shutting down or paused. Part of the protocol (a peer may send it); this
+    /// node closes the connection instead, so it only ever decodes it.
+    #[allow(dead_code)]
     GoingAway = 3,
 }
 

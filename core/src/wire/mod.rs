@@ -1,8 +1,7 @@
 //! Everything that crosses the network: the signed entry encoding and the sync frames.
 //! Decoding is total: any byte string yields a value or a [`WireError`], never a panic.
 
-pub mod entry;
-pub mod frame;
+inside_mod!(entry, frame);
 
 /// Why bytes from the network were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

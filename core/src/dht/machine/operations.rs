@@ -129,6 +129,7 @@ impl<S: RecordStore> Dht<S> {
     }
 
     /// Looks up the `k` nodes closest to `target`.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn find_node(&mut self, target: Key, now_ms: u64) -> Result<OpId> {
         self.new_op(Kind::FindNode, target, now_ms)
     }
@@ -159,6 +160,7 @@ impl<S: RecordStore> Dht<S> {
     /// Like [`Self::put`], but the record is published and signed by `signer` instead of this
     /// node (one identity writing from several devices). Such records are not republished by
     /// this node; the caller owns that key.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn put_as(
         &mut self,
         signer: &SecretKey,
