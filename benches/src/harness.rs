@@ -1,6 +1,6 @@
 //! What several parts share: the benchmark group every node joins, progress lines, temp dirs,
-//! the hop to tokio's blocking pool, and hand-made entries in a bare covey store (an
-//! [`Author`], [`open_group_store`], [`insert_batches`], [`ingest_rules`]) for the parts that
+//! the hop to tokio's blocking pool, and hand-made entries in a bare covey store (a
+//! [`random_author`], [`open_group_store`], [`insert_batches`], [`ingest_rules`]) for the parts that
 //! measure below the node.
 
 use std::path::Path;
@@ -12,10 +12,8 @@ use covey_core::crypto::{Secret32, aead};
 use covey_core::group::GroupKeys;
 use covey_core::store::{self as cstore, GroupRow, Store};
 use covey_core::sync::verify;
-use covey_core::wire::entry::{
-    ENTRY_VERSION, EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LEN, SignedEntry,
-};
-use iroh::SecretKey;
+pub(crate) use covey_core::testing::Author;
+use covey_core::wire::entry::{HEADER_LEN, Id32, SIGNATURE_LEN, SignedEntry};
 use tempfile::TempDir;
 
 /// Bytes an entry's encoding adds to its payload: header, AEAD tag and signature.
@@ -67,49 +65,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| anyhow!("blocking benchmark task failed: {e}"))?
 }
 
-/// A single author's log state for hand-made entries.
-pub(crate) struct Author {
-    /// Signing key.
-    pub(crate) secret: SecretKey,
-    /// The group's keys (id, epoch, content key), as a member node holds them.
-    pub(crate) keys: GroupKeys,
-    /// Last seq written.
-    seq: u64,
-    /// Id of the last entry written.
-    prev: Id32,
-}
-
-impl Author {
-    /// A fresh random author in a fresh random group.
-    pub(crate) fn random() -> Self {
-        Self {
-            secret: SecretKey::from_bytes(Secret32::random().expose()),
-            keys: GroupKeys::from_root(&Secret32::random()),
-            seq: 0,
-            prev: [0u8; 32],
-        }
-    }
-
-    /// Seals the author's next entry (random nonce, chained to the previous one).
-    pub(crate) fn next(&mut self, payload: &[u8]) -> Result<SignedEntry> {
-        let header = EntryHeader {
-            version: ENTRY_VERSION,
-            kind: EntryKind::Data,
-            group_id: self.keys.id.0,
-            author: [0u8; 32],
-            seq: self.seq + 1,
-            prev: self.prev,
-            lamport: self.seq + 1,
-            epoch: 0,
-            timestamp_ms: now_ms(),
-            nonce: aead::random_nonce(),
-        };
-        let entry = SignedEntry::seal(header, &self.keys.content_key, &self.secret, payload)
-            .map_err(|e| anyhow!("sealing entry: {e}"))?;
-        self.seq += 1;
-        self.prev = *entry.id();
-        Ok(entry)
-    }
+/// A new random author in a new random group (the one forging `Author` of
+/// `covey_core::testing`, sealing with random nonces as a live node does).
+pub(crate) fn random_author() -> Author {
+    Author::random(&GroupKeys::from_root(&Secret32::random()))
 }
 
 /// A covey store in `dir` with the group `group` registered.

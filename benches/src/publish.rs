@@ -17,7 +17,8 @@ use serde::Serialize;
 use tempfile::TempDir;
 
 use crate::harness::{
-    Author, ENTRY_OVERHEAD, blocking, now_ms, open_group_store, progress, random_bytes, temp_dir,
+    Author, ENTRY_OVERHEAD, blocking, now_ms, open_group_store, progress, random_author,
+    random_bytes, temp_dir,
 };
 use crate::nodes::BenchNode;
 use crate::report::{Goal, median, size};
@@ -170,8 +171,8 @@ impl CoveyDb {
     /// Opens a store in a temp dir and registers the author's group.
     fn create(tag: &str) -> Result<Self> {
         let dir = temp_dir(tag)?;
-        let author = Author::random();
-        let store = open_group_store(dir.path(), author.keys.id.0)?;
+        let author = random_author();
+        let store = open_group_store(dir.path(), author.group())?;
         Ok(Self {
             store,
             author,
@@ -184,7 +185,7 @@ impl CoveyDb {
 fn run_store_insert(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
     let entries = (0..n)
         .map(|_| db.author.next(payload))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<covey_core::Result<Vec<_>>>()?;
     let t = Instant::now();
     for entry in &entries {
         db.store
@@ -199,7 +200,7 @@ fn run_store_insert(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
 /// thread. Entries/s.
 fn run_sync_publish(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
     let author = &db.author;
-    let gid = author.keys.id.0;
+    let gid = author.group();
     let first_lamport = db
         .store
         .read(|c| cstore::max_lamport(c, &gid))
@@ -215,7 +216,7 @@ fn run_sync_publish(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
             payload,
         };
         db.store
-            .write(|tx| engine::append_own_entry(tx, &author.keys, &author.secret, draft))
+            .write(|tx| engine::append_own_entry(tx, author.keys(), author.secret(), draft))
             .map_err(|e| anyhow!("sync publish: {e}"))?;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
@@ -266,7 +267,7 @@ pub(crate) async fn bench(payload_len: usize, n: usize, rounds: usize) -> Result
     let warmup = (n / 20).clamp(1, 500);
     let node = BenchNode::open("publish").await?;
     let mut raw = RawDb::create("raw-sqlite")?;
-    let mut composed = (RawDb::create("composed")?, Author::random());
+    let mut composed = (RawDb::create("composed")?, random_author());
     let mut store_db = CoveyDb::create("store-insert")?;
     let mut sync_db = CoveyDb::create("sync-publish")?;
     let mut next_seq = 1u64;

@@ -15,8 +15,8 @@ use covey_core::{Event, Node, Subscription, SyncCounters};
 use serde::Serialize;
 
 use crate::harness::{
-    Author, ENTRY_OVERHEAD, SYNC_DEADLINE, blocking, ingest_rules, insert_batches,
-    open_group_store, progress, random_bytes, temp_dir,
+    ENTRY_OVERHEAD, SYNC_DEADLINE, blocking, ingest_rules, insert_batches, open_group_store,
+    progress, random_author, random_bytes, temp_dir,
 };
 use crate::nodes::BenchNode;
 use crate::raw_iroh::raw_transfer;
@@ -239,12 +239,12 @@ fn sync_stages(payload_len: usize, n: usize) -> Result<SyncStages> {
     let batch_bytes = max_frame - FRAME_ENVELOPE_ROOM;
     let frame_entries = (batch_bytes / entry_len).clamp(1, BATCH_MAX_ENTRIES as usize);
     let payload = random_bytes(payload_len);
-    let mut author = Author::random();
+    let mut author = random_author();
     let entries = (0..n)
         .map(|_| author.next(&payload))
-        .collect::<Result<Vec<_>>>()?;
-    let me = *author.secret.public().as_bytes();
-    let group = author.keys.id.0;
+        .collect::<covey_core::Result<Vec<_>>>()?;
+    let me = *author.secret().public().as_bytes();
+    let group = author.group();
     let src_dir = temp_dir("stages-src")?;
     let src = open_group_store(src_dir.path(), group)?;
     insert_batches(&src, &entries, frame_entries)?;

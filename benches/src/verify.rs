@@ -11,7 +11,7 @@ use covey_core::wire::entry::SignedEntry;
 use serde::Serialize;
 
 use crate::harness::{
-    Author, ingest_rules, insert_batches, open_group_store, random_bytes, temp_dir,
+    ingest_rules, insert_batches, open_group_store, random_author, random_bytes, temp_dir,
 };
 use crate::report::{Goal, size};
 
@@ -56,13 +56,13 @@ pub(crate) struct VerifyResult {
 pub(crate) fn bench(n: usize, batch: usize) -> Result<VerifyResult> {
     let payload_len = 1024;
     let payload = random_bytes(payload_len);
-    let mut author = Author::random();
+    let mut author = random_author();
     let raws: Vec<Vec<u8>> = (0..n)
         .map(|_| author.next(&payload).map(SignedEntry::into_raw))
-        .collect::<Result<_>>()?;
+        .collect::<covey_core::Result<_>>()?;
     let dir = temp_dir("verify")?;
-    let store = open_group_store(dir.path(), author.keys.id.0)?;
-    let rules = ingest_rules(author.keys.id.0);
+    let store = open_group_store(dir.path(), author.group())?;
+    let rules = ingest_rules(author.group());
     let batches: Vec<Vec<Vec<u8>>> = raws.chunks(batch.max(1)).map(<[_]>::to_vec).collect();
     let nbatches = batches.len();
     let (mut stored, mut rejected, mut sigs) = (0usize, 0usize, 0u64);
@@ -93,7 +93,7 @@ pub(crate) fn bench(n: usize, batch: usize) -> Result<VerifyResult> {
     // The store's share: the same entries inserted in the same batches into a fresh store,
     // with no checks at all.
     let insert_dir = temp_dir("verify-insert")?;
-    let insert_store = open_group_store(insert_dir.path(), author.keys.id.0)?;
+    let insert_store = open_group_store(insert_dir.path(), author.group())?;
     let t = Instant::now();
     insert_batches(&insert_store, &decoded, batch)?;
     let insert_s = t.elapsed().as_secs_f64();

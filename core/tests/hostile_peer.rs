@@ -17,6 +17,7 @@ use covey_core::node::FRAME_OVERHEAD;
 use covey_core::sync::session::{
     LocalView, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession,
 };
+use covey_core::testing::{Author, RawPeer, hello_message, raws};
 use covey_core::wire::entry::{
     EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LABEL, SIGNATURE_LEN, SignedEntry,
 };
@@ -80,10 +81,10 @@ fn first_entry_with(
     change: impl FnOnce(&mut EntryHeader),
     payload: &[u8],
 ) -> SignedEntry {
-    let author = Author::new(keys);
+    let author = Author::random(keys);
     let mut h = author.header(1, [0; 32]);
     change(&mut h);
-    author.seal(h, payload)
+    author.seal(h, payload).unwrap()
 }
 
 /// `raw` with one bit flipped.
@@ -145,7 +146,7 @@ async fn case_oversized_length_prefix(v: &mut Victim) {
 
     // A prefix of u32::MAX is refused the same way, without allocating 4 GiB.
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
+    let mut peer = RawPeer::connect(&v.node, &v.keys).await;
     peer.send_raw(&u32::MAX.to_be_bytes()).await;
     expect_violation(v, &mut peer, &before, "rejected-frame").await;
     peer.close().await;
@@ -170,7 +171,7 @@ async fn case_truncated_frame(v: &mut Victim) {
 
     // A stream that ends inside the length prefix is a broken frame too.
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
+    let mut peer = RawPeer::connect(&v.node, &v.keys).await;
     peer.send_raw(&[0, 0]).await;
     peer.finish();
     expect_violation(v, &mut peer, &before, "rejected-frame").await;
@@ -227,11 +228,11 @@ async fn case_message_before_hello(v: &mut Victim) {
         },
         Message::Entries {
             group: v.group.0,
-            entries: raws(&[&Author::new(&v.keys).next(b"too early")]),
+            entries: raws(&[&Author::random(&v.keys).next(b"too early").unwrap()]),
         },
     ] {
         let before = v.counters().await;
-        let mut peer = RawPeer::connect(&v.node).await;
+        let mut peer = RawPeer::connect(&v.node, &v.keys).await;
         peer.send(&early).await;
         let (reason, _) = expect_violation(v, &mut peer, &before, "protocol-violation").await;
         assert!(reason.contains("before hello"), "{reason}");
@@ -249,7 +250,7 @@ async fn case_message_before_hello(v: &mut Victim) {
 
 async fn case_incompatible_version(v: &mut Victim) {
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
+    let mut peer = RawPeer::connect(&v.node, &v.keys).await;
     peer.send(&Message::Hello {
         version: 99,
         min_version: 99,
@@ -308,13 +309,13 @@ async fn rejections(v: &mut Victim, n: usize) -> Vec<String> {
 async fn case_tampered_entries(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
-    let mut author = Author::new(&v.keys);
-    let e1 = author.next(b"good one");
+    let mut author = Author::random(&v.keys);
+    let e1 = author.next(b"good one").unwrap();
     // Seq 2, three ways: a bit flipped in the header (lamport), in the ciphertext, in the
     // signature. Each goes alone after a valid entry, which must be stored regardless.
-    let in_header = flipped(author.peek(b"two").raw(), 106 + 7, 0);
-    let in_ciphertext = flipped(author.peek(b"two").raw(), HEADER_LEN + 3, 4);
-    let sig = author.peek(b"two");
+    let in_header = flipped(author.peek(b"two").unwrap().raw(), 106 + 7, 0);
+    let in_ciphertext = flipped(author.peek(b"two").unwrap().raw(), HEADER_LEN + 3, 4);
+    let sig = author.peek(b"two").unwrap();
     let in_signature = flipped(sig.raw(), sig.raw().len() - SIGNATURE_LEN + 10, 7);
     for bad in [&in_header, &in_ciphertext, &in_signature] {
         assert!(
@@ -339,8 +340,8 @@ async fn case_tampered_entries(v: &mut Victim) {
     assert!(why[0].contains("bad-signature"), "{why:?}");
 
     // The log goes on with the genuine seq 2 and 3 in the same session.
-    let e2 = author.next(b"two");
-    let e3 = author.next(b"three");
+    let e2 = author.next(b"two").unwrap();
+    let e3 = author.next(b"three").unwrap();
     peer.entries(v.group.0, raws(&[&e2, &e3])).await;
     let stored = v.expect_stored(2).await;
     let payloads: Vec<&[u8]> = stored[stored.len() - 3..]
@@ -361,10 +362,12 @@ async fn case_wrong_group(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
     // An entry of another group, validly signed, sent as the victim's group.
-    let stray = Author::new(&foreign_keys()).next(b"from elsewhere");
+    let stray = Author::random(&foreign_keys())
+        .next(b"from elsewhere")
+        .unwrap();
     // An entry of the right group from an epoch the group has not reached.
     let future = first_entry_with(&v.keys, |h| h.epoch = 5, b"from the future");
-    let good = Author::new(&v.keys).next(b"belongs here");
+    let good = Author::random(&v.keys).next(b"belongs here").unwrap();
     peer.entries(v.group.0, raws(&[&stray, &future, &good]))
         .await;
     let why = rejections(v, 2).await;
@@ -383,10 +386,10 @@ async fn case_wrong_group(v: &mut Victim) {
 async fn case_seq_gap(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
-    let mut author = Author::new(&v.keys);
-    let e1 = author.next(b"one");
-    let e2 = author.next(b"two");
-    let e3 = author.next(b"three");
+    let mut author = Author::random(&v.keys);
+    let e1 = author.next(b"one").unwrap();
+    let e2 = author.next(b"two").unwrap();
+    let e3 = author.next(b"three").unwrap();
     peer.entries(v.group.0, raws(&[&e1, &e3])).await;
     let why = rejections(v, 1).await;
     assert!(why[0].contains("seq-gap"), "{why:?}");
@@ -406,7 +409,7 @@ async fn case_seq_gap(v: &mut Victim) {
 async fn case_forged_author(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
-    let mut attacker = Author::new(&v.keys);
+    let mut attacker = Author::random(&v.keys);
     // The victim's own next seq, chained to its real head, signed by the attacker.
     let head = v.node.members(&v.group).await.unwrap();
     let own = head.iter().find(|m| m.is_self).unwrap();
@@ -422,7 +425,7 @@ async fn case_forged_author(v: &mut Victim) {
     let as_victim = forge(
         &h,
         &v.keys.content_key,
-        &attacker.secret,
+        &attacker.secret(),
         b"I am the victim",
     );
     // Someone else entirely, signed by the attacker.
@@ -431,10 +434,10 @@ async fn case_forged_author(v: &mut Victim) {
     let as_other = forge(
         &h,
         &v.keys.content_key,
-        &attacker.secret,
+        &attacker.secret(),
         b"I am someone else",
     );
-    let good = attacker.next(b"honest");
+    let good = attacker.next(b"honest").unwrap();
     peer.entries(v.group.0, vec![as_victim, as_other, good.raw().to_vec()])
         .await;
     let why = rejections(v, 2).await;
@@ -462,9 +465,9 @@ async fn case_forged_author(v: &mut Victim) {
 async fn case_replay(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
-    let mut author = Author::new(&v.keys);
-    let e1 = author.next(b"once");
-    let e2 = author.next(b"twice");
+    let mut author = Author::random(&v.keys);
+    let e1 = author.next(b"once").unwrap();
+    let e2 = author.next(b"twice").unwrap();
     peer.entries(v.group.0, raws(&[&e1])).await;
     v.expect_stored(1).await;
     // The same entry again, then again inside a batch with a new one and its own copy.
@@ -507,21 +510,25 @@ async fn case_replay(v: &mut Victim) {
 async fn case_conflicting_seq(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
-    let mut author = Author::new(&v.keys);
-    let fork_base = (author.seq, author.prev);
-    let e1 = author.next(b"the real seq 1");
+    let mut author = Author::random(&v.keys);
+    let fork_base = (author.seq(), author.prev());
+    let e1 = author.next(b"the real seq 1").unwrap();
     peer.entries(v.group.0, raws(&[&e1])).await;
     let stored = v.expect_stored(1).await;
     let kept = stored.last().unwrap().clone();
     // Same author and seq, different content.
-    let rival = author.seal(
-        author.header(fork_base.0 + 1, fork_base.1),
-        b"a rival seq 1",
-    );
+    let rival = author
+        .seal(
+            author.header(fork_base.0 + 1, fork_base.1),
+            b"a rival seq 1",
+        )
+        .unwrap();
     assert_ne!(rival.id(), e1.id());
     // And a fork at seq 2 that does not link to the held seq 1.
-    let fork = author.seal(author.header(2, [0xee; 32]), b"forked seq 2");
-    let e2 = author.next(b"the real seq 2");
+    let fork = author
+        .seal(author.header(2, [0xee; 32]), b"forked seq 2")
+        .unwrap();
+    let e2 = author.next(b"the real seq 2").unwrap();
     peer.entries(v.group.0, raws(&[&rival])).await;
     let why = rejections(v, 1).await;
     assert!(why[0].contains("conflicting-seq"), "{why:?}");
@@ -550,14 +557,16 @@ async fn case_group_not_joined(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
     let foreign = foreign_keys();
-    let mut stranger = Author::new(&foreign);
-    let theirs = stranger.next(b"not for you");
+    let mut stranger = Author::random(&foreign);
+    let theirs = stranger.next(b"not for you").unwrap();
     // The foreign group's own id, so the batch is self-consistent, just not ours.
     peer.entries(foreign.id.0, raws(&[&theirs])).await;
     let why = rejections(v, 1).await;
     assert!(why[0].contains("not in"), "{why:?}");
     // The session goes on: a valid entry afterwards is stored.
-    let good = Author::new(&v.keys).next(b"after the stray batch");
+    let good = Author::random(&v.keys)
+        .next(b"after the stray batch")
+        .unwrap();
     peer.entries(v.group.0, raws(&[&good])).await;
     v.expect_stored(1).await;
     v.assert_no_group(&foreign.id).await;
@@ -572,9 +581,9 @@ async fn case_group_not_joined(v: &mut Victim) {
 async fn case_oversized_entry(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
-    let mut author = Author::new(&v.keys);
-    let too_big = author.peek(&vec![1u8; LIMIT + 1]);
-    let at_limit = author.next(&vec![2u8; LIMIT]);
+    let mut author = Author::random(&v.keys);
+    let too_big = author.peek(&vec![1u8; LIMIT + 1]).unwrap();
+    let at_limit = author.next(&vec![2u8; LIMIT]).unwrap();
     peer.entries(v.group.0, raws(&[&too_big, &at_limit])).await;
     let why = rejections(v, 1).await;
     assert!(why[0].contains("too large"), "{why:?}");
@@ -597,10 +606,10 @@ fn crafted_entries_match_the_real_encoding() {
     // The forging helper must write exactly what the crate writes, or the forged-author
     // case would test the helper instead of the node.
     let keys = foreign_keys();
-    let author = Author::new(&keys);
+    let author = Author::random(&keys);
     let header = author.header(7, [3; 32]);
-    let real = author.seal(header.clone(), b"payload");
-    let crafted = forge(&header, &keys.content_key, &author.secret, b"payload");
+    let real = author.seal(header.clone(), b"payload").unwrap();
+    let crafted = forge(&header, &keys.content_key, &author.secret(), b"payload");
     assert_eq!(crafted, real.raw());
     assert_eq!(
         SignedEntry::decode(crafted, usize::MAX).unwrap().id(),
@@ -765,10 +774,11 @@ async fn undecryptable_entry_is_rejected_and_history_stays_readable() {
     let before = v.counters().await;
     let mut peer = session(&v, HELLO_FEATURES).await;
     // Right group id, validly signed, but sealed under a key that is not the group's.
-    let mut wrong_key = Author::new(&v.keys);
-    wrong_key.key = Secret32::from_bytes([0x55; 32]);
-    let sealed_wrong = wrong_key.next(b"nobody can read this");
-    let good = Author::new(&v.keys).next(b"readable");
+    let mut keys = v.keys.clone();
+    keys.content_key = Secret32::from_bytes([0x55; 32]);
+    let mut wrong_key = Author::random(&keys);
+    let sealed_wrong = wrong_key.next(b"nobody can read this").unwrap();
+    let good = Author::random(&v.keys).next(b"readable").unwrap();
     peer.entries(v.group.0, raws(&[&sealed_wrong, &good])).await;
     let (vr, gr) = (&v, &good);
     wait_until(REACT_SECS, "the valid entry is stored", || async move {
@@ -799,7 +809,7 @@ async fn out_of_range_clock_values_are_rejected_without_losing_the_batch() {
     let mut v = victim().await;
     let before = v.counters().await;
     let mut peer = session(&v, HELLO_FEATURES).await;
-    let good = Author::new(&v.keys).next(b"good, same batch");
+    let good = Author::random(&v.keys).next(b"good, same batch").unwrap();
     let huge_lamport = first_entry_with(&v.keys, |h| h.lamport = u64::MAX, b"lamport u64::MAX");
     let huge_clock = first_entry_with(
         &v.keys,
@@ -826,7 +836,7 @@ async fn out_of_range_clock_values_are_rejected_without_losing_the_batch() {
     assert_eq!(why.len(), 2);
     v.expect_stored(1).await;
     // The session survives: another valid entry is stored.
-    let later = Author::new(&v.keys).next(b"later");
+    let later = Author::random(&v.keys).next(b"later").unwrap();
     peer.entries(v.group.0, raws(&[&later])).await;
     v.expect_stored(1).await;
     v.expect_counters(plus(&before, |c| {
@@ -1148,14 +1158,14 @@ async fn outsiders_never_see_the_group_id_on_the_wire() {
             seen.extend_from_slice(&buf[..n]);
         }
         assert!(
-            seen.windows(32).any(|w| w == peer.tag),
+            seen.windows(32).any(|w| w == peer.tag()),
             "the node announced the group under the pair's tag"
         );
         assert!(
             !seen.windows(32).any(|w| w == group_id),
             "the group id itself never crosses the wire"
         );
-        tags.push(peer.tag);
+        tags.push(peer.tag());
         peer.close().await;
     }
     assert_ne!(tags[0], tags[1], "each pair of nodes sees a different tag");

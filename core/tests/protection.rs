@@ -19,6 +19,9 @@ use common::hostile::*;
 use common::*;
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::session::MAX_SEQ;
+use covey_core::testing::{
+    Author, Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message, raws,
+};
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
 use covey_core::{Entry, ErrorKind, Event, Node, NodeConfig, SyncCounters, SyncState};
 use iroh::{Endpoint, EndpointId, SecretKey};
@@ -50,10 +53,11 @@ fn assert_names(warning: &str, peer: EndpointId) {
 fn entry_frames(peer: &RawPeer, author: &mut Author, n: usize, size: usize) -> Vec<Vec<u8>> {
     author
         .batch(n, size)
+        .unwrap()
         .into_iter()
         .map(|e| {
             peer.encode(&Message::Entries {
-                group: author.group,
+                group: author.group(),
                 entries: vec![e.raw().to_vec()],
             })
         })
@@ -65,7 +69,7 @@ fn entry_frames(peer: &RawPeer, author: &mut Author, n: usize, size: usize) -> V
 async fn calm_peer_is_never_limited(v: &mut Victim, frames: usize, size: usize, gap: Duration) {
     let before = v.counters().await;
     let mut calm = session(v, &[]).await;
-    let mut author = Author::new(&v.keys);
+    let mut author = Author::random(&v.keys);
     for bytes in entry_frames(&calm, &mut author, frames, size) {
         calm.send_raw(&bytes).await;
         tokio::time::sleep(gap).await;
@@ -123,7 +127,7 @@ async fn expect_flood_held_back(
     let stored = v.assert_intact().await;
     let theirs: Vec<u64> = stored
         .iter()
-        .filter(|e| e.meta.author == author.secret.public())
+        .filter(|e| e.meta.author == author.secret().public())
         .map(|e| e.meta.seq)
         .collect();
     assert_eq!(theirs, (1..=n as u64).collect::<Vec<_>>());
@@ -151,7 +155,7 @@ async fn frame_rate_limit_slows_a_fast_peer_and_loses_nothing() {
     let before = v.counters().await;
     let n = 120usize;
     let mut fast = session(&v, &[]).await;
-    let mut author = Author::new(&v.keys);
+    let mut author = Author::random(&v.keys);
     let frames = entry_frames(&fast, &mut author, n, 16);
     let took = flood(&mut v, &mut fast, &frames).await;
     // The burst passes at once, the rest at the sustained rate (the hello took one frame of
@@ -188,7 +192,7 @@ async fn byte_rate_limit_slows_a_fast_peer_and_loses_nothing() {
     let before = v.counters().await;
     let n = 48usize;
     let mut fast = session(&v, &[]).await;
-    let mut author = Author::new(&v.keys);
+    let mut author = Author::random(&v.keys);
     let frames = entry_frames(&fast, &mut author, n, LIMIT);
     let total: u64 = frames.iter().map(|f| f.len() as u64).sum();
     assert!(total > 2 * burst, "the flood must outlast the burst");
@@ -300,8 +304,8 @@ async fn a_peer_cannot_open_more_than_two_streams() {
     assert!(uni.is_err(), "a uni stream opened: {uni:?}");
 
     // The session on the first stream still works.
-    let mut author = Author::new(&v.keys);
-    let batch = author.batch(3, 32);
+    let mut author = Author::random(&v.keys);
+    let batch = author.batch(3, 32).unwrap();
     peer.entries(v.group.0, raws(&batch)).await;
     v.expect_stored(3).await;
     for e in &batch {
@@ -323,7 +327,7 @@ async fn a_peer_cannot_open_more_than_two_streams() {
 /// Connects from `endpoint`, says hello and reports whether the node answered with its own
 /// hello (a live session) or closed the connection (a refused duplicate). Keeps the peer.
 async fn try_session(endpoint: Endpoint, node: &Node) -> (bool, RawPeer) {
-    let mut peer = RawPeer::connect_on(endpoint, node).await;
+    let mut peer = RawPeer::connect_on(endpoint, node, Some(&group_keys())).await;
     peer.send(&hello_message(&[])).await;
     let accepted = match peer.next_within(RECV_TIMEOUT).await {
         Incoming::Frame(Message::Hello { .. }) => true,
@@ -376,7 +380,7 @@ async fn many_connections_from_one_peer_keep_one_session_and_leak_none() {
         tries.spawn(async move {
             let ticket: EndpointTicket = ticket.parse().unwrap();
             assert_eq!(ticket.endpoint_addr().id, node_id);
-            let conn = dial_ticket(&endpoint, &ticket).await;
+            let conn = dial_ticket(&endpoint, &ticket).await.unwrap();
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
             let hello = frame::encode(&hello_message(&[])).unwrap();
             let _ = send.write_all(&hello).await;
@@ -530,8 +534,8 @@ async fn heads_past_max_seq_are_refused_and_nothing_waits_on_them() {
 
     // A claim the peer then honours ends in UpToDate: the states are observable.
     let mut peer = session(&v, &[]).await;
-    let mut author = Author::new(&v.keys);
-    let entry = author.next(b"promised");
+    let mut author = Author::random(&v.keys);
+    let entry = author.next(b"promised").unwrap();
     peer.send(&Message::Frontier {
         group: v.group.0,
         heads: vec![Head {
@@ -635,14 +639,14 @@ async fn entries_of_a_group_the_victim_is_not_in_are_rejected_and_not_stored() {
     let before = v.counters().await;
     let mut peer = session(&v, &[]).await;
     let foreign = foreign_keys();
-    let mut stranger = Author::new(&foreign);
-    let batch = stranger.batch(5, 32);
+    let mut stranger = Author::random(&foreign);
+    let batch = stranger.batch(5, 32).unwrap();
     // Named by the foreign group's own id: a group the victim does not know.
     peer.entries(foreign.id.0, raws(&batch)).await;
     let warning = v.warning("rejected-entry").await;
     assert!(warning.contains("not-in-group x5"), "{warning}");
     // Smuggled under the victim's own group tag: each entry names its real group.
-    let more = stranger.batch(3, 32);
+    let more = stranger.batch(3, 32).unwrap();
     peer.entries(v.group.0, raws(&more)).await;
     let warning = v.warning("rejected-entry").await;
     assert!(warning.contains("wrong-group x3"), "{warning}");
@@ -651,7 +655,7 @@ async fn entries_of_a_group_the_victim_is_not_in_are_rejected_and_not_stored() {
         group: foreign.id.0,
         heads: vec![Head {
             author: stranger.id(),
-            seq: stranger.seq,
+            seq: stranger.seq(),
         }],
     })
     .await;
@@ -665,7 +669,7 @@ async fn entries_of_a_group_the_victim_is_not_in_are_rejected_and_not_stored() {
     assert_eq!(v.node.groups().await.unwrap().len(), 1);
     // The session goes on: a valid entry afterwards is stored.
     peer.assert_alive();
-    let good = Author::new(&v.keys).next(b"after the strays");
+    let good = Author::random(&v.keys).next(b"after the strays").unwrap();
     peer.entries(v.group.0, raws(std::slice::from_ref(&good)))
         .await;
     v.expect_stored(1).await;
@@ -687,11 +691,11 @@ async fn entries_of_a_group_the_victim_is_not_in_are_rejected_and_not_stored() {
 async fn a_replayed_log_is_counted_and_stored_once() {
     let mut v = victim(|_| {}).await;
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
+    let mut peer = RawPeer::connect(&v.node, &v.keys).await;
     // With `acks`, the victim tells the peer what it stored, so re-sending it is a replay.
     peer.hello(&["acks"]).await;
-    let mut author = Author::new(&v.keys);
-    let own = author.batch(20, 64);
+    let mut author = Author::random(&v.keys);
+    let own = author.batch(20, 64).unwrap();
     peer.entries(v.group.0, raws(&own[..10])).await;
     peer.entries(v.group.0, raws(&own[10..])).await;
     peer.expect_ack(author.id(), 20).await;
@@ -746,7 +750,7 @@ async fn a_replayed_log_is_counted_and_stored_once() {
 
     // The session is alive and the log goes on.
     peer.assert_alive();
-    let next = author.next(b"after the replay");
+    let next = author.next(b"after the replay").unwrap();
     peer.entries(v.group.0, raws(std::slice::from_ref(&next)))
         .await;
     peer.expect_ack(author.id(), 21).await;
@@ -773,7 +777,7 @@ async fn handshake_victim() -> Victim {
 async fn a_peer_that_never_says_hello_is_dropped_after_the_handshake_timeout() {
     let mut v = handshake_victim().await;
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
+    let mut peer = RawPeer::connect(&v.node, &v.keys).await;
     // Two bytes of a length prefix: the stream is open and seen, no hello ever comes.
     let started = Instant::now();
     peer.send_raw(&[0, 0]).await;
@@ -804,7 +808,7 @@ async fn a_peer_that_opens_no_stream_is_dropped_after_the_handshake_timeout() {
     let before = v.counters().await;
     let endpoint = loopback_endpoint(SecretKey::generate()).await;
     let started = Instant::now();
-    let conn = dial(&endpoint, &v.node).await;
+    let conn = dial(&endpoint, &v.node).await.unwrap();
     // Opened but never written to: the node cannot even see this stream.
     let (_send, _recv) = conn.open_bi().await.unwrap();
     let closed = tokio::time::timeout(HANDSHAKE + Duration::from_secs(3), conn.closed()).await;
@@ -861,7 +865,7 @@ async fn assert_kept(v: &mut Victim, peer: &RawPeer, before: &SyncCounters) {
 async fn a_silent_keepalive_peer_is_pinged_then_timed_out() {
     let mut v = keepalive_victim().await;
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
+    let mut peer = RawPeer::connect(&v.node, &v.keys).await;
     let spoke = Instant::now();
     peer.hello(&["keepalive"]).await;
     // The victim pings; the peer reads but never answers.
@@ -902,7 +906,7 @@ async fn a_silent_keepalive_peer_is_pinged_then_timed_out() {
 async fn a_peer_answering_pings_stays_connected() {
     let mut v = keepalive_victim().await;
     let before = v.counters().await;
-    let mut peer = RawPeer::connect(&v.node).await;
+    let mut peer = RawPeer::connect(&v.node, &v.keys).await;
     peer.hello(&["keepalive"]).await;
     // Answer every ping for several idle timeouts, sending nothing else.
     let until = Instant::now() + Duration::from_millis(IDLE_MS * 3);
@@ -921,7 +925,7 @@ async fn a_peer_answering_pings_stays_connected() {
     assert!(answered >= 3, "only {answered} pings in {IDLE_MS} x 3 ms");
     assert_kept(&mut v, &peer, &before).await;
     // And it still syncs.
-    let entry = Author::new(&v.keys).next(b"still here");
+    let entry = Author::random(&v.keys).next(b"still here").unwrap();
     peer.entries(v.group.0, raws(std::slice::from_ref(&entry)))
         .await;
     v.expect_stored(1).await;

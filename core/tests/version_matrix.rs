@@ -9,22 +9,19 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use common::*;
-use covey_core::node::SYNC_ALPN;
 use covey_core::sync::WarnKind;
 use covey_core::sync::session::{
     FEATURES, LocalView, MAX_FRAME_FEATURE, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION,
     SyncSession, SyncState, Timers,
 };
+use covey_core::testing::{Incoming, RECV_TIMEOUT, RawPeer};
 use covey_core::wire::WireError;
 use covey_core::wire::entry::Id32;
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
 use covey_core::{Node, NodeConfig};
 use iroh::SecretKey;
-use iroh::endpoint::{Connection, ReadExactError, RecvStream, SendStream};
-use iroh_tickets::endpoint::EndpointTicket;
 
 const GROUP: Id32 = [0x61; 32];
 const AUTHOR_X: Id32 = [0x0a; 32];
@@ -662,116 +659,35 @@ fn unknown_variants_and_appended_fields_fail_to_decode() {
 // Over real iroh
 // ---------------------------------------------------------------------------------------------
 
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A bare iroh client speaking `covey/sync/1` frame by frame.
-struct RawPeer {
-    endpoint: iroh::Endpoint,
-    conn: Connection,
-    send: SendStream,
-    recv: RecvStream,
+/// Expects the node's hello with this build's features and frame limit.
+async fn expect_this_builds_hello(peer: &mut RawPeer) {
+    let features = peer.expect_hello().await;
+    // A node also announces its frame limit (a valued feature).
+    let mut expected = this_builds_features();
+    expected.push(format!(
+        "{MAX_FRAME_FEATURE}{}",
+        NodeConfig::loopback("unused").max_frame_bytes
+    ));
+    assert_eq!(features, expected);
 }
 
-#[derive(Debug)]
-enum Read {
-    Frame(Message),
-    /// The node finished its stream or closed the connection.
-    Ended,
+/// Expects a `Refuse` as the very next frame, then the end of the session; returns code and
+/// reason.
+async fn expect_refuse_next(peer: &mut RawPeer) -> (u16, String) {
+    let refusal = match peer.next().await {
+        Incoming::Frame(Message::Refuse { code, reason }) => (code, reason),
+        other => panic!("expected a Refuse, got {other:?}"),
+    };
+    assert!(
+        matches!(peer.next().await, Incoming::Ended | Incoming::Closed),
+        "nothing follows a Refuse"
+    );
+    peer.expect_closed(RECV_TIMEOUT).await;
+    refusal
 }
 
-impl RawPeer {
-    async fn connect(node: &Node) -> Self {
-        let ticket: EndpointTicket = node.addr().await.unwrap().parse().unwrap();
-        let endpoint = loopback_endpoint(SecretKey::generate()).await;
-        let conn = tokio::time::timeout(
-            RECV_TIMEOUT,
-            endpoint.connect(ticket.endpoint_addr().clone(), SYNC_ALPN),
-        )
-        .await
-        .expect("connect timed out")
-        .expect("connect");
-        let (send, recv) = conn.open_bi().await.expect("open_bi");
-        Self {
-            endpoint,
-            conn,
-            send,
-            recv,
-        }
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.send.write_all(bytes).await.expect("write");
-    }
-
-    async fn send(&mut self, message: &Message) {
-        self.send_raw(&frame::encode(message).unwrap()).await;
-    }
-
-    async fn read(&mut self) -> Read {
-        let recv = &mut self.recv;
-        let read = async {
-            let mut prefix = [0u8; LENGTH_PREFIX];
-            match recv.read_exact(&mut prefix).await {
-                Ok(()) => {}
-                Err(ReadExactError::FinishedEarly(0)) | Err(ReadExactError::ReadError(_)) => {
-                    return Read::Ended;
-                }
-                Err(e) => panic!("the node cut a frame prefix short: {e}"),
-            }
-            let len = frame::frame_len(prefix, MAX_FRAME).expect("the node's frame fits");
-            let mut body = vec![0u8; len];
-            recv.read_exact(&mut body).await.expect("frame body");
-            Read::Frame(frame::decode(&body).expect("the node sends valid frames"))
-        };
-        tokio::time::timeout(RECV_TIMEOUT, read)
-            .await
-            .expect("the node said nothing in time")
-    }
-
-    /// Reads the node's hello, which it sends first whatever we do.
-    async fn expect_hello(&mut self) {
-        match self.read().await {
-            Read::Frame(Message::Hello {
-                version,
-                min_version,
-                features,
-            }) => {
-                assert_eq!(
-                    (version, min_version),
-                    (PROTOCOL_VERSION, MIN_PROTOCOL_VERSION)
-                );
-                // A node also announces its frame limit (a valued feature).
-                let mut expected = this_builds_features();
-                expected.push(format!(
-                    "{MAX_FRAME_FEATURE}{}",
-                    NodeConfig::loopback("unused").max_frame_bytes
-                ));
-                assert_eq!(features, expected);
-            }
-            other => panic!("expected the node's hello, got {other:?}"),
-        }
-    }
-
-    /// Reads the node's `Refuse`, then expects the session to end; returns code and reason.
-    async fn expect_refuse(&mut self) -> (u16, String) {
-        let refusal = match self.read().await {
-            Read::Frame(Message::Refuse { code, reason }) => (code, reason),
-            other => panic!("expected a Refuse, got {other:?}"),
-        };
-        assert!(
-            matches!(self.read().await, Read::Ended),
-            "nothing follows a Refuse"
-        );
-        tokio::time::timeout(RECV_TIMEOUT, self.conn.closed())
-            .await
-            .expect("the node closed the connection after refusing");
-        refusal
-    }
-
-    async fn close(self) {
-        self.conn.close(0u32.into(), b"done");
-        self.endpoint.close().await;
-    }
+async fn fresh_endpoint() -> iroh::Endpoint {
+    loopback_endpoint(SecretKey::generate()).await
 }
 
 async fn wait_counters(node: &Node, what: &str, check: impl Fn(&covey_core::SyncCounters) -> bool) {
@@ -787,15 +703,15 @@ async fn a_node_refuses_an_incompatible_peer_and_a_frame_from_the_future_over_ir
     let mut events = node.subscribe();
 
     // A peer that only speaks version 9 is refused with code 1, both ranges named.
-    let mut peer = RawPeer::connect(&node).await;
+    let mut peer = RawPeer::connect_on(fresh_endpoint().await, &node, None).await;
     peer.send(&Message::Hello {
         version: 9,
         min_version: 9,
         features: vec!["future-x".into()],
     })
     .await;
-    peer.expect_hello().await;
-    let (code, reason) = peer.expect_refuse().await;
+    expect_this_builds_hello(&mut peer).await;
+    let (code, reason) = expect_refuse_next(&mut peer).await;
     assert_eq!(code, 1, "IncompatibleVersion ({reason})");
     assert!(reason.contains("we speak 1..=1"), "{reason}");
     assert!(reason.contains("peer speaks 9..=9"), "{reason}");
@@ -812,11 +728,11 @@ async fn a_node_refuses_an_incompatible_peer_and_a_frame_from_the_future_over_ir
 
     // A compatible peer that then sends variant 200 has sent a bad frame: refused with
     // code 2, counted as a rejected frame, and not as an incompatible peer.
-    let mut peer = RawPeer::connect(&node).await;
+    let mut peer = RawPeer::connect_on(fresh_endpoint().await, &node, None).await;
     peer.send(&hello_with(&["future-x"])).await;
-    peer.expect_hello().await;
+    expect_this_builds_hello(&mut peer).await;
     peer.send_raw(&[0, 0, 0, 2, 0xc8, 0x01]).await;
-    let (code, reason) = peer.expect_refuse().await;
+    let (code, reason) = expect_refuse_next(&mut peer).await;
     assert_eq!(code, RefuseCode::ProtocolViolation as u16, "{reason}");
     let warning = wait_warning(&mut events, 5, "rejected-frame").await;
     assert!(!warning.is_empty());

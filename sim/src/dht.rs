@@ -16,7 +16,7 @@ use covey_core::dht::{
 use covey_core::error::{CoveyError, Result};
 use iroh::SecretKey;
 
-use crate::rng::Rng;
+use covey_core::testing::Rng;
 
 /// Virtual clock origin: a plausible wall-clock time, since record expiries are wall-clock.
 pub const T0_MS: u64 = 1_700_000_000_000;

@@ -1,9 +1,9 @@
 //! A deterministic simulator for Covey sync.
 //!
-//! Nodes run the real sans-IO sync machines of `covey-core` (`sync::session::SyncSession`,
-//! `sync::outbox::Outbox`, `sync::limits::PeerLimiter`, `sync::backoff::Backoff`) over real
-//! SQLite stores, driven the way the iroh driver drives them (through the shared
-//! `sync::engine` glue), on a virtual clock, with a seeded RNG and an in-memory network with
+//! Nodes run `covey-core`'s one sync driver core (`sync::driver::SessionDriver`, which owns the
+//! session machine, the outbox and the rate limiter) and its redial backoff over real SQLite
+//! stores, exactly as the iroh transport runs them, on a virtual clock, with a seeded RNG
+//! (`covey_core::testing::Rng`) and an in-memory network with
 //! latency, jitter, loss, bandwidth, flow-control windows, partitions and crashes. A run is a
 //! function of its seed: [`world::Sim::trace_hash`] fingerprints it.
 //!
@@ -18,11 +18,10 @@
 pub mod check;
 pub mod dht;
 pub mod net;
-pub mod rng;
 pub mod scenarios;
 pub mod seeds;
 pub mod world;
 
+pub use covey_core::testing::Rng;
 pub use net::LinkConfig;
-pub use rng::Rng;
 pub use world::{ConnId, Counters, NodeIdx, NodeOptions, Peaks, Sim, SimConfig};

@@ -5,7 +5,7 @@
 //! the same stream (head-of-line blocking). A frame is `ceil(bytes / PACKET_BYTES)` packets;
 //! it arrives once its unluckiest packet got through.
 
-use crate::rng::Rng;
+use covey_core::testing::Rng;
 
 /// Payload bytes per simulated packet (about a QUIC packet on a 1280-byte MTU path).
 pub const PACKET_BYTES: usize = 1200;

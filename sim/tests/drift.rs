@@ -13,14 +13,12 @@ use std::time::Duration;
 use covey_core::crypto::kdf;
 use covey_core::group::GroupKeys;
 use covey_core::sync::session::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use covey_core::testing::{Author, loopback_endpoint};
+use covey_core::testing::{Author, RawPeer, loopback_endpoint};
 use covey_core::wire::entry::Id32;
-use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
+use covey_core::wire::frame::{self, Head, Message, RefuseCode};
 use covey_core::{FileKeyStore, KeyStore, Node, NodeConfig};
 use covey_sim::{NodeOptions, Sim, SimConfig};
 use iroh::SecretKey;
-use iroh::endpoint::{Connection, RecvStream, SendStream};
-use iroh_tickets::endpoint::EndpointTicket;
 
 const NODE_SECRET: [u8; 32] = [0x11; 32];
 const PEER_A: [u8; 32] = [0x22; 32];
@@ -144,22 +142,6 @@ fn through_the_simulator(root: &covey_core::crypto::Secret32) -> Vec<Vec<Message
     received
 }
 
-async fn read_frame(recv: &mut RecvStream) -> Option<Message> {
-    let mut prefix = [0u8; LENGTH_PREFIX];
-    recv.read_exact(&mut prefix).await.ok()?;
-    let len = frame::frame_len(prefix, usize::MAX).ok()?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.ok()?;
-    Some(frame::decode(&body).expect("the node sends frames that decode"))
-}
-
-/// Reads what the node sends until it is quiet for [`QUIET`] or ends the stream.
-async fn drain(recv: &mut RecvStream, into: &mut Vec<Message>) {
-    while let Ok(Some(message)) = tokio::time::timeout(QUIET, read_frame(recv)).await {
-        into.push(message);
-    }
-}
-
 /// Runs the scripts against a real node over iroh on loopback.
 async fn through_iroh() -> Vec<Vec<Message>> {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -174,29 +156,23 @@ async fn through_iroh() -> Vec<Vec<Message>> {
         .expect("join");
     let root = kdf::passphrase_root(PASSPHRASE, GROUP_NAME).expect("root");
     let keys = GroupKeys::from_root(&root);
-    let ticket: EndpointTicket = node.addr().await.expect("addr").parse().expect("ticket");
     let mut received = Vec::new();
     for script in scripts(&keys) {
         let endpoint = loopback_endpoint(SecretKey::from_bytes(&script.peer))
             .await
             .expect("raw endpoint");
-        let conn: Connection = endpoint
-            .connect(ticket.endpoint_addr().clone(), covey_core::node::SYNC_ALPN)
-            .await
-            .expect("connect");
-        let (mut send, mut recv): (SendStream, RecvStream) = conn.open_bi().await.expect("bi");
+        // No group naming: the frames go out with the tags the script wrote.
+        let mut peer = RawPeer::connect_on(endpoint, &node, None).await;
         let mut got = Vec::new();
         for message in &script.frames {
-            let bytes = frame::encode(message).expect("encode");
-            if send.write_all(&bytes).await.is_err() {
+            if peer.try_send(message).await.is_err() {
                 // The node ended the session; what it sent before is compared below.
                 break;
             }
-            drain(&mut recv, &mut got).await;
+            got.extend(peer.drain(QUIET).await);
         }
         received.push(got);
-        conn.close(0u32.into(), b"done");
-        endpoint.close().await;
+        peer.close().await;
     }
     node.shutdown().await.expect("shutdown");
     received

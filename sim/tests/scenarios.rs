@@ -250,7 +250,7 @@ fn the_invariant_check_catches_loss_and_leaks() {
     // Plant an entry of a group node 2 is not in straight into its store: a leak.
     let keys = sim.group_keys(&other).unwrap().clone();
     let entry = Author::new(sim.node_secret(nodes[0]), keys)
-        .next(1, b"leaked")
+        .next_at(1, b"leaked")
         .unwrap();
     sim.with_store(nodes[2], |st| {
         st.write(|tx| {

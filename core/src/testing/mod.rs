@@ -5,11 +5,19 @@
 //! - [`Author`]: one author's log in one group, built entry by entry outside any store
 //!   (what a peer holding a group key could produce), with nonces derived from the author,
 //!   group and seq so a seeded run replays.
+//! - [`RawPeer`]: a bare iroh client speaking `covey/sync/1` frame by frame to a real node
+//!   (with [`hello_message`], [`dial`] and what it reads, [`Incoming`]).
+//! - [`Rng`]: the seeded generator everything random in a simulation or a seeded test
+//!   draws from, so a run is a function of its seed.
 //! - [`loopback_endpoint`]: a raw iroh endpoint bound the way a default node binds.
 
 mod forge;
+mod raw_peer;
+mod rng;
 
-pub use forge::Author;
+pub use forge::{Author, LAMPORT_BASE, raws};
+pub use raw_peer::{Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message};
+pub use rng::{Rng, SplitMix64};
 
 use iroh::endpoint::{PortmapperConfig, presets};
 

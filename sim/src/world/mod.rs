@@ -45,7 +45,7 @@ use covey_core::{CoveyError, Result};
 use iroh::SecretKey;
 
 use crate::net::LinkConfig;
-use crate::rng::Rng;
+use covey_core::testing::Rng;
 
 mod conn;
 mod driver;
