@@ -425,7 +425,7 @@ async fn case_forged_author(v: &mut Victim) {
     let as_victim = forge(
         &h,
         &v.keys.content_key,
-        &attacker.secret(),
+        attacker.secret(),
         b"I am the victim",
     );
     // Someone else entirely, signed by the attacker.
@@ -434,7 +434,7 @@ async fn case_forged_author(v: &mut Victim) {
     let as_other = forge(
         &h,
         &v.keys.content_key,
-        &attacker.secret(),
+        attacker.secret(),
         b"I am someone else",
     );
     let good = attacker.next(b"honest").unwrap();
@@ -609,7 +609,7 @@ fn crafted_entries_match_the_real_encoding() {
     let author = Author::random(&keys);
     let header = author.header(7, [3; 32]);
     let real = author.seal(header.clone(), b"payload").unwrap();
-    let crafted = forge(&header, &keys.content_key, &author.secret(), b"payload");
+    let crafted = forge(&header, &keys.content_key, author.secret(), b"payload");
     assert_eq!(crafted, real.raw());
     assert_eq!(
         SignedEntry::decode(crafted, usize::MAX).unwrap().id(),
