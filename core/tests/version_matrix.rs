@@ -275,6 +275,41 @@ fn version_matrix_ready_or_refused_on_both_sides() {
     assert_eq!((ready_pairs, refused_pairs), (15, 10));
 }
 
+/// Every pair of the ten version ranges within 1..=4 (not only the five builds above): ready
+/// on both sides exactly when the ranges overlap (70 of the 100 ordered pairs), each side
+/// then knowing the other's features; refused on both sides otherwise.
+#[test]
+fn every_pair_of_ranges_up_to_version_4_is_ready_exactly_when_they_overlap() {
+    let view = View::with(GROUP, &[]);
+    let ranges: Vec<(u16, u16)> = (1..=4u16)
+        .flat_map(|min| (min..=4).map(move |v| (v, min)))
+        .collect();
+    let mut compatible = 0;
+    for &ours in &ranges {
+        for &theirs in &ranges {
+            let ctx = format!("ours {ours:?} vs theirs {theirs:?}");
+            let mut a = SyncSession::with_versions(ours.0, ours.1);
+            let mut b = SyncSession::with_versions(theirs.0, theirs.1);
+            let hello_a = hello_of(&mut a);
+            let hello_b = hello_of(&mut b);
+            let out_a = a.on_message(wire(&hello_b), &view);
+            let out_b = b.on_message(wire(&hello_a), &view);
+            if ours.1.max(theirs.1) <= ours.0.min(theirs.0) {
+                compatible += 1;
+                assert!(a.is_ready() && b.is_ready(), "{ctx}");
+                assert!(a.peer_features().contains("run-signatures"), "{ctx}");
+                assert!(b.peer_features().contains("run-signatures"), "{ctx}");
+            } else {
+                assert!(!a.is_ready() && !b.is_ready(), "{ctx}");
+                assert_version_refusal(&out_a, ours, theirs, &format!("{ctx}: ours"));
+                assert_version_refusal(&out_b, theirs, ours, &format!("{ctx}: theirs"));
+            }
+        }
+    }
+    assert_eq!(ranges.len(), 10);
+    assert_eq!(compatible, 70);
+}
+
 #[test]
 fn this_build_against_a_newer_and_an_older_neighbour() {
     let view = View::with(GROUP, &[]);

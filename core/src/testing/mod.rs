@@ -7,15 +7,19 @@
 //!   group and seq so a seeded run replays.
 //! - [`RawPeer`]: a bare iroh client speaking `covey/sync/1` frame by frame to a real node
 //!   (with [`hello_message`], [`dial`] and what it reads, [`Incoming`]).
+//! - [`SessionMesh`]: nodes with real stores whose sessions run the one driver core over
+//!   in-memory frame queues, delivered in a seeded order (two nodes: the session pair).
 //! - [`Rng`]: the seeded generator everything random in a simulation or a seeded test
 //!   draws from, so a run is a function of its seed.
 //! - [`loopback_endpoint`]: a raw iroh endpoint bound the way a default node binds.
 
 mod forge;
+mod mesh;
 mod raw_peer;
 mod rng;
 
 pub use forge::{Author, LAMPORT_BASE, raws};
+pub use mesh::{MeshNode, SessionMesh, assert_valid_chains};
 pub use raw_peer::{Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message};
 pub use rng::{Rng, SplitMix64};
 
