@@ -14,14 +14,12 @@ use common::*;
 use covey_core::crypto::{Secret32, aead};
 use covey_core::group::GroupKeys;
 use covey_core::node::FRAME_OVERHEAD;
-use covey_core::sync::session::{
-    LocalView, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession,
-};
-use covey_core::testing::{Author, RawPeer, hello_message, raws};
+use covey_core::sync::session::{MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession};
+use covey_core::testing::{Author, RawPeer, hello_message, one_group_view, raws, sent_messages};
 use covey_core::wire::entry::{
-    EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LABEL, SIGNATURE_LEN, SignedEntry,
+    EntryHeader, EntryKind, HEADER_LEN, SIGNATURE_LABEL, SIGNATURE_LEN, SignedEntry,
 };
-use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
+use covey_core::wire::frame::{self, LENGTH_PREFIX, Message, RefuseCode};
 use covey_core::{Entry, EntryId, Event, SyncCounters};
 use iroh::SecretKey;
 
@@ -940,37 +938,9 @@ async fn lamport_at_the_accepted_maximum_does_not_stop_replication() {
 // Version negotiation on the sans-IO session
 // ---------------------------------------------------------------------------------------------
 
-/// A local view with one group and an empty frontier.
-struct View(Id32);
-
-impl LocalView for View {
-    fn has_group(&self, group: &Id32) -> bool {
-        *group == self.0
-    }
-
-    fn groups(&self) -> Vec<Id32> {
-        vec![self.0]
-    }
-
-    fn frontier(&self, _group: &Id32) -> Vec<Head> {
-        Vec::new()
-    }
-}
-
-/// The messages among a session's outputs, in order.
-fn sends(outputs: &[Output]) -> Vec<Message> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send(m) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Starts `session` and returns its hello, asserting it sends nothing else.
 fn only_hello(session: &mut SyncSession) -> Message {
-    let out = sends(&session.start());
+    let out = sent_messages(&session.start());
     assert_eq!(out.len(), 1);
     assert!(matches!(out[0], Message::Hello { .. }));
     out[0].clone()
@@ -978,17 +948,17 @@ fn only_hello(session: &mut SyncSession) -> Message {
 
 /// Runs the hello exchange of two sessions and lets each see the other's replies.
 fn negotiate(a: (u16, u16), b: (u16, u16)) -> [(SyncSession, Vec<Output>); 2] {
-    let view = View([1; 32]);
+    let view = one_group_view([1; 32], &[]);
     let mut sa = SyncSession::with_versions(a.0, a.1);
     let mut sb = SyncSession::with_versions(b.0, b.1);
     let (ha, hb) = (only_hello(&mut sa), only_hello(&mut sb));
     let out_a = sa.on_message(hb, &view);
     let out_b = sb.on_message(ha, &view);
     // Each side now hears what the other answered (a refusal, when there is one).
-    for m in sends(&out_b) {
+    for m in sent_messages(&out_b) {
         assert!(sa.on_message(m, &view).is_empty() || sa.is_ready());
     }
-    for m in sends(&out_a) {
+    for m in sent_messages(&out_a) {
         assert!(sb.on_message(m, &view).is_empty() || sb.is_ready());
     }
     [(sa, out_a), (sb, out_b)]
@@ -1015,7 +985,7 @@ fn overlapping_versions_negotiate_to_ready() {
                 "{a:?} vs {b:?}: side {side} said {out:?}"
             );
             assert!(
-                sends(&out)
+                sent_messages(&out)
                     .iter()
                     .any(|m| matches!(m, Message::Frontier { .. })),
                 "{a:?} vs {b:?}: side {side} announced no frontier"
@@ -1038,7 +1008,7 @@ fn disjoint_versions_are_refused_on_both_sides_with_a_clear_reason() {
         for (side, (session, out)) in negotiate(a, b).into_iter().enumerate() {
             let (mine, theirs) = if side == 0 { (a, b) } else { (b, a) };
             assert!(!session.is_ready(), "{a:?} vs {b:?}: side {side} ready");
-            let refusal = sends(&out)
+            let refusal = sent_messages(&out)
                 .into_iter()
                 .find_map(|m| match m {
                     Message::Refuse { code, reason } => Some((code, reason)),
@@ -1067,7 +1037,7 @@ fn disjoint_versions_are_refused_on_both_sides_with_a_clear_reason() {
                 "Close comes last, with the same reason: {out:?}"
             );
             assert!(
-                !sends(&out)
+                !sent_messages(&out)
                     .iter()
                     .any(|m| matches!(m, Message::Frontier { .. })),
                 "nothing about groups is sent to an incompatible peer"
@@ -1078,7 +1048,7 @@ fn disjoint_versions_are_refused_on_both_sides_with_a_clear_reason() {
 
 #[test]
 fn unknown_hello_features_are_ignored() {
-    let view = View([1; 32]);
+    let view = one_group_view([1; 32], &[]);
     let mut session = SyncSession::new();
     session.start();
     let features = vec![
@@ -1118,7 +1088,7 @@ fn unknown_hello_features_are_ignored() {
 
 #[test]
 fn sans_io_message_before_hello_is_refused() {
-    let view = View([1; 32]);
+    let view = one_group_view([1; 32], &[]);
     let mut session = SyncSession::new();
     session.start();
     let out = session.on_message(
@@ -1130,7 +1100,7 @@ fn sans_io_message_before_hello_is_refused() {
     );
     assert!(!session.is_ready());
     assert!(matches!(
-        sends(&out).as_slice(),
+        sent_messages(&out).as_slice(),
         [Message::Refuse { code, .. }] if *code == RefuseCode::ProtocolViolation as u16
     ));
     assert!(matches!(out.last(), Some(Output::Close { .. })));

@@ -8,18 +8,21 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use common::*;
 use covey_core::sync::WarnKind;
+use covey_core::sync::engine::Snapshot;
 use covey_core::sync::session::{
-    FEATURES, LocalView, MAX_FRAME_FEATURE, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION,
-    SyncSession, SyncState, Timers,
+    FEATURES, MAX_FRAME_FEATURE, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession,
+    SyncState, Timers,
 };
-use covey_core::testing::{Incoming, RECV_TIMEOUT, RawPeer};
+use covey_core::testing::{
+    Incoming, RECV_TIMEOUT, RawPeer, across_the_wire, one_group_view, sent_messages,
+};
 use covey_core::wire::WireError;
 use covey_core::wire::entry::Id32;
-use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
+use covey_core::wire::frame::{self, Head, Message, RefuseCode};
 use covey_core::{Node, NodeConfig};
 use iroh::SecretKey;
 
@@ -32,66 +35,13 @@ const MAX_FRAME: usize = 1 << 20;
 // In-memory sessions
 // ---------------------------------------------------------------------------------------------
 
-/// A node's groups and, per group, its frontier (author -> highest seq).
-#[derive(Debug, Clone, Default)]
-struct View(BTreeMap<Id32, BTreeMap<Id32, u64>>);
-
-impl View {
-    fn with(group: Id32, heads: &[(Id32, u64)]) -> Self {
-        let mut v = Self::default();
-        v.0.insert(group, heads.iter().copied().collect());
-        v
-    }
-}
-
-impl LocalView for View {
-    fn has_group(&self, group: &Id32) -> bool {
-        self.0.contains_key(group)
-    }
-
-    fn groups(&self) -> Vec<Id32> {
-        self.0.keys().copied().collect()
-    }
-
-    fn frontier(&self, group: &Id32) -> Vec<Head> {
-        self.0
-            .get(group)
-            .map(|heads| {
-                heads
-                    .iter()
-                    .map(|(author, seq)| Head {
-                        author: *author,
-                        seq: *seq,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
 fn head(author: Id32, seq: u64) -> Head {
     Head { author, seq }
 }
 
 /// Carries a message across the wire: one frame out, its prefix checked, its body decoded.
 fn wire(message: &Message) -> Message {
-    let bytes = frame::encode(message).expect("encode");
-    let prefix: [u8; LENGTH_PREFIX] = bytes[..LENGTH_PREFIX].try_into().unwrap();
-    let len = frame::frame_len(prefix, MAX_FRAME).expect("within the frame limit");
-    assert_eq!(len, bytes.len() - LENGTH_PREFIX);
-    let decoded = frame::decode(&bytes[LENGTH_PREFIX..]).expect("decode");
-    assert_eq!(&decoded, message, "the wire changed the message");
-    decoded
-}
-
-fn sends(outputs: &[Output]) -> Vec<Message> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send(m) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
+    across_the_wire(message, MAX_FRAME)
 }
 
 fn this_builds_features() -> Vec<String> {
@@ -184,8 +134,8 @@ fn version_matrix_ready_or_refused_on_both_sides() {
         for theirs in BUILDS {
             let ctx = format!("ours {ours:?} vs theirs {theirs:?}");
             // Ours holds 3 entries of author X, theirs 2 of author Y.
-            let view_a = View::with(GROUP, &[(AUTHOR_X, 3)]);
-            let view_b = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+            let view_a = one_group_view(GROUP, &[(AUTHOR_X, 3)]);
+            let view_b = one_group_view(GROUP, &[(AUTHOR_Y, 2)]);
             let mut a = SyncSession::with_versions(ours.0, ours.1);
             let mut b = SyncSession::with_versions(theirs.0, theirs.1);
             let hello_a = hello_of(&mut a);
@@ -236,8 +186,8 @@ fn version_matrix_ready_or_refused_on_both_sides() {
                 "{ctx}: theirs announces its frontier"
             );
             // The frontiers cross: each side sends what the other lacks and waits for the rest.
-            let got_a = a.on_message(wire(&sends(&out_b)[0]), &view_a);
-            let got_b = b.on_message(wire(&sends(&out_a)[0]), &view_b);
+            let got_a = a.on_message(wire(&sent_messages(&out_b)[0]), &view_a);
+            let got_b = b.on_message(wire(&sent_messages(&out_a)[0]), &view_b);
             assert_eq!(
                 got_a,
                 vec![
@@ -280,7 +230,7 @@ fn version_matrix_ready_or_refused_on_both_sides() {
 /// then knowing the other's features; refused on both sides otherwise.
 #[test]
 fn every_pair_of_ranges_up_to_version_4_is_ready_exactly_when_they_overlap() {
-    let view = View::with(GROUP, &[]);
+    let view = one_group_view(GROUP, &[]);
     let ranges: Vec<(u16, u16)> = (1..=4u16)
         .flat_map(|min| (min..=4).map(move |v| (v, min)))
         .collect();
@@ -312,7 +262,7 @@ fn every_pair_of_ranges_up_to_version_4_is_ready_exactly_when_they_overlap() {
 
 #[test]
 fn this_build_against_a_newer_and_an_older_neighbour() {
-    let view = View::with(GROUP, &[]);
+    let view = one_group_view(GROUP, &[]);
     let ours = (PROTOCOL_VERSION, MIN_PROTOCOL_VERSION);
     // A newer build that still accepts ours talks to us.
     let mut s = SyncSession::new();
@@ -356,7 +306,7 @@ fn this_build_against_a_newer_and_an_older_neighbour() {
 // ---------------------------------------------------------------------------------------------
 
 /// A session of this build at t = 1000 that received `hello`; returns it and its outputs.
-fn ready_with(hello: &Message, view: &View) -> (SyncSession, Vec<Output>) {
+fn ready_with(hello: &Message, view: &Snapshot) -> (SyncSession, Vec<Output>) {
     let mut s = SyncSession::new().with_timers(timers());
     s.advance(1_000);
     hello_of(&mut s);
@@ -375,7 +325,7 @@ fn hello_with(features: &[&str]) -> Message {
 
 #[test]
 fn unknown_features_are_ignored() {
-    let view = View::with(GROUP, &[]);
+    let view = one_group_view(GROUP, &[]);
     let (mut s, out) = ready_with(&hello_with(&["future-x"]), &view);
     assert_eq!(
         out,
@@ -426,7 +376,7 @@ fn unknown_features_are_ignored() {
 fn feature_names_are_compared_exactly() {
     // Near misses of `acks` and `keepalive` enable neither: no Ack, no Ping, no timeout.
     let (mut r, _) = catching_up(&hello_with(&["ACKS", "Keepalive", "acks ", " keepalive"]));
-    let after = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    let after = one_group_view(GROUP, &[(AUTHOR_Y, 2)]);
     assert_eq!(
         r.on_ingested(GROUP, &[head(AUTHOR_Y, 2)], &after),
         vec![
@@ -453,14 +403,14 @@ fn received() -> Output {
 /// Receiver R (this build, in the group, holding nothing) and sender S (holding two entries of
 /// author Y) after their handshake and frontier exchange: R is catching up.
 fn catching_up(r_hears: &Message) -> (SyncSession, SyncSession) {
-    let view_r = View::with(GROUP, &[]);
-    let view_s = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    let view_r = one_group_view(GROUP, &[]);
+    let view_s = one_group_view(GROUP, &[(AUTHOR_Y, 2)]);
     let (mut r, out_r) = ready_with(r_hears, &view_r);
     let mut s = SyncSession::new();
     hello_of(&mut s);
     let hello_r = hello_with(FEATURES);
     let out_s = s.on_message(wire(&hello_r), &view_s);
-    let got_r = r.on_message(wire(&sends(&out_s)[0]), &view_r);
+    let got_r = r.on_message(wire(&sent_messages(&out_s)[0]), &view_r);
     assert_eq!(
         got_r,
         vec![Output::StateChanged {
@@ -468,7 +418,7 @@ fn catching_up(r_hears: &Message) -> (SyncSession, SyncSession) {
             state: SyncState::CatchingUp,
         },]
     );
-    let got_s = s.on_message(wire(&sends(&out_r)[0]), &view_s);
+    let got_s = s.on_message(wire(&sent_messages(&out_r)[0]), &view_s);
     assert_eq!(
         got_s[0],
         Output::SendRange {
@@ -483,7 +433,7 @@ fn catching_up(r_hears: &Message) -> (SyncSession, SyncSession) {
 
 #[test]
 fn acks_go_only_to_peers_that_announced_them() {
-    let after = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    let after = one_group_view(GROUP, &[(AUTHOR_Y, 2)]);
     let stored = [head(AUTHOR_Y, 2)];
     let up_to_date = Output::StateChanged {
         group: GROUP,
@@ -513,7 +463,7 @@ fn acks_go_only_to_peers_that_announced_them() {
         heads: vec![head(AUTHOR_Y, 2)],
     };
     assert_eq!(out, vec![received(), Output::Send(ack.clone()), up_to_date]);
-    let view_s = View::with(GROUP, &[(AUTHOR_Y, 2)]);
+    let view_s = one_group_view(GROUP, &[(AUTHOR_Y, 2)]);
     assert_eq!(
         s.on_message(wire(&ack), &view_s),
         vec![Output::PeerHeads {
@@ -553,7 +503,7 @@ fn tick_span(s: &mut SyncSession, from: u64, to: u64) -> Vec<(u64, Output)> {
 
 #[test]
 fn a_peer_without_keepalive_is_never_pinged_nor_timed_out() {
-    let view = View::with(GROUP, &[]);
+    let view = one_group_view(GROUP, &[]);
     let (mut s, _) = ready_with(&hello_with(&["acks", "future-x"]), &view);
     let idle = timers().idle_timeout_ms;
     assert_eq!(tick_span(&mut s, 1_000, 1_000 + 10 * idle), vec![]);
@@ -569,7 +519,7 @@ fn a_peer_without_keepalive_is_never_pinged_nor_timed_out() {
 #[test]
 fn a_keepalive_peer_is_pinged_when_silent_and_dropped_after_the_idle_timeout() {
     let t = timers();
-    let view = View::with(GROUP, &[]);
+    let view = one_group_view(GROUP, &[]);
     // Our session and the peer's, both of this build, so both speak `keepalive`.
     let (mut ours, _) = ready_with(&hello_with(FEATURES), &view);
     let mut peer = SyncSession::new();
@@ -590,7 +540,10 @@ fn a_keepalive_peer_is_pinged_when_silent_and_dropped_after_the_idle_timeout() {
     let heard = ping_at + 500;
     assert!(tick_span(&mut ours, ping_at, heard - 100).is_empty());
     ours.advance(heard);
-    assert!(ours.on_message(wire(&sends(&pong)[0]), &view).is_empty());
+    assert!(
+        ours.on_message(wire(&sent_messages(&pong)[0]), &view)
+            .is_empty()
+    );
     assert_eq!(ours.rtt_ms(), Some(500));
 
     // Then the peer goes silent: a ping every keepalive_ms, and gone after idle_timeout_ms.

@@ -9,6 +9,8 @@
 //!   (with [`hello_message`], [`dial`] and what it reads, [`Incoming`]).
 //! - [`SessionMesh`]: nodes with real stores whose sessions run the one driver core over
 //!   in-memory frame queues, delivered in a seeded order (two nodes: the session pair).
+//! - [`one_group_view`], [`sent_messages`], [`across_the_wire`]: for tests that drive the
+//!   session machine by hand.
 //! - [`Rng`]: the seeded generator everything random in a simulation or a seeded test
 //!   draws from, so a run is a function of its seed.
 //! - [`loopback_endpoint`]: a raw iroh endpoint bound the way a default node binds.
@@ -17,11 +19,13 @@ mod forge;
 mod mesh;
 mod raw_peer;
 mod rng;
+mod session;
 
 pub use forge::{Author, LAMPORT_BASE, raws};
 pub use mesh::{MeshNode, SessionMesh, assert_valid_chains};
 pub use raw_peer::{Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message};
 pub use rng::{Rng, SplitMix64};
+pub use session::{across_the_wire, one_group_view, sent_messages};
 
 use iroh::endpoint::{PortmapperConfig, presets};
 
