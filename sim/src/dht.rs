@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use covey_core::dht::{
-    Action, Dht, DhtConfig, Key, LookupStats, MemoryStore, OpId, Outcome, Record, RecordStore,
+    Dht, DhtConfig, Key, LookupStats, MemoryStore, OpId, Outcome, Output, Record, RecordStore,
     messages,
 };
 use covey_core::error::{CoveyError, Result};
@@ -298,11 +298,11 @@ impl DhtSim {
         self.queue.insert((at, self.seq), event);
     }
 
-    /// Carries out node `idx`'s actions and keeps its timer scheduled.
+    /// Carries out node `idx`'s outputs and keeps its timer scheduled.
     fn after(&mut self, idx: usize) {
-        while let Some(action) = self.nodes[idx].dht.poll_action() {
+        while let Some(action) = self.nodes[idx].dht.poll_output() {
             match action {
-                Action::Send { to, message } => {
+                Output::Send { to, message } => {
                     let Some(&dest) = self.index.get(&to) else {
                         self.dropped += 1;
                         continue;
@@ -323,7 +323,7 @@ impl DhtSim {
                         Err(_) => self.dropped += 1,
                     }
                 }
-                Action::Done { op, outcome, stats } => {
+                Output::Done { op, outcome, stats } => {
                     self.done.insert((idx, op), (outcome, stats));
                 }
             }

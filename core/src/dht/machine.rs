@@ -1,6 +1,6 @@
 //! The sans-IO DHT node: routing table, record store, lookups and operations, driven by
 //! events (a message arrived, time passed, the application asked for something) and
-//! answering with [`Action`]s (send this message, this operation finished). The iroh driver
+//! answering with [`Output`]s (send this message, this operation finished). The iroh driver
 //! and the simulator run this same machine.
 //!
 //! This file holds the node's state and routes each event to the part that handles it; the
@@ -55,7 +55,7 @@ pub enum Outcome {
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Output {
     /// Send `message` to `to`.
     Send {
         /// The recipient.
@@ -144,7 +144,7 @@ pub struct Dht<S: RecordStore> {
     random_state: [u8; 32],
     random_counter: u64,
     counters: DhtCounters,
-    actions: VecDeque<Action>,
+    outputs: VecDeque<Output>,
 }
 
 impl<S: RecordStore> Dht<S> {
@@ -183,7 +183,7 @@ impl<S: RecordStore> Dht<S> {
             random_state: seed,
             random_counter: 0,
             counters: DhtCounters::default(),
-            actions: VecDeque::new(),
+            outputs: VecDeque::new(),
         })
     }
 
@@ -216,8 +216,8 @@ impl<S: RecordStore> Dht<S> {
     }
 
     /// The next action to carry out, if any.
-    pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
     }
 
     /// The earliest time [`Self::handle_timeout`] has work to do.
@@ -317,7 +317,7 @@ impl<S: RecordStore> Dht<S> {
             },
         );
         self.counters.requests_out += 1;
-        self.actions.push_back(Action::Send {
+        self.outputs.push_back(Output::Send {
             to,
             message: Message::Request { id, body },
         });

@@ -12,7 +12,7 @@
 //!   machine's clock).
 //! - `config`: `DhtConfig`, a node's tunables, and their validation.
 //! - `machine`: `Dht`, one node: takes events (message in, timer fired, local command) and
-//!   returns `Action`s (send, operation done). The iroh driver and the simulator run it.
+//!   returns `Output`s (send, operation done). The iroh driver and the simulator run it.
 //!
 //! An app sees only the configuration ([`DhtConfig`], [`RecordLimits`], [`RecordQuotas`],
 //! [`MAX_VALUE_CEILING`]) and [`DhtCounters`]; the machine is crate-private (public with the
@@ -26,7 +26,7 @@ pub use machine::DhtCounters;
 pub use record::{MAX_VALUE_CEILING, RecordLimits, RecordQuotas};
 inside_use!(id::{Distance, Key});
 inside_use!(lookup::LookupStats);
-inside_use!(machine::{Action, Dht, OpId, Outcome});
+inside_use!(machine::{Output, Dht, OpId, Outcome});
 inside_use!(record::{ProviderRecord, Record, RecordStore});
 #[cfg(any(test, feature = "test-utils"))]
 #[allow(unused_imports)]

@@ -3,7 +3,7 @@
 //! One [`Dht`] sits behind an async mutex. Its record store is SQLite, so every call that
 //! changes it (a local operation, a message in, a timer tick) is a [`Shared::step`]: it runs
 //! on tokio's blocking pool, like the rest of the node's SQLite work, and then carries out
-//! the actions the machine queued: sends go out on their own tasks (bounded by a semaphore),
+//! the outputs the machine queued: sends go out on their own tasks (bounded by a semaphore),
 //! finished operations wake their callers through oneshot channels keyed by [`OpId`]. Only
 //! reads of its in-memory state (next deadline, routing table, counters) run on the async
 //! side.
@@ -30,7 +30,7 @@ use super::inner::{blocking, now_ms};
 use super::setup::parse_ticket;
 use super::types::{DhtSettings, DhtStatus};
 use crate::dht::Key;
-use crate::dht::machine::{Action, Dht, OpId, Outcome};
+use crate::dht::machine::{Dht, OpId, Outcome, Output};
 use crate::dht::messages::{self, MAX_MESSAGE_BYTES, Message, Response};
 use crate::error::{CoveyError, ErrorKind, Result};
 use crate::store::{self, SqliteRecordStore, Store};
@@ -306,7 +306,7 @@ impl DhtDriver {
             return Err(CoveyError::closed());
         }
         let (tx, rx) = oneshot::channel();
-        // The waiter is registered in the step that starts the operation, before its actions
+        // The waiter is registered in the step that starts the operation, before its outputs
         // are carried out, so an outcome that is ready at once is not missed.
         let op = shared
             .step(move |shared, dht, now| -> Result<OpId> {
@@ -372,11 +372,11 @@ impl Drop for DhtDriver {
 }
 
 impl Shared {
-    /// Runs `f` on the machine and then carries out the actions it queued, on tokio's
+    /// Runs `f` on the machine and then carries out the outputs it queued, on tokio's
     /// blocking pool: whatever changes the machine may read or write its SQLite record store.
     /// The async lock is taken here, so a caller waits without blocking a worker thread, and
     /// it moves into the blocking task with `f`, so a step, once started, completes with its
-    /// actions even if its caller stops waiting.
+    /// outputs even if its caller stops waiting.
     async fn step<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Shared, &mut Dht<SqliteRecordStore>, u64) -> T + Send + 'static,
@@ -385,9 +385,9 @@ impl Shared {
         let shared = self.clone();
         blocking(move || {
             let out = f(&shared, &mut dht, now_ms());
-            let actions: Vec<Action> = std::iter::from_fn(|| dht.poll_action()).collect();
+            let outputs: Vec<Output> = std::iter::from_fn(|| dht.poll_output()).collect();
             drop(dht);
-            shared.carry_out(actions);
+            shared.carry_out(outputs);
             Ok(out)
         })
         .await
@@ -449,13 +449,13 @@ impl Shared {
         }
     }
 
-    /// Carries out actions the machine queued (called by [`Shared::step`], on the blocking
+    /// Carries out outputs the machine queued (called by [`Shared::step`], on the blocking
     /// pool, where tokio's context is entered, so sends can still be spawned).
-    fn carry_out(self: &Arc<Self>, actions: Vec<Action>) {
-        for action in actions {
+    fn carry_out(self: &Arc<Self>, outputs: Vec<Output>) {
+        for action in outputs {
             match action {
-                Action::Send { to, message } => self.spawn_send(to, message),
-                Action::Done { op, outcome, .. } => {
+                Output::Send { to, message } => self.spawn_send(to, message),
+                Output::Done { op, outcome, .. } => {
                     let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&op));
                     if let Some(tx) = waiter {
                         let _ = tx.send(outcome);

@@ -1092,7 +1092,7 @@ mod tests {
     #[test]
     fn a_dht_node_answers_store_requests_from_the_sqlite_store() {
         use crate::dht::messages::{Message, Refusal, Request, Response};
-        use crate::dht::{Action, Dht, DhtConfig};
+        use crate::dht::{Output, Dht, DhtConfig};
 
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteRecordStore::new(open(dir.path()), RecordQuotas::default());
@@ -1102,8 +1102,8 @@ mod tests {
             let body = Request::Store { record };
             dht.handle_message(peer, Message::Request { id, body }, NOW);
             loop {
-                match dht.poll_action() {
-                    Some(Action::Send {
+                match dht.poll_output() {
+                    Some(Output::Send {
                         message: Message::Response { id: got, body },
                         ..
                     }) if got == id => return body,

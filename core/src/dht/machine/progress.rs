@@ -4,7 +4,7 @@
 //! checks that its record won). Followers of a coalesced read get the same outcome.
 
 use super::operations::{Kind, Op, Phase};
-use super::{Action, Dht, OpId, Outcome, Pending, Purpose};
+use super::{Output, Dht, OpId, Outcome, Pending, Purpose};
 use crate::dht::id::Key;
 use crate::dht::lookup::LookupStats;
 use crate::dht::messages::{Request, Response};
@@ -242,7 +242,7 @@ impl<S: RecordStore> Dht<S> {
                         Kind::Provide { .. } => Outcome::Provided(*accepted),
                         _ => Outcome::Replicated(*accepted),
                     };
-                    self.actions.push_back(Action::Done {
+                    self.outputs.push_back(Output::Done {
                         op: op_id,
                         outcome,
                         stats,
@@ -258,13 +258,13 @@ impl<S: RecordStore> Dht<S> {
         if followers.is_empty() {
             return;
         }
-        let last = self.actions.iter().rev().find_map(|a| match a {
-            Action::Done { op, outcome, stats } if *op == leader => Some((outcome.clone(), *stats)),
+        let last = self.outputs.iter().rev().find_map(|a| match a {
+            Output::Done { op, outcome, stats } if *op == leader => Some((outcome.clone(), *stats)),
             _ => None,
         });
         if let Some((outcome, stats)) = last {
             for f in followers {
-                self.actions.push_back(Action::Done {
+                self.outputs.push_back(Output::Done {
                     op: *f,
                     outcome: outcome.clone(),
                     stats,
@@ -284,26 +284,26 @@ impl<S: RecordStore> Dht<S> {
         closest: Vec<Key>,
         now_ms: u64,
     ) -> Option<Phase> {
-        let done = |outcome| Action::Done {
+        let done = |outcome| Output::Done {
             op: op_id,
             outcome,
             stats,
         };
         let (request, record): (Request, Option<Record>) = match kind {
             Kind::FindNode => {
-                self.actions.push_back(done(Outcome::Nodes(closest)));
+                self.outputs.push_back(done(Outcome::Nodes(closest)));
                 return None;
             }
             Kind::Get { found } => {
                 let local = self.store.get(&target, now_ms);
                 let winner = pick_winner(found.iter().chain(local.iter()));
-                self.actions.push_back(done(Outcome::Record(winner)));
+                self.outputs.push_back(done(Outcome::Record(winner)));
                 return None;
             }
             Kind::Providers { found } => {
                 let mut list: Vec<ProviderRecord> = found.values().cloned().collect();
                 list.sort_by_key(|p| p.provider);
-                self.actions.push_back(done(Outcome::Providers(list)));
+                self.outputs.push_back(done(Outcome::Providers(list)));
                 return None;
             }
             Kind::Put {
@@ -323,7 +323,7 @@ impl<S: RecordStore> Dht<S> {
                     .map(|r| r.seq)
                     .unwrap_or(0);
                 if let Some(expected) = expected_seq.filter(|e| *e != current) {
-                    self.actions
+                    self.outputs
                         .push_back(done(Outcome::Put(Err(CoveyError::new(
                             ErrorKind::Conflict,
                             format!("expected sequence {expected}, current is {current}"),
@@ -339,7 +339,7 @@ impl<S: RecordStore> Dht<S> {
                 ) {
                     Ok(r) => r,
                     Err(e) => {
-                        self.actions.push_back(done(Outcome::Put(Err(e))));
+                        self.outputs.push_back(done(Outcome::Put(Err(e))));
                         return None;
                     }
                 };

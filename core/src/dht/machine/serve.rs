@@ -2,7 +2,7 @@
 //! is answered from the routing table and the record store; a store or provider announcement
 //! is validated before it is kept.
 
-use super::{Action, Dht};
+use super::{Output, Dht};
 use crate::dht::id::Key;
 use crate::dht::messages::{MAX_PROVIDERS_PER_RESPONSE, Message, Refusal, Request, Response};
 use crate::dht::record::RecordStore;
@@ -20,7 +20,7 @@ impl<S: RecordStore> Dht<S> {
         self.counters.requests_in += 1;
         self.note_peer(from, now_ms);
         let response = self.answer(from, body, now_ms);
-        self.actions.push_back(Action::Send {
+        self.outputs.push_back(Output::Send {
             to: from,
             message: Message::Response { id, body: response },
         });

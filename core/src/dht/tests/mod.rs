@@ -83,9 +83,9 @@ impl Net {
     }
 
     fn flush(&mut self, from: Key) {
-        while let Some(a) = self.nodes.get_mut(&from).and_then(|d| d.poll_action()) {
+        while let Some(a) = self.nodes.get_mut(&from).and_then(|d| d.poll_output()) {
             match a {
-                Action::Send { to, message } => {
+                Output::Send { to, message } => {
                     if Some(to) == self.spy {
                         if let (Some(answer), Message::Request { id, body }) =
                             (self.responder.as_mut(), &message)
@@ -106,7 +106,7 @@ impl Net {
                     self.queue
                         .insert((self.now + LATENCY, self.seq), (from, to, bytes));
                 }
-                Action::Done { op, outcome, stats } => self.done.push((from, op, outcome, stats)),
+                Output::Done { op, outcome, stats } => self.done.push((from, op, outcome, stats)),
             }
         }
     }
