@@ -15,7 +15,10 @@ use covey_core::crypto::{Secret32, aead};
 use covey_core::group::GroupKeys;
 use covey_core::node::FRAME_OVERHEAD;
 use covey_core::sync::session::{MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession};
-use covey_core::testing::{Author, RawPeer, hello_message, one_group_view, raws, sent_messages};
+use covey_core::testing::{
+    Author, RawPeer, by_small_order_key, hello_message, one_group_view, raws, sent_messages,
+    with_mixed_order_r, with_non_canonical_s,
+};
 use covey_core::wire::entry::{
     EntryHeader, EntryKind, HEADER_LEN, SIGNATURE_LABEL, SIGNATURE_LEN, SignedEntry,
 };
@@ -356,6 +359,45 @@ async fn case_tampered_entries(v: &mut Victim) {
     peer.close().await;
 }
 
+/// The Ed25519 edge cases of PROTOCOL.md ("Entries whose signature must be refused"), each as
+/// seq 1 of a fresh author: a non-canonical S, a small-order key with the signature it makes
+/// valid to a lax check, a mixed-order R that a cofactored check accepts. All are refused as
+/// `bad-signature`; the authors' genuine entries are stored after them.
+async fn case_lax_signatures(v: &mut Victim) {
+    let before = v.counters().await;
+    let mut peer = session(v, HELLO_FEATURES).await;
+    let mut canonical = Author::random(&v.keys);
+    let mut mixed = Author::random(&v.keys);
+    let weak = Author::random(&v.keys).peek(b"weak key").unwrap();
+    let bad = [
+        with_non_canonical_s(&canonical.peek(b"non-canonical S").unwrap()),
+        by_small_order_key(&weak, &v.keys.content_key, b"weak key").unwrap(),
+        with_mixed_order_r(&mixed.peek(b"mixed-order R").unwrap(), mixed.secret()),
+    ];
+    for entry in bad {
+        assert!(
+            SignedEntry::decode(entry.clone(), usize::MAX).is_ok(),
+            "still parses"
+        );
+        peer.entries(v.group.0, vec![entry]).await;
+        let why = rejections(v, 1).await;
+        assert!(why[0].contains("bad-signature"), "{why:?}");
+    }
+    let good = [
+        canonical.next(b"non-canonical S").unwrap(),
+        mixed.next(b"mixed-order R").unwrap(),
+    ];
+    peer.entries(v.group.0, raws(&good)).await;
+    v.expect_stored(2).await;
+    v.expect_counters(plus(&before, |c| {
+        c.received += 2;
+        c.rejected_entries += 3;
+    }))
+    .await;
+    peer.assert_alive();
+    peer.close().await;
+}
+
 async fn case_wrong_group(v: &mut Victim) {
     let before = v.counters().await;
     let mut peer = session(v, HELLO_FEATURES).await;
@@ -654,6 +696,13 @@ async fn incompatible_version_is_refused_with_a_reason() {
 async fn tampered_entries_are_rejected_and_valid_ones_stored() {
     let mut v = victim().await;
     case_tampered_entries(&mut v).await;
+    v.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lax_signatures_are_refused_as_protocol_md_requires() {
+    let mut v = victim().await;
+    case_lax_signatures(&mut v).await;
     v.node.shutdown().await.unwrap();
 }
 

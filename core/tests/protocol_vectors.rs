@@ -7,7 +7,8 @@
 //!   produces from the fixed inputs below, and must decode back to those inputs;
 //! - fenced blocks ` ```hex negative=<name> ` hold a frame that must fail to decode (or a
 //!   length prefix that must fail the frame limit); names starting `dht.` are DHT messages
-//!   that `dht::messages::decode` must refuse;
+//!   that `dht::messages::decode` must refuse, and names starting `entry.` are entries that
+//!   decode but whose signature must be refused (`signatures.rs`);
 //! - in both, whitespace is insignificant and `{xx*N}` stands for `N` bytes of value `xx`;
 //! - the fenced block ` ```text encoding-examples ` lists postcard encodings of single values,
 //!   one per line: `<type> <value> => <hex>` (encodes to and decodes from), `<type> <value> <=
@@ -54,6 +55,9 @@ use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
 use iroh::{EndpointAddr, SecretKey, TransportAddr};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+#[path = "protocol_vectors/signatures.rs"]
+mod signatures;
 
 // ---------------------------------------------------------------------------------------------
 // Reading the document
@@ -428,6 +432,7 @@ fn expected_negatives() -> BTreeMap<String, Vec<u8>> {
     ];
     v.into_iter()
         .chain(dht_negatives())
+        .chain(signatures::signature_negatives())
         .map(|(k, b)| (k.to_owned(), b))
         .collect()
 }
@@ -585,6 +590,9 @@ fn negative_vectors_fail_to_decode() {
     for (name, bytes) in &negatives {
         if name.starts_with("dht.") {
             continue; // dht_negative_vectors_fail_to_decode
+        }
+        if name.starts_with("entry.") {
+            continue; // signatures::the_documented_signature_edge_cases_are_refused
         }
         if name == "length-over-limit" {
             let prefix: [u8; LENGTH_PREFIX] = bytes.as_slice().try_into().expect("a bare prefix");

@@ -11,6 +11,8 @@
 //!   in-memory frame queues, delivered in a seeded order (two nodes: the session pair).
 //! - [`one_group_view`], [`sent_messages`], [`across_the_wire`]: for tests that drive the
 //!   session machine by hand.
+//! - [`with_non_canonical_s`], [`by_small_order_key`], [`with_mixed_order_r`]: the Ed25519
+//!   edge cases a strict verifier refuses, made from a real entry.
 //! - [`Rng`]: the seeded generator everything random in a simulation or a seeded test
 //!   draws from, so a run is a function of its seed.
 //! - [`loopback_endpoint`]: a raw iroh endpoint bound the way a default node binds.
@@ -20,12 +22,17 @@ mod mesh;
 mod raw_peer;
 mod rng;
 mod session;
+mod signatures;
 
 pub use forge::{Author, LAMPORT_BASE, raws};
 pub use mesh::{MeshNode, SessionMesh, assert_valid_chains};
 pub use raw_peer::{Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message};
 pub use rng::{Rng, SplitMix64};
 pub use session::{across_the_wire, one_group_view, sent_messages};
+pub use signatures::{
+    ORDER_L, SMALL_ORDER_KEY, by_small_order_key, challenge, non_canonical, weak_key_signature,
+    with_mixed_order_r, with_non_canonical_s,
+};
 
 use iroh::endpoint::{PortmapperConfig, presets};
 

@@ -254,7 +254,7 @@ impl SignedEntry {
 
 /// The message an author signs: a label and the BLAKE3 hash of header and ciphertext, so a
 /// large payload is hashed once at BLAKE3 speed instead of twice by SHA-512 inside Ed25519.
-fn signing_message(body: &[u8]) -> [u8; SIGNATURE_LABEL.len() + 32] {
+pub(crate) fn signing_message(body: &[u8]) -> [u8; SIGNATURE_LABEL.len() + 32] {
     let mut msg = [0u8; SIGNATURE_LABEL.len() + 32];
     msg[..SIGNATURE_LABEL.len()].copy_from_slice(SIGNATURE_LABEL);
     msg[SIGNATURE_LABEL.len()..].copy_from_slice(blake3::hash(body).as_bytes());
