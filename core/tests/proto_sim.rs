@@ -22,7 +22,7 @@ use covey_core::sync::session::{
 };
 use covey_core::sync::verify::{self, Outcome, Rules};
 use covey_core::testing::{Author, Rng, SessionMesh, assert_valid_chains};
-use covey_core::wire::entry::{HEADER_LEN, Id32, SIGNATURE_LEN, SignedEntry};
+use covey_core::wire::entry::{EntryKind, HEADER_LEN, Id32, SIGNATURE_LEN, SignedEntry};
 use covey_core::wire::frame::{Head, Message, RefuseCode};
 use iroh::SecretKey;
 
@@ -902,6 +902,29 @@ fn wrong_group_is_rejected() {
     assert_eq!(reasons(&outcome), BTreeMap::from([("wrong-group", 3)]));
     assert!(db.frontier(&g2).is_empty());
     assert_eq!(db.frontier(&g1), vec![head(&x, 4)]);
+}
+
+/// Kind 1 is reserved for control entries until a protocol version defines them: refused as
+/// malformed (and the data entry before it stored), so every node holds the same log.
+#[test]
+fn control_entries_are_reserved_and_refused() {
+    let g = gid(1);
+    let mut db = Db::new(&[g]);
+    let author = Author::new(author_key(1), keys_of(g));
+    let data = author
+        .seal(author.header_at(1, [0; 32], 1), b"data")
+        .expect("seal");
+    let mut header = author.header_at(2, *data.id(), 2);
+    header.kind = EntryKind::Control;
+    let control = author.seal(header, b"control").expect("seal");
+    let outcome = db.ingest(&rules(g), raws(&[data.clone(), control]));
+    assert_eq!(stored_seqs(&outcome), vec![1]);
+    assert_eq!(reasons(&outcome), BTreeMap::from([("malformed", 1)]));
+    assert!(
+        outcome.rejected[0].detail.contains("reserved"),
+        "{:?}",
+        outcome.rejected
+    );
 }
 
 #[test]

@@ -43,7 +43,7 @@ use covey_core::node::{DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, SYNC_ALPN};
 use covey_core::node::{DHT_ALPN, DhtSettings};
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::session::{
-    FEATURES, MAX_SEQ, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Timers,
+    FEATURES, MAX_SEQ, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession, Timers,
 };
 use covey_core::sync::verify::MAX_LAMPORT;
 use covey_core::wire::WireError;
@@ -275,18 +275,20 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The hello a node with the default configuration sends: this build's version range, its
+/// features, and its frame limit as the last one.
+fn default_nodes_hello() -> Message {
+    let mut session = SyncSession::new().with_max_frame(default_max_frame());
+    match &session.start()[..] {
+        [Output::Send(hello @ Message::Hello { .. })] => hello.clone(),
+        other => panic!("a session starts with its hello, not {other:?}"),
+    }
+}
+
 /// Every message variant in declaration order: (vector name, variant index, input).
 fn messages(f: &Fixture) -> Vec<(&'static str, u8, Message)> {
     vec![
-        (
-            "frame.hello",
-            0,
-            Message::Hello {
-                version: 1,
-                min_version: 1,
-                features: vec!["run-signatures".into(), "acks".into(), "keepalive".into()],
-            },
-        ),
+        ("frame.hello", 0, default_nodes_hello()),
         (
             "frame.hello-future",
             0,
@@ -537,11 +539,15 @@ fn frame_vectors_have_the_documented_field_layout() {
     // Spot checks of the layouts the tables describe, on the doc's bytes.
     let f = fixture();
     let hello = doc_vector("frame.hello");
-    assert_eq!(&hello[..4], &[0, 0, 0, 34], "prefix");
+    assert_eq!(&hello[..4], &[0, 0, 0, 52], "prefix");
     assert_eq!(
         &hello[4..8],
-        &[0x00, 0x01, 0x01, 0x03],
+        &[0x00, 0x01, 0x01, 0x04],
         "variant, version, min, count"
+    );
+    assert!(
+        hello.ends_with(b"\x11max-frame=1114112"),
+        "the frame limit, last"
     );
     assert_eq!(hello[8] as usize, "run-signatures".len());
     assert_eq!(&hello[9..23], b"run-signatures");
@@ -623,6 +629,11 @@ fn negative_vectors_fail_to_decode() {
     let trailing = &negatives["trailing-byte"][LENGTH_PREFIX..];
     assert_eq!(
         frame::decode(&trailing[..trailing.len() - 1]),
+        Ok(Message::Ping { nonce: 1 })
+    );
+    // A non-minimal variant index decodes, as the document says (`86 00` is index 6).
+    assert_eq!(
+        frame::decode(&[0x86, 0x00, 0x01]),
         Ok(Message::Ping { nonce: 1 })
     );
     let valid_hello = [0, 0x7f, 1, 0];

@@ -29,6 +29,21 @@ pub const MAX_TRACKED_AUTHORS: usize = 65_536;
 /// The frame limit assumed of a peer that announces none: the default node's.
 pub const DEFAULT_PEER_MAX_FRAME: usize = (1 << 20) + 64 * 1024;
 
+/// The smallest frame limit a peer's `max-frame=` is read as: room for one default entry.
+pub const MIN_PEER_MAX_FRAME: usize = 64 * 1024;
+
+/// The value of `max-frame=<bytes>`: one or more ASCII digits (no sign, no spaces) of a
+/// number below 2^64, or `None` (the feature is then ignored). A value past what this
+/// platform's `usize` holds reads as its maximum. Digits only, parsed as `u64`, so every
+/// implementation and platform reads the same strings the same way.
+pub fn parse_max_frame(value: &str) -> Option<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bytes = value.parse::<u64>().ok()?;
+    Some(usize::try_from(bytes).unwrap_or(usize::MAX))
+}
+
 /// Largest seq a head may claim: the same bound as lamport clocks, far past any real log.
 /// A frontier beyond it (say `u64::MAX`) is a protocol violation, not a promise to wait on.
 pub const MAX_SEQ: u64 = 1 << 62;
@@ -552,10 +567,10 @@ impl SyncSession {
         // Only features this build knows are kept: a hello stuffed with megabytes of unknown
         // feature names costs nothing past this point.
         for feature in features {
-            if let Some(bytes) = feature.strip_prefix(MAX_FRAME_FEATURE) {
-                if let Ok(bytes) = bytes.parse::<usize>() {
+            if let Some(value) = feature.strip_prefix(MAX_FRAME_FEATURE) {
+                if let Some(bytes) = parse_max_frame(value) {
                     // Never below what one default entry needs, never above our own reason.
-                    self.peer_max_frame = bytes.max(64 * 1024);
+                    self.peer_max_frame = bytes.max(MIN_PEER_MAX_FRAME);
                 }
             } else if FEATURES.contains(&feature.as_str()) {
                 self.peer_features.insert(feature);
@@ -636,7 +651,9 @@ impl SyncSession {
             *known = (*known).max(head.seq);
             let ours = local.get(&head.author).copied().unwrap_or(0);
             if head.seq > ours {
-                state.awaiting.insert(head.author, head.seq);
+                // A repeated author counts with its highest seq, whatever the order.
+                let awaited = state.awaiting.entry(head.author).or_insert(0);
+                *awaited = (*awaited).max(head.seq);
             }
         }
         if state.peer_has.len() > MAX_TRACKED_AUTHORS {
@@ -783,5 +800,105 @@ impl SyncSession {
             .map(|heads| Output::Send(Message::Announce { group, heads }))
             .into_iter()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_frame_values_are_digits_of_a_u64() {
+        assert_eq!(parse_max_frame("1114112"), Some(1_114_112));
+        assert_eq!(parse_max_frame("0"), Some(0));
+        assert_eq!(parse_max_frame("00070000"), Some(70_000));
+        assert_eq!(
+            parse_max_frame("18446744073709551615"),
+            Some(usize::try_from(u64::MAX).unwrap_or(usize::MAX))
+        );
+        for refused in ["", "+70000", "-1", " 70000", "70000 ", "7e4", "0x10000", "18446744073709551616"] {
+            assert_eq!(parse_max_frame(refused), None, "{refused:?}");
+        }
+    }
+
+    /// A view of one group whose frontier holds `author` up to `seq` (nothing when 0).
+    fn holding(group: Id32, author: Id32, seq: u64) -> crate::sync::engine::Snapshot {
+        let heads = if seq == 0 {
+            Vec::new()
+        } else {
+            vec![Head { author, seq }]
+        };
+        crate::sync::engine::Snapshot {
+            groups: [group].into(),
+            frontiers: [(group, heads)].into(),
+        }
+    }
+
+    #[test]
+    fn heads_in_any_order_with_repeats_and_zeros_count_by_their_highest_seq() {
+        let (group, author, nobody) = ([7; 32], [1; 32], [2; 32]);
+        let mut s = SyncSession::new();
+        let _ = s.start();
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
+            features: vec![],
+        };
+        let _ = s.on_message(hello, &holding(group, author, 0));
+        let frontier = Message::Frontier {
+            group,
+            heads: vec![
+                Head { author, seq: 5 },
+                Head { author: nobody, seq: 0 },
+                Head { author, seq: 3 },
+            ],
+        };
+        let out = s.on_message(frontier, &holding(group, author, 0));
+        let caught_up = |out: &[Output]| {
+            out.iter().any(|o| {
+                matches!(
+                    o,
+                    Output::StateChanged {
+                        state: SyncState::UpToDate,
+                        ..
+                    }
+                )
+            })
+        };
+        assert!(
+            out.contains(&Output::StateChanged {
+                group,
+                state: SyncState::CatchingUp,
+            }),
+            "{out:?}"
+        );
+        // Up to date only at seq 5, the highest the repeated author was named with.
+        let out = s.on_ingested(group, &[Head { author, seq: 3 }], &holding(group, author, 3));
+        assert!(!caught_up(&out), "{out:?}");
+        let out = s.on_ingested(group, &[Head { author, seq: 5 }], &holding(group, author, 5));
+        assert!(caught_up(&out), "{out:?}");
+        assert!(s.is_ready(), "seq 0 and repeats are not violations");
+    }
+
+    #[test]
+    fn a_peers_frame_limit_is_read_from_its_hello() {
+        let view = crate::sync::engine::Snapshot::default();
+        let limit = |features: &[&str]| {
+            let mut s = SyncSession::new();
+            let _ = s.start();
+            let hello = Message::Hello {
+                version: PROTOCOL_VERSION,
+                min_version: MIN_PROTOCOL_VERSION,
+                features: features.iter().map(|f| f.to_string()).collect(),
+            };
+            let _ = s.on_message(hello, &view);
+            s.peer_max_frame()
+        };
+        assert_eq!(limit(&[]), DEFAULT_PEER_MAX_FRAME, "none announced");
+        assert_eq!(limit(&["max-frame=200000"]), 200_000);
+        assert_eq!(limit(&["max-frame=65536"]), MIN_PEER_MAX_FRAME, "at the floor");
+        assert_eq!(limit(&["max-frame=65535"]), MIN_PEER_MAX_FRAME, "below it reads as it");
+        assert_eq!(limit(&["max-frame=+200000"]), DEFAULT_PEER_MAX_FRAME, "ignored");
+        assert_eq!(limit(&["max-frame=huge"]), DEFAULT_PEER_MAX_FRAME, "ignored");
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use crate::crypto::Secret32;
 use crate::error::Result;
 use crate::store;
-use crate::wire::entry::{Id32, SignedEntry};
+use crate::wire::entry::{EntryKind, Id32, SignedEntry};
 use crate::wire::frame::Head;
 
 /// Largest lamport clock accepted: far beyond any real history, and low enough that the next
@@ -134,6 +134,16 @@ pub fn prepare(rules: &Rules, content_key: Option<&Secret32>, raws: Vec<Vec<u8>>
             }
         };
         let h = entry.header();
+        if h.kind != EntryKind::Data {
+            // Kind 1 is reserved for control entries, which a later protocol version defines;
+            // until then no node may store one, so every node agrees on the log.
+            reject(
+                &mut out,
+                "malformed",
+                "entry kind 1 (control) is reserved and refused".to_owned(),
+            );
+            continue;
+        }
         if h.group_id != rules.group_id {
             reject(
                 &mut out,
