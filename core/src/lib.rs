@@ -37,6 +37,7 @@ macro_rules! inside_use {
 
 inside_mod!(crypto, group, store, wire);
 pub mod dht;
+mod driver_clock;
 pub mod error;
 pub mod keystore;
 pub mod node;

@@ -6,9 +6,7 @@
 //! from many identities costs bounded memory.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use governor::clock::FakeRelativeClock;
 use governor::middleware::NoOpMiddleware;
@@ -18,11 +16,7 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::id::Key;
-
-/// The furthest the limiter's clock runs from its start: governor's fake clock counts
-/// nanoseconds in a `u64` and panics past ~584 years, so it stops at a century (a node up
-/// that long would find its peers' budgets no longer refilling).
-const MAX_CLOCK_MS: u64 = 100 * 365 * 24 * 3_600_000;
+use crate::driver_clock::{DriverClock, nonzero};
 
 /// Each tracked peer's GCRA state: its theoretical arrival time, in nanoseconds from the
 /// limiter's start. A handle: the governor limiter reads and updates the table through one,
@@ -88,18 +82,9 @@ type Gcra = RateLimiter<Key, PeerStates, FakeRelativeClock, NoOpMiddleware<Nanos
 pub(crate) struct RequestLimiter {
     quota: Quota,
     max_tracked: usize,
-    /// The driver time at which the clock read zero.
-    start_ms: u64,
-    /// The driver time the clock reads now (at most [`MAX_CLOCK_MS`] past `start_ms`).
-    clock_ms: u64,
-    clock: FakeRelativeClock,
+    clock: DriverClock,
     peers: PeerStates,
     gcra: Gcra,
-}
-
-fn nonzero(n: u32) -> NonZeroU32 {
-    // `DhtConfig::validate` rules out zero; this only keeps the type total.
-    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 impl RequestLimiter {
@@ -118,37 +103,24 @@ impl RequestLimiter {
         clock_ms: u64,
         peers: PeerStates,
     ) -> Self {
-        let clock = FakeRelativeClock::default();
+        let mut clock = DriverClock::starting_at(start_ms);
         // Governor measures from the clock's reading when the limiter is made: zero, which
         // stands for `start_ms`.
-        let gcra = RateLimiter::new(quota, peers.share(), clock.clone());
-        let mut limiter = Self {
+        let gcra = RateLimiter::new(quota, peers.share(), clock.governor_clock());
+        clock.advance_to(clock_ms);
+        Self {
             quota,
             max_tracked,
-            start_ms,
-            clock_ms: start_ms,
             clock,
             peers,
             gcra,
-        };
-        limiter.advance_to(clock_ms);
-        limiter
-    }
-
-    fn advance_to(&mut self, now_ms: u64) {
-        let now_ms = now_ms.min(self.start_ms.saturating_add(MAX_CLOCK_MS));
-        // Time never runs backwards for the limiter: an earlier `now_ms` counts as no time.
-        if now_ms > self.clock_ms {
-            self.clock
-                .advance(Duration::from_millis(now_ms - self.clock_ms));
-            self.clock_ms = now_ms;
         }
     }
 
     /// Charges one request from `peer` at `now_ms`: true when it is within the peer's budget
     /// and there is room to track the peer.
     pub(crate) fn allow(&mut self, peer: Key, now_ms: u64) -> bool {
-        self.advance_to(now_ms);
+        self.clock.advance_to(now_ms);
         if self.gcra.len() >= self.max_tracked && !self.peers.peers().contains_key(&peer) {
             // Forget the peers whose budget has refilled: they are idle, and a fresh state
             // serves them the same when they come back.
@@ -180,8 +152,8 @@ impl Clone for RequestLimiter {
         Self::with_state(
             self.quota,
             self.max_tracked,
-            self.start_ms,
-            self.clock_ms,
+            self.clock.start_ms(),
+            self.clock.now_ms(),
             self.peers.deep_copy(),
         )
     }

@@ -1,14 +1,14 @@
 //! Per-peer rate limits on incoming frames and bytes, on a clock the driver sets, so the
 //! simulator and the iroh driver share one limiter (GCRA, from `governor`).
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, FakeRelativeClock};
+use governor::clock::FakeRelativeClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use crate::driver_clock::{DriverClock, nonzero};
 use crate::error::{CoveyError, Result};
 
 /// How fast one peer may send to us.
@@ -64,14 +64,9 @@ type Gcra =
 /// One peer's limiter: a frame passes when both its frame and its byte budget allow it.
 #[derive(Debug)]
 pub struct PeerLimiter {
-    clock: FakeRelativeClock,
-    clock_ms: u64,
+    clock: DriverClock,
     frames: Gcra,
     bytes: Gcra,
-}
-
-fn nonzero(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 fn quota(per_sec: u32, burst: u32) -> Quota {
@@ -85,26 +80,17 @@ fn quota(per_sec: u32, burst: u32) -> Quota {
 impl PeerLimiter {
     /// A limiter with full budgets at time zero.
     pub fn new(limits: RateLimits) -> Self {
-        let clock = FakeRelativeClock::default();
+        let clock = DriverClock::starting_at(0);
         Self {
             frames: RateLimiter::direct_with_clock(
                 quota(limits.frames_per_sec, limits.frame_burst),
-                clock.clone(),
+                clock.governor_clock(),
             ),
             bytes: RateLimiter::direct_with_clock(
                 quota(limits.bytes_per_sec, limits.byte_burst),
-                clock.clone(),
+                clock.governor_clock(),
             ),
             clock,
-            clock_ms: 0,
-        }
-    }
-
-    fn advance_to(&mut self, now_ms: u64) {
-        if now_ms > self.clock_ms {
-            self.clock
-                .advance(Duration::from_millis(now_ms - self.clock_ms));
-            self.clock_ms = now_ms;
         }
     }
 
@@ -112,7 +98,7 @@ impl PeerLimiter {
     /// may be processed now; `Err(wait_ms)` when the peer is over its budget: the driver waits
     /// that long (stops reading, so flow control slows the peer) and asks again.
     pub fn check(&mut self, now_ms: u64, bytes: usize) -> std::result::Result<(), u64> {
-        self.advance_to(now_ms);
+        self.clock.advance_to(now_ms);
         let now = self.clock.now();
         if let Err(not_until) = self.frames.check() {
             return Err(wait_ms(not_until.wait_time_from(now)));

@@ -441,17 +441,22 @@ impl SyncSession {
     }
 
     fn violation(&mut self, what: String) -> Vec<Output> {
+        self.refuse(RefuseCode::ProtocolViolation, WarnKind::ProtocolViolation, what)
+    }
+
+    /// Ends the session with a `Refuse`: tell the peer why, warn the app, close.
+    fn refuse(&mut self, code: RefuseCode, kind: WarnKind, reason: String) -> Vec<Output> {
         self.phase = Phase::Closed;
         vec![
             Output::Send(Message::Refuse {
-                code: RefuseCode::ProtocolViolation as u16,
-                reason: what.clone(),
+                code: code as u16,
+                reason: reason.clone(),
             }),
             Output::Warn {
-                kind: WarnKind::ProtocolViolation,
-                message: what.clone(),
+                kind,
+                message: reason.clone(),
             },
-            Output::Close { reason: what },
+            Output::Close { reason },
         ]
     }
 
@@ -545,22 +550,15 @@ impl SyncSession {
             return self.violation("second hello".to_string());
         }
         if version < self.min_version || self.version < min_version {
-            self.phase = Phase::Closed;
             let reason = format!(
                 "incompatible protocol versions: we speak {}..={}, peer speaks {}..={}",
                 self.min_version, self.version, min_version, version
             );
-            return vec![
-                Output::Send(Message::Refuse {
-                    code: RefuseCode::IncompatibleVersion as u16,
-                    reason: reason.clone(),
-                }),
-                Output::Warn {
-                    kind: WarnKind::IncompatibleVersion,
-                    message: reason.clone(),
-                },
-                Output::Close { reason },
-            ];
+            return self.refuse(
+                RefuseCode::IncompatibleVersion,
+                WarnKind::IncompatibleVersion,
+                reason,
+            );
         }
         self.phase = Phase::Ready;
         self.negotiated = Some(self.version.min(version));
