@@ -148,11 +148,6 @@ impl SessionMesh {
         }
     }
 
-    /// The seeded generator (for a scenario's own choices).
-    pub fn rng(&mut self) -> &mut Rng {
-        &mut self.rng
-    }
-
     /// Joins the group of `keys` at node `at`, announcing it to live sessions as the node
     /// does.
     pub fn join(&mut self, at: usize, keys: &GroupKeys) {
@@ -172,12 +167,12 @@ impl SessionMesh {
         let view = node.snapshot(&[group]);
         let me = node.me();
         let peers: Vec<usize> = node.sessions.keys().copied().collect();
-        for peer in peers {
-            let peer_id = self.nodes[peer].me();
-            let node = &mut self.nodes[at];
-            let tag = keys.session_tag(&me, &peer_id);
+        let peer_ids: Vec<(usize, Id32)> =
+            peers.into_iter().map(|p| (p, self.nodes[p].me())).collect();
+        let node = &mut self.nodes[at];
+        for (peer, peer_id) in peer_ids {
             if let Some(session) = node.sessions.get_mut(&peer) {
-                session.on_group_joined(group, tag, &view);
+                session.on_group_joined(group, keys.session_tag(&me, &peer_id), &view);
             }
         }
         self.settle(at);
