@@ -26,7 +26,7 @@ fn header(seq: u64) -> EntryHeader {
     EntryHeader {
         version: ENTRY_VERSION,
         kind: EntryKind::Data,
-        group_id: [1u8; 32],
+        group_ref: [1u8; 32],
         author: [0u8; 32],
         seq,
         prev: [2u8; 32],

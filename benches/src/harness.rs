@@ -89,12 +89,17 @@ pub(crate) fn open_group_store(dir: &Path, group: Id32) -> Result<Store> {
 
 /// Stores `entries` in `store` unchecked, `batch` to a transaction: the inserts alone, as
 /// ingest does them after its checks, for the diagnostics that take catch-up apart.
-pub(crate) fn insert_batches(store: &Store, entries: &[SignedEntry], batch: usize) -> Result<()> {
+pub(crate) fn insert_batches(
+    store: &Store,
+    group: &Id32,
+    entries: &[SignedEntry],
+    batch: usize,
+) -> Result<()> {
     for chunk in entries.chunks(batch.max(1)) {
         store
             .write(|tx| {
                 for e in chunk {
-                    cstore::insert_entry(tx, e)?;
+                    cstore::insert_entry(tx, group, e)?;
                 }
                 Ok(())
             })
@@ -103,12 +108,8 @@ pub(crate) fn insert_batches(store: &Store, entries: &[SignedEntry], batch: usiz
     Ok(())
 }
 
-/// The rules a member of `group` ingests entries under: epoch 0 and the node's default payload
-/// limit, as every benchmark node has them.
-pub(crate) fn ingest_rules(group: Id32) -> verify::Rules {
-    verify::Rules {
-        group_id: group,
-        epoch: 0,
-        max_ciphertext: covey_core::node::DEFAULT_MAX_PAYLOAD + aead::TAG_LEN,
-    }
+/// The rules a member of the group of `keys` ingests entries under: epoch 0 and the node's
+/// default payload limit, as every benchmark node has them.
+pub(crate) fn ingest_rules(keys: &GroupKeys) -> verify::Rules {
+    verify::Rules::of(keys, covey_core::node::DEFAULT_MAX_PAYLOAD + aead::TAG_LEN)
 }

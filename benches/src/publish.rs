@@ -146,7 +146,7 @@ fn run_composed(db: &mut RawDb, author: &mut Author, n: usize, payload: &[u8]) -
         let h = entry.header();
         db.insert(
             entry.id(),
-            &h.group_id,
+            &h.group_ref,
             &h.author,
             h.seq,
             h.lamport,
@@ -189,7 +189,7 @@ fn run_store_insert(db: &mut CoveyDb, n: usize, payload: &[u8]) -> Result<f64> {
     let t = Instant::now();
     for entry in &entries {
         db.store
-            .write(|tx| cstore::insert_entry(tx, entry))
+            .write(|tx| cstore::insert_entry(tx, &db.author.group(), entry))
             .map_err(|e| anyhow!("store insert: {e}"))?;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())

@@ -247,7 +247,7 @@ fn sync_stages(payload_len: usize, n: usize) -> Result<SyncStages> {
     let group = author.group();
     let src_dir = temp_dir("stages-src")?;
     let src = open_group_store(src_dir.path(), group)?;
-    insert_batches(&src, &entries, frame_entries)?;
+    insert_batches(&src, &group, &entries, frame_entries)?;
     // Sender: read.
     let t = Instant::now();
     let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
@@ -299,7 +299,7 @@ fn sync_stages(payload_len: usize, n: usize) -> Result<SyncStages> {
     // Receiver: ingest.
     let dst_dir = temp_dir("stages-dst")?;
     let dst = open_group_store(dst_dir.path(), group)?;
-    let rules = ingest_rules(group);
+    let rules = ingest_rules(author.keys());
     let t = Instant::now();
     let mut stored = 0;
     for batch in received {
@@ -314,7 +314,7 @@ fn sync_stages(payload_len: usize, n: usize) -> Result<SyncStages> {
     let ins_dir = temp_dir("stages-insert")?;
     let ins = open_group_store(ins_dir.path(), group)?;
     let t = Instant::now();
-    insert_batches(&ins, &entries, frame_entries)?;
+    insert_batches(&ins, &group, &entries, frame_entries)?;
     let store_insert_s = t.elapsed().as_secs_f64();
     Ok(SyncStages {
         frame_entries,

@@ -175,7 +175,7 @@ fn passphrase_is_never_a_command_line_argument() {
 #[test]
 fn published_entries_read_back_as_json_and_text() {
     let dir = tempfile::tempdir().unwrap();
-    let gid = join(dir.path(), "notes", "a passphrase");
+    let gid = join(dir.path(), "notes", "hazel quiver tundra mosaic");
     let run = covey(dir.path(), &["publish", "--group", "notes", "hello covey"]);
     assert_eq!(run.code(), Some(0), "{run:?}");
     assert!(run.stdout.contains("seq 1") && run.stdout.contains("cursor"));

@@ -47,7 +47,7 @@ pub mod testing;
 
 pub use dht::{DhtConfig, DhtCounters, RecordLimits, RecordQuotas};
 pub use error::{CoveyError, ErrorKind, Result};
-pub use group::{GroupId, GroupKind};
+pub use group::{GroupId, GroupKind, MIN_PASSPHRASE_SCORE};
 pub use iroh::EndpointId;
 pub use keystore::{FileKeyStore, KeyStore};
 pub use node::{DEFAULT_MAX_PAYLOAD, DHT_ALPN, FRAME_OVERHEAD, SYNC_ALPN};

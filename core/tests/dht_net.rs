@@ -1,5 +1,6 @@
 //! The DHT over real iroh on loopback: 30 nodes in one process, put/get, compare-and-swap,
-//! providers, get latency, group rendezvous between members given only a bootstrap ticket,
+//! providers, get latency, group rendezvous between members given only a bootstrap ticket
+//! (what its observers see is `rendezvous_privacy.rs`),
 //! bootstrap falling back to cached contacts, bad arguments and calls after shutdown.
 
 mod common;
@@ -330,10 +331,15 @@ async fn rendezvous_brings_members_together_from_only_a_bootstrap_ticket() {
     // Each remembered the other (as add_peer would) or was dialed by it.
     assert!(sa.dht.contacts > 0 && sb.dht.contacts > 0);
 
-    // Give the outsider a few search rounds: it must find neither member.
+    // Every record the members found opened: nobody here forges.
+    assert_eq!(a.rendezvous_unopened() + b.rendezvous_unopened(), 0);
+
+    // Give the outsider a few search rounds: it must find neither member, and it never even
+    // sees the group's records (another group's key is another key).
     tokio::time::sleep(Duration::from_secs(4)).await;
     let sc = c.status().await.unwrap();
     assert_eq!(sc.dht.rendezvous_found, 0, "the outsider found nobody");
+    assert_eq!(c.rendezvous_unopened(), 0);
     assert!(!sc.connected_peers.contains(&a.node_id()));
     assert!(!sc.connected_peers.contains(&b.node_id()));
     assert!(common::all_entries(&c, &other.group_id).await.is_empty());
@@ -500,4 +506,78 @@ async fn hostile_dht_frames_are_dropped_and_counted_and_the_node_still_answers()
     drop(stalled);
     node.shutdown().await.unwrap();
     raw.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_without_hints_is_known_by_the_address_its_connection_shows() {
+    use covey_core::dht::Key;
+    use covey_core::dht::messages::{self, Message, Request, Response};
+    use covey_core::node::DHT_ALPN;
+    use iroh::EndpointAddr;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::open(dir.path()).await;
+    let ticket: iroh_tickets::endpoint::EndpointTicket =
+        node.addr().await.unwrap().parse().unwrap();
+    // A quiet peer pings the node with no hints at all, as a rendezvous request goes.
+    let quiet = common::loopback_endpoint(iroh::SecretKey::from_bytes(&[43; 32])).await;
+    let quiet_conn = quiet
+        .connect(ticket.endpoint_addr().clone(), DHT_ALPN)
+        .await
+        .unwrap();
+    let ping = messages::encode(&Message::Request {
+        id: 1,
+        body: Request::Ping,
+    })
+    .unwrap();
+    send_stream(&quiet_conn, &dht_frame(&ping)).await;
+    common::wait_until(20, "the ping answered", || async {
+        node.status().await.unwrap().dht.counters.requests_in == 1
+    })
+    .await;
+
+    // Another peer asks for the nodes closest to the quiet one: the answer names it, with the
+    // address its connection came from as the hint.
+    let asker = common::loopback_endpoint(iroh::SecretKey::from_bytes(&[44; 32])).await;
+    let conn = asker
+        .connect(ticket.endpoint_addr().clone(), DHT_ALPN)
+        .await
+        .unwrap();
+    let quiet_id = quiet.id();
+    let find = messages::encode(&Message::Request {
+        id: 2,
+        body: Request::FindNode {
+            target: Key(*quiet_id.as_bytes()),
+        },
+    })
+    .unwrap();
+    send_stream(&conn, &dht_frame(&find)).await;
+    let (_send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let frame = recv.read_to_end(64 * 1024).await.unwrap();
+    let len = u32::from_be_bytes(frame[4..8].try_into().unwrap()) as usize;
+    assert_eq!(
+        messages::decode(&frame[8..8 + len]).unwrap(),
+        Message::Response {
+            id: 2,
+            body: Response::Nodes {
+                contacts: vec![Key(*quiet_id.as_bytes())]
+            }
+        }
+    );
+    let hints: Vec<EndpointAddr> = postcard::from_bytes(&frame[8 + len..]).unwrap();
+    let quiet_bound = quiet.bound_sockets();
+    let hint = hints
+        .iter()
+        .find(|h| h.id == quiet_id)
+        .expect("a hint for the quiet peer");
+    assert!(
+        hint.ip_addrs().any(|a| quiet_bound.contains(a)),
+        "{hint:?} is where the quiet peer's connection came from ({quiet_bound:?})"
+    );
+    node.shutdown().await.unwrap();
+    quiet.close().await;
+    asker.close().await;
 }

@@ -49,7 +49,7 @@ fn encode_header(h: &EntryHeader, ciphertext_len: u32) -> Vec<u8> {
         EntryKind::Data => 0,
         EntryKind::Control => 1,
     });
-    out.extend_from_slice(&h.group_id);
+    out.extend_from_slice(&h.group_ref);
     out.extend_from_slice(&h.author);
     out.extend_from_slice(&h.seq.to_be_bytes());
     out.extend_from_slice(&h.prev);
@@ -325,25 +325,29 @@ async fn case_tampered_entries(v: &mut Victim) {
         );
     }
 
+    // A flipped header or ciphertext bit breaks the payload's authentication: refused at
+    // once. A flipped signature bit leaves an entry a later one could still vouch for
+    // (PROTOCOL.md, "Validity rules"): it is held, neither stored nor refused, until the
+    // genuine seq 2 takes its place.
     peer.entries(v.group.0, vec![e1.raw().to_vec(), in_header])
         .await;
     let why = rejections(v, 1).await;
-    assert!(why[0].contains("bad-signature"), "{why:?}");
+    assert!(why[0].contains("undecryptable"), "{why:?}");
     v.expect_stored(1).await;
     assert!(v.has(&e1).await);
 
     peer.entries(v.group.0, vec![in_ciphertext]).await;
     let why = rejections(v, 1).await;
-    assert!(why[0].contains("bad-signature"), "{why:?}");
+    assert!(why[0].contains("undecryptable"), "{why:?}");
 
     peer.entries(v.group.0, vec![in_signature]).await;
-    let why = rejections(v, 1).await;
-    assert!(why[0].contains("bad-signature"), "{why:?}");
 
     // The log goes on with the genuine seq 2 and 3 in the same session.
     let e2 = author.next(b"two").unwrap();
     let e3 = author.next(b"three").unwrap();
     peer.entries(v.group.0, raws(&[&e2, &e3])).await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("unverified"), "{why:?}");
     let stored = v.expect_stored(2).await;
     let payloads: Vec<&[u8]> = stored[stored.len() - 3..]
         .iter()
@@ -374,28 +378,33 @@ async fn case_lax_signatures(v: &mut Victim) {
         by_small_order_key(&weak, &v.keys.content_key, b"weak key").unwrap(),
         with_mixed_order_r(&mixed.peek(b"mixed-order R").unwrap(), mixed.secret()),
     ];
+    // Each is held (its own signature fails strictly, and nothing yet vouches for it), so
+    // nothing is stored; the genuine entries then take two of their places, and the session's
+    // end drops the third. All three are refused as `unverified`.
     for entry in bad {
         assert!(
             SignedEntry::decode(entry.clone(), usize::MAX).is_ok(),
             "still parses"
         );
         peer.entries(v.group.0, vec![entry]).await;
-        let why = rejections(v, 1).await;
-        assert!(why[0].contains("bad-signature"), "{why:?}");
     }
     let good = [
         canonical.next(b"non-canonical S").unwrap(),
         mixed.next(b"mixed-order R").unwrap(),
     ];
     peer.entries(v.group.0, raws(&good)).await;
+    let why = rejections(v, 2).await;
+    assert!(why.iter().all(|w| w.contains("unverified")), "{why:?}");
     v.expect_stored(2).await;
+    peer.assert_alive();
+    peer.close().await;
+    let why = rejections(v, 1).await;
+    assert!(why[0].contains("unverified"), "{why:?}");
     v.expect_counters(plus(&before, |c| {
         c.received += 2;
         c.rejected_entries += 3;
     }))
     .await;
-    peer.assert_alive();
-    peer.close().await;
 }
 
 async fn case_wrong_group(v: &mut Victim) {
@@ -480,10 +489,13 @@ async fn case_forged_author(v: &mut Victim) {
     let good = attacker.next(b"honest").unwrap();
     peer.entries(v.group.0, vec![as_victim, as_other, good.raw().to_vec()])
         .await;
-    let why = rejections(v, 2).await;
-    assert!(why.iter().all(|w| w.contains("bad-signature")), "{why:?}");
     v.expect_stored(1).await;
     assert!(v.has(&good).await);
+    // The forgeries could only be vouched for by their authors' keys: held until the
+    // session ends, then refused.
+    peer.close().await;
+    let why = rejections(v, 2).await;
+    assert!(why.iter().all(|w| w.contains("unverified")), "{why:?}");
     v.expect_counters(plus(&before, |c| {
         c.received += 1;
         c.rejected_entries += 2;
@@ -499,7 +511,6 @@ async fn case_forged_author(v: &mut Victim) {
     assert_eq!(next.seq, own.last_seq + 1);
     v.expected += 1;
     v.assert_intact().await;
-    peer.close().await;
 }
 
 async fn case_replay(v: &mut Victim) {
@@ -989,7 +1000,7 @@ async fn lamport_at_the_accepted_maximum_does_not_stop_replication() {
 
 /// Starts `session` and returns its hello, asserting it sends nothing else.
 fn only_hello(session: &mut SyncSession) -> Message {
-    let out = sent_messages(&session.start());
+    let out = sent_messages(&session.start([]));
     assert_eq!(out.len(), 1);
     assert!(matches!(out[0], Message::Hello { .. }));
     out[0].clone()
@@ -1026,70 +1037,30 @@ fn overlapping_versions_negotiate_to_ready() {
             (PROTOCOL_VERSION + 1, MIN_PROTOCOL_VERSION),
         ),
     ] {
-        for (side, (session, out)) in negotiate(a, b).into_iter().enumerate() {
+        for (side, (mut session, out)) in negotiate(a, b).into_iter().enumerate() {
             assert!(session.is_ready(), "{a:?} vs {b:?}: side {side} not ready");
             assert!(
                 !out.iter()
                     .any(|o| matches!(o, Output::Close { .. } | Output::Warn { .. })),
                 "{a:?} vs {b:?}: side {side} said {out:?}"
             );
+            // Ready, yet nothing about any group until the peer proves one.
             assert!(
-                sent_messages(&out)
+                sent_messages(&out).is_empty(),
+                "{a:?} vs {b:?}: side {side} said {out:?} before any proof"
+            );
+            let view = one_group_view([1; 32], &[]);
+            let proved = session.on_message(
+                Message::Prove {
+                    proofs: vec![[1; 32]],
+                },
+                &view,
+            );
+            assert!(
+                sent_messages(&proved)
                     .iter()
                     .any(|m| matches!(m, Message::Frontier { .. })),
-                "{a:?} vs {b:?}: side {side} announced no frontier"
-            );
-        }
-    }
-}
-
-#[test]
-fn disjoint_versions_are_refused_on_both_sides_with_a_clear_reason() {
-    for (a, b) in [
-        ((2, 2), (1, 1)),
-        ((1, 1), (3, 2)),
-        ((9, 7), (6, 1)),
-        ((1, 1), (0, 0)),
-        ((1, 1), (99, 99)),
-        // A peer whose range is upside down shares nothing with anyone sane.
-        ((1, 1), (1, 5)),
-    ] {
-        for (side, (session, out)) in negotiate(a, b).into_iter().enumerate() {
-            let (mine, theirs) = if side == 0 { (a, b) } else { (b, a) };
-            assert!(!session.is_ready(), "{a:?} vs {b:?}: side {side} ready");
-            let refusal = sent_messages(&out)
-                .into_iter()
-                .find_map(|m| match m {
-                    Message::Refuse { code, reason } => Some((code, reason)),
-                    _ => None,
-                })
-                .unwrap_or_else(|| panic!("{a:?} vs {b:?}: side {side} sent no Refuse: {out:?}"));
-            assert_eq!(refusal.0, RefuseCode::IncompatibleVersion as u16);
-            let reason = refusal.1;
-            assert!(
-                reason.contains("incompatible protocol versions"),
-                "{reason}"
-            );
-            assert!(
-                reason.contains(&format!("{}..={}", mine.1, mine.0)),
-                "{reason} should name our range {mine:?}"
-            );
-            assert!(
-                reason.contains(&format!("{}..={}", theirs.1, theirs.0)),
-                "{reason} should name the peer's range {theirs:?}"
-            );
-            assert!(out.iter().any(
-                |o| matches!(o, Output::Warn { kind, .. } if kind.as_str() == "incompatible-version")
-            ));
-            assert!(
-                matches!(out.last(), Some(Output::Close { reason: r }) if *r == reason),
-                "Close comes last, with the same reason: {out:?}"
-            );
-            assert!(
-                !sent_messages(&out)
-                    .iter()
-                    .any(|m| matches!(m, Message::Frontier { .. })),
-                "nothing about groups is sent to an incompatible peer"
+                "{a:?} vs {b:?}: side {side} announced no frontier after a proof"
             );
         }
     }
@@ -1099,7 +1070,7 @@ fn disjoint_versions_are_refused_on_both_sides_with_a_clear_reason() {
 fn unknown_hello_features_are_ignored() {
     let view = one_group_view([1; 32], &[]);
     let mut session = SyncSession::new();
-    session.start();
+    session.start([]);
     let features = vec![
         "run-signatures".to_string(),
         "x-teleport/9".to_string(),
@@ -1124,7 +1095,14 @@ fn unknown_hello_features_are_ignored() {
         "{:?}",
         session.peer_features()
     );
-    // And the session works: entries for our group are handed on for ingest.
+    // And the session works: once the peer proved the group, entries for it are handed on
+    // for ingest.
+    let _ = session.on_message(
+        Message::Prove {
+            proofs: vec![[1; 32]],
+        },
+        &view,
+    );
     let out = session.on_message(
         Message::Entries {
             group: [1; 32],
@@ -1139,7 +1117,7 @@ fn unknown_hello_features_are_ignored() {
 fn sans_io_message_before_hello_is_refused() {
     let view = one_group_view([1; 32], &[]);
     let mut session = SyncSession::new();
-    session.start();
+    session.start([]);
     let out = session.on_message(
         Message::Entries {
             group: [1; 32],

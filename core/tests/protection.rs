@@ -873,7 +873,7 @@ async fn a_silent_keepalive_peer_is_pinged_then_timed_out() {
     let ended = loop {
         match peer.next_within(Duration::from_millis(IDLE_MS * 4)).await {
             Incoming::Frame(Message::Ping { .. }) => pings += 1,
-            Incoming::Frame(Message::Frontier { .. }) => {}
+            Incoming::Frame(Message::Prove { .. } | Message::Frontier { .. }) => {}
             Incoming::Frame(other) => panic!("unexpected frame {other:?}"),
             Incoming::Ended | Incoming::Closed => break spoke.elapsed(),
             other => panic!("the silent peer was never dropped: {other:?}"),
@@ -918,7 +918,8 @@ async fn a_peer_answering_pings_stays_connected() {
                 peer.send(&Message::Pong { nonce }).await;
                 answered += 1;
             }
-            Incoming::Frame(Message::Frontier { .. }) | Incoming::TimedOut => {}
+            Incoming::Frame(Message::Prove { .. } | Message::Frontier { .. })
+            | Incoming::TimedOut => {}
             other => panic!("a peer answering pings lost its session: {other:?}"),
         }
     }
@@ -942,7 +943,8 @@ async fn a_peer_without_keepalive_is_neither_pinged_nor_timed_out() {
     while Instant::now() < until {
         let left = until.saturating_duration_since(Instant::now());
         match peer.next_within(left).await {
-            Incoming::Frame(Message::Frontier { .. }) | Incoming::TimedOut => {}
+            Incoming::Frame(Message::Prove { .. } | Message::Frontier { .. })
+            | Incoming::TimedOut => {}
             other => panic!("a silent peer without keepalive got {other:?}"),
         }
     }

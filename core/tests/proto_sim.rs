@@ -20,7 +20,7 @@ use covey_core::sync::engine::Snapshot;
 use covey_core::sync::session::{
     MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession, SyncState,
 };
-use covey_core::sync::verify::{self, Outcome, Rules};
+use covey_core::sync::verify::{self, Outcome, Rules, Unverified};
 use covey_core::testing::{Author, Rng, SessionMesh, assert_valid_chains};
 use covey_core::wire::entry::{EntryKind, HEADER_LEN, Id32, SIGNATURE_LEN, SignedEntry};
 use covey_core::wire::frame::{Head, Message, RefuseCode};
@@ -196,8 +196,8 @@ fn two_nodes_with_disjoint_histories_converge() {
     assert_eq!(sim.nodes[0].ingests.len(), 2);
     assert_eq!(
         sim.frames,
-        4 + 6 + 6,
-        "hello and frontier each way, then the entry batches, each acknowledged"
+        6 + 6 + 6,
+        "hello, proof and frontier each way, then the entry batches, each acknowledged"
     );
 }
 
@@ -313,7 +313,7 @@ fn peer_outside_a_group_gets_nothing_and_reveals_nothing() {
     // Directly: node 1's session is told about g1 anyway.
     let view = &sim.nodes[1].snapshot(&[g1, g2]);
     let mut session = SyncSession::new();
-    let _ = session.start();
+    let _ = session.start([]);
     let _ = session.on_message(hello(PROTOCOL_VERSION, MIN_PROTOCOL_VERSION), view);
     let frontier = Message::Frontier {
         group: g1,
@@ -552,7 +552,7 @@ fn messages_before_hello_are_a_protocol_violation() {
     ];
     for (i, message) in early.into_iter().enumerate() {
         let mut session = SyncSession::new();
-        let start = session.start();
+        let start = session.start([]);
         assert!(matches!(&start[..], [Output::Send(Message::Hello { .. })]));
         let out = session.on_message(message, &view);
         assert_refusal(
@@ -566,7 +566,7 @@ fn messages_before_hello_are_a_protocol_violation() {
         assert!(session.on_message(hello(1, 1), &view).is_empty());
         assert!(!session.is_ready());
         assert!(session.on_local_entry(g, [1; 32], 1).is_empty());
-        assert!(session.on_group_joined(g, &view).is_empty());
+        assert!(session.on_group_joined(g, true, &view).is_empty());
     }
 }
 
@@ -575,9 +575,28 @@ fn second_hello_is_a_protocol_violation() {
     let (g1, g2) = (gid(1), gid(2));
     let view = view_in(&[g1, g2]);
     let mut session = SyncSession::new();
-    let _ = session.start();
-    let out = session.on_message(hello(1, 1), &view);
+    let _ = session.start([]);
+    let v = PROTOCOL_VERSION;
+    let out = session.on_message(hello(v, v), &view);
     assert!(session.is_ready());
+    assert!(
+        out.is_empty(),
+        "nothing about any group before a proof: {out:?}"
+    );
+    // The peer proves both groups (the transport turned its proofs into the group ids): the
+    // acceptor proves them back and opens each with a frontier.
+    let mut both = vec![g1, g2];
+    both.sort();
+    let out = session.on_message(
+        Message::Prove {
+            proofs: both.clone(),
+        },
+        &view,
+    );
+    assert!(
+        matches!(&out[0], Output::Send(Message::Prove { proofs }) if *proofs == both),
+        "{out:?}"
+    );
     let announced: Vec<Id32> = out
         .iter()
         .filter_map(|o| match o {
@@ -585,15 +604,13 @@ fn second_hello_is_a_protocol_violation() {
             _ => None,
         })
         .collect();
-    let mut both = vec![g1, g2];
-    both.sort();
     assert_eq!(announced, both, "both groups, in id order: {out:?}");
     assert!(session.peer_features().contains("run-signatures"));
     assert!(
         !session.peer_features().contains("some-future-feature"),
         "unknown features are ignored, not kept"
     );
-    let out = session.on_message(hello(1, 1), &view);
+    let out = session.on_message(hello(v, v), &view);
     assert_refusal(
         &out,
         RefuseCode::ProtocolViolation,
@@ -613,9 +630,9 @@ fn refuse_from_the_peer_closes_without_answering() {
     let view = view_in(&[gid(1)]);
     for before_hello in [true, false] {
         let mut session = SyncSession::new();
-        let _ = session.start();
+        let _ = session.start([]);
         if !before_hello {
-            let _ = session.on_message(hello(1, 1), &view);
+            let _ = session.on_message(hello(PROTOCOL_VERSION, MIN_PROTOCOL_VERSION), &view);
         }
         let refuse = Message::Refuse {
             code: RefuseCode::GoingAway as u16,
@@ -644,6 +661,8 @@ struct Db {
     _dir: tempfile::TempDir,
     store: Store,
     last_cursor: u64,
+    /// What one session would hold back between its batches.
+    held: Unverified,
 }
 
 impl Db {
@@ -654,14 +673,17 @@ impl Db {
             _dir: dir,
             store,
             last_cursor: 0,
+            held: Unverified::default(),
         }
     }
 
-    /// Ingests in one write transaction; checks cursors rise strictly, across calls too.
+    /// Ingests in one write transaction, as one session's batches go in (with what it held
+    /// back from the batches before); checks cursors rise strictly, across calls too.
     fn ingest(&mut self, rules: &Rules, batch: Vec<Vec<u8>>) -> Outcome {
+        let held = &mut self.held;
         let outcome = self
             .store
-            .write(|tx| verify::ingest(tx, rules, batch))
+            .write(|tx| verify::ingest_held(tx, rules, held, batch))
             .expect("ingest");
         for (cursor, _) in &outcome.stored {
             assert!(
@@ -682,11 +704,7 @@ impl Db {
 }
 
 fn rules(group: Id32) -> Rules {
-    Rules {
-        group_id: group,
-        epoch: 0,
-        max_ciphertext: MAX_CT,
-    }
+    Rules::of(&keys_of(group), MAX_CT)
 }
 
 fn reasons(outcome: &Outcome) -> BTreeMap<&'static str, usize> {
@@ -739,7 +757,7 @@ fn corrupt_signature(entry: &SignedEntry) -> Vec<u8> {
 }
 
 #[test]
-fn bad_signature_on_the_last_entry_keeps_the_first_49() {
+fn bad_signature_on_the_last_entry_keeps_the_first_49_and_holds_the_50th() {
     let g = gid(1);
     let x = author_key(1);
     let entries = chain(&x, g, 50, "x");
@@ -748,19 +766,17 @@ fn bad_signature_on_the_last_entry_keeps_the_first_49() {
     let mut db = Db::new(&[g]);
     let outcome = db.ingest(&rules(g), batch);
     assert_eq!(stored_seqs(&outcome), (1..=49).collect::<Vec<_>>());
-    assert_eq!(reasons(&outcome), BTreeMap::from([("bad-signature", 1)]));
-    assert!(
-        outcome.rejected[0].detail.contains("seq 50"),
-        "{:?}",
-        outcome.rejected
-    );
-    // One check for the run, then one per entry to find the valid prefix.
-    assert_eq!(outcome.signatures_checked, 1 + 50);
+    // Nothing after it has arrived that could vouch for it: undecided, held, not rejected.
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    assert_eq!(outcome.held_back, 1);
+    // The last fails, the 49th verifies and vouches for the 48 before it.
+    assert_eq!(outcome.signatures_checked, 2);
     assert_eq!(db.frontier(&g), vec![head(&x, 49)]);
-    // The genuine 50th still goes in afterwards, alone, with one check.
+    // The genuine 50th takes the held one's place, with one check.
     let outcome = db.ingest(&rules(g), raws(&entries[49..]));
     assert_eq!(stored_seqs(&outcome), vec![50]);
     assert_eq!(outcome.signatures_checked, 1);
+    assert_eq!(outcome.held_back, 0);
 }
 
 #[test]
@@ -770,16 +786,18 @@ fn bad_signature_in_the_middle_breaks_the_chain_after_it() {
     let entries = chain(&x, g, 50, "x");
     let mut batch = raws(&entries);
     // Entry 30's signature is corrupted, which changes its id: entry 31's prev no longer
-    // matches, so the run ends at 30, whose signature then fails.
+    // matches, so the run ends at 30, whose signature then fails; nothing that could vouch
+    // for it follows, so it is held.
     batch[29] = corrupt_signature(&entries[29]);
     let mut db = Db::new(&[g]);
     let outcome = db.ingest(&rules(g), batch);
     assert_eq!(stored_seqs(&outcome), (1..=29).collect::<Vec<_>>());
     assert_eq!(
         reasons(&outcome),
-        BTreeMap::from([("bad-signature", 1), ("broken-chain", 1), ("seq-gap", 19)])
+        BTreeMap::from([("broken-chain", 1), ("seq-gap", 19)])
     );
-    assert_eq!(outcome.signatures_checked, 1 + 30);
+    assert_eq!(outcome.held_back, 1);
+    assert_eq!(outcome.signatures_checked, 2);
     assert_eq!(db.frontier(&g), vec![head(&x, 29)]);
     // Resending the genuine tail completes the log.
     let outcome = db.ingest(&rules(g), raws(&entries[29..]));
@@ -797,20 +815,22 @@ fn altered_bytes_in_the_middle_keep_only_the_valid_prefix() {
         (
             "ciphertext byte",
             |raw| raw[HEADER_LEN + 2] ^= 0x04,
-            BTreeMap::from([("bad-signature", 1), ("broken-chain", 1), ("seq-gap", 19)]),
-            1 + 30,
+            BTreeMap::from([("broken-chain", 1), ("seq-gap", 19)]),
+            2,
         ),
         (
             "timestamp",
             |raw| raw[129] ^= 0x01,
-            BTreeMap::from([("bad-signature", 1), ("broken-chain", 1), ("seq-gap", 19)]),
-            1 + 30,
+            BTreeMap::from([("broken-chain", 1), ("seq-gap", 19)]),
+            2,
         ),
         (
+            // Two entries now claim seq 31: the genuine one (whose signature verifies) keeps
+            // it, and the altered one is refused; 31 to 50 then follow a gap.
             "seq field set to 31",
             |raw| raw[66..74].copy_from_slice(&31u64.to_be_bytes()),
-            BTreeMap::from([("seq-gap", 21)]),
-            1,
+            BTreeMap::from([("unverified", 1), ("seq-gap", 20)]),
+            1 + 2,
         ),
         (
             "prev field",
@@ -1080,34 +1100,336 @@ fn out_of_range_lamport_is_rejected_not_a_failed_batch() {
     assert_eq!(outcome.rejected.len(), 1);
 }
 
-/// The lamport bound, on both sides: `MAX_LAMPORT` is stored, one more is rejected with a
-/// reason, and a publish after the largest accepted clock still fits the store.
+/// The lamport rule, on both sides of each bound: an author's first clock is at most
+/// `MAX_LAMPORT_STEP`, each next one above its previous and at most `MAX_LAMPORT_STEP` above
+/// it; a clock past `MAX_LAMPORT` is out of range. What is refused is a rejected entry, and
+/// nothing after it in that author's log goes in.
 #[test]
-fn lamport_bound_on_both_sides() {
+fn lamport_bounds_on_both_sides() {
+    use verify::{MAX_LAMPORT, MAX_LAMPORT_STEP};
     let g = gid(1);
-    let (x, y) = (author_key(1), author_key(2));
     let db = Db::new(&[g]);
-    let at = make_entry(&x, g, 1, [0; 32], verify::MAX_LAMPORT, 0, b"at the bound");
-    let over = make_entry(
-        &y,
-        g,
-        1,
-        [0; 32],
-        verify::MAX_LAMPORT + 1,
-        0,
-        b"over the bound",
-    );
-    let outcome = db
-        .store
-        .write(|tx| verify::ingest(tx, &rules(g), vec![at.raw().to_vec(), over.raw().to_vec()]))
-        .unwrap();
+    let ingest = |entries: Vec<&SignedEntry>| {
+        db.store
+            .write(|tx| {
+                verify::ingest(
+                    tx,
+                    &rules(g),
+                    entries.iter().map(|e| e.raw().to_vec()).collect(),
+                )
+            })
+            .expect("ingest")
+    };
+    // First entries: at the step stored, one past it refused.
+    let (x, y) = (author_key(1), author_key(2));
+    let x1 = make_entry(&x, g, 1, [0; 32], MAX_LAMPORT_STEP, 0, b"x1");
+    let y1 = make_entry(&y, g, 1, [0; 32], MAX_LAMPORT_STEP + 1, 0, b"y1");
+    let outcome = ingest(vec![&x1, &y1]);
     assert_eq!(outcome.stored.len(), 1);
-    assert_eq!(outcome.rejected.len(), 1);
-    assert_eq!(outcome.rejected[0].reason, "out-of-range");
+    assert_eq!(
+        reasons(&outcome),
+        BTreeMap::from([("lamport-out-of-bounds", 1)])
+    );
+    // Next entries: not above the previous refused; one above it and a full step above it
+    // stored; one past a full step refused, and what follows it with it.
+    let prev = MAX_LAMPORT_STEP;
+    let same = make_entry(&x, g, 2, *x1.id(), prev, 0, b"same clock");
+    let outcome = ingest(vec![&same]);
+    assert_eq!(
+        reasons(&outcome),
+        BTreeMap::from([("lamport-out-of-bounds", 1)])
+    );
+    let x2 = make_entry(&x, g, 2, *x1.id(), prev + 1, 0, b"x2");
+    let x3 = make_entry(&x, g, 3, *x2.id(), prev + 1 + MAX_LAMPORT_STEP, 0, b"x3");
+    let outcome = ingest(vec![&x2, &x3]);
+    assert_eq!(outcome.stored.len(), 2, "{:?}", outcome.rejected);
+    let prev = prev + 1 + MAX_LAMPORT_STEP;
+    let over = make_entry(&x, g, 4, *x3.id(), prev + MAX_LAMPORT_STEP + 1, 0, b"jam");
+    let after = make_entry(
+        &x,
+        g,
+        5,
+        *over.id(),
+        prev + MAX_LAMPORT_STEP + 2,
+        0,
+        b"after",
+    );
+    let outcome = ingest(vec![&over, &after]);
+    assert!(outcome.stored.is_empty());
+    assert_eq!(
+        reasons(&outcome),
+        BTreeMap::from([("lamport-out-of-bounds", 1), ("seq-gap", 1)])
+    );
+    // The cap: at `MAX_LAMPORT` the clock may stay put, and nothing goes past it.
+    assert!(verify::lamport_in_bounds(MAX_LAMPORT - 1, MAX_LAMPORT));
+    assert!(verify::lamport_in_bounds(MAX_LAMPORT, MAX_LAMPORT));
+    assert!(!verify::lamport_in_bounds(MAX_LAMPORT, MAX_LAMPORT + 1));
+    assert!(!verify::lamport_in_bounds(MAX_LAMPORT, MAX_LAMPORT - 1));
+    assert_eq!(
+        verify::next_lamport(MAX_LAMPORT, MAX_LAMPORT + 1),
+        MAX_LAMPORT
+    );
+    // A publisher never makes what the rule refuses: far ahead of its own log, it advances
+    // one step; behind it, one past its previous entry.
+    assert_eq!(verify::next_lamport(10, u64::MAX), 10 + MAX_LAMPORT_STEP);
+    assert_eq!(verify::next_lamport(10, 3), 11);
+    assert_eq!(verify::next_lamport(0, 1), 1);
+    // Past `MAX_LAMPORT` is out of range, before any chain rule.
+    let z = make_entry(&author_key(3), g, 1, [0; 32], MAX_LAMPORT + 1, 0, b"over");
+    let outcome = ingest(vec![&z]);
+    assert_eq!(reasons(&outcome), BTreeMap::from([("out-of-range", 1)]));
     let next = db
         .store
         .read(|c| covey_core::store::max_lamport(c, &g))
         .unwrap()
         + 1;
     assert!(i64::try_from(next).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// One verdict for every batching (PROTOCOL.md, "Validity rules", step 6)
+// ---------------------------------------------------------------------------------------------
+
+/// `n` entries of `secret`'s log in `group`, hash-linked as sent: the entries whose seq `bad`
+/// picks carry a corrupted signature, and the next entry links to that corrupted entry (its
+/// id as sent), as a member forging such a run would make it.
+fn forged_run(
+    secret: &SecretKey,
+    group: Id32,
+    n: u64,
+    bad: impl Fn(u64) -> bool,
+) -> Vec<SignedEntry> {
+    let mut out: Vec<SignedEntry> = Vec::new();
+    for seq in 1..=n {
+        let prev = out.last().map(|e| *e.id()).unwrap_or([0u8; 32]);
+        let entry = make_entry(
+            secret,
+            group,
+            seq,
+            prev,
+            seq,
+            0,
+            format!("forged #{seq}").as_bytes(),
+        );
+        out.push(if bad(seq) {
+            let raw = corrupt_signature(&entry);
+            let forged = SignedEntry::decode(raw, usize::MAX).expect("decodes");
+            assert!(forged.verify_signature().is_err());
+            forged
+        } else {
+            entry
+        });
+    }
+    out
+}
+
+/// Ingests `run` in one session cut at the given boundaries; returns the seqs stored.
+fn ingest_cut(group: Id32, run: &[SignedEntry], cuts: &[usize]) -> Vec<u64> {
+    let mut db = Db::new(&[group]);
+    let mut stored = Vec::new();
+    let mut from = 0;
+    for &to in cuts.iter().chain([&run.len()]) {
+        stored.extend(stored_seqs(&db.ingest(&rules(group), raws(&run[from..to]))));
+        from = to;
+    }
+    stored
+}
+
+/// A run with bad signatures that later signatures vouch for is accepted whole, and one
+/// whose bad signatures no later one vouches for is cut at the same entry, however the run
+/// is split into batches: at every single boundary and at every pair of boundaries.
+#[test]
+fn a_runs_verdict_is_the_same_at_every_batch_boundary() {
+    let g = gid(1);
+    let x = author_key(1);
+    let n = 12u64;
+    // Seqs 5 and 6 are vouched for by 7; seq 12, the last, by nothing yet.
+    let run = forged_run(&x, g, n, |seq| seq == 5 || seq == 6 || seq == 12);
+    let whole = ingest_cut(g, &run, &[]);
+    assert_eq!(
+        whole,
+        (1..n).collect::<Vec<_>>(),
+        "the last waits, the rest go in"
+    );
+    for cut in 0..=run.len() {
+        assert_eq!(ingest_cut(g, &run, &[cut]), whole, "cut at {cut}");
+        for second in cut..=run.len() {
+            assert_eq!(
+                ingest_cut(g, &run, &[cut, second]),
+                whole,
+                "cuts at {cut} and {second}"
+            );
+        }
+    }
+}
+
+/// The window on both sides of its entry limit: a bad signature vouched for by the entry
+/// `MAX_UNSIGNED_RUN` later is valid, one needing `MAX_UNSIGNED_RUN + 1` is not; either way
+/// the same at every batch boundary.
+#[test]
+fn the_signature_window_holds_on_both_sides_of_its_entry_limit() {
+    let g = gid(1);
+    let x = author_key(1);
+    let k = verify::MAX_UNSIGNED_RUN as u64;
+    // Bad from 3 to 3 + k - 1: seq 3's voucher is 3 + k, exactly at the limit.
+    let at = forged_run(&x, g, k + 5, |seq| (3..3 + k).contains(&seq));
+    // Bad from 3 to 3 + k: seq 3's nearest voucher is 3 + k + 1, one past it.
+    let past = forged_run(&x, g, k + 5, |seq| (3..=3 + k).contains(&seq));
+    for cut in (0..at.len())
+        .step_by(7)
+        .chain([1, 2, 3, k as usize, at.len()])
+    {
+        assert_eq!(
+            ingest_cut(g, &at, &[cut]),
+            (1..=k + 5).collect::<Vec<_>>(),
+            "at the limit, cut at {cut}"
+        );
+        assert_eq!(
+            ingest_cut(g, &past, &[cut]),
+            vec![1, 2],
+            "past the limit, cut at {cut}"
+        );
+    }
+}
+
+/// The window on both sides of its byte limit: the entries from the unverified one up to
+/// its voucher may total `MAX_UNSIGNED_RUN_BYTES`, not more.
+#[test]
+fn the_signature_window_holds_on_both_sides_of_its_byte_limit() {
+    let g = gid(1);
+    let x = author_key(1);
+    let payload = 100_000;
+    let entry_len = payload + TAG_LEN + HEADER_LEN + SIGNATURE_LEN;
+    let fits = verify::MAX_UNSIGNED_RUN_BYTES / entry_len;
+    let big = Rules {
+        max_ciphertext: payload + TAG_LEN,
+        ..rules(g)
+    };
+    let run = |bad_until: u64| -> Vec<SignedEntry> {
+        let mut out: Vec<SignedEntry> = Vec::new();
+        for seq in 1..=bad_until + 1 {
+            let prev = out.last().map(|e| *e.id()).unwrap_or([0u8; 32]);
+            let entry = make_entry(&x, g, seq, prev, seq, 0, &vec![seq as u8; payload]);
+            out.push(if seq <= bad_until {
+                SignedEntry::decode(corrupt_signature(&entry), usize::MAX).expect("decodes")
+            } else {
+                entry
+            });
+        }
+        out
+    };
+    for (bad, want) in [(fits as u64, fits + 1), (fits as u64 + 1, 0)] {
+        let entries = run(bad);
+        for cut in [0, 1, fits, entries.len()] {
+            let mut db = Db::new(&[g]);
+            let mut stored = stored_seqs(&db.ingest(&big, raws(&entries[..cut])));
+            stored.extend(stored_seqs(&db.ingest(&big, raws(&entries[cut..]))));
+            assert_eq!(
+                stored.len(),
+                want,
+                "{bad} bad entries of {entry_len} bytes, cut at {cut}"
+            );
+        }
+    }
+}
+
+/// Over the mesh: the forged run reaches two more nodes through every batch size and a link
+/// loss after every number of frames, and every node ends with the same log.
+#[test]
+fn nodes_reach_one_log_whatever_the_batches_and_link_losses() {
+    let g = gid(1);
+    let x = author_key(9);
+    let n = 12u64;
+    let run = forged_run(&x, g, n, |seq| seq == 5 || seq == 6);
+    // One node received the run long ago (as its author's node would hold it); two others
+    // sync from it and from each other.
+    let setup = |batch: usize, seed: u64| -> (SessionMesh, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut mesh = SessionMesh::new(dir.path(), 3, seed, batch, MAX_PAYLOAD);
+        for at in 0..3 {
+            mesh.join(at, &keys_of(g));
+        }
+        mesh.nodes[0]
+            .store
+            .write(|tx| {
+                for e in &run {
+                    store::insert_entry(tx, &g, e)?;
+                }
+                Ok(())
+            })
+            .expect("seed node 0");
+        (mesh, dir)
+    };
+    let all: Vec<Id32> = run.iter().map(|e| *e.id()).collect();
+    let holds = |mesh: &SessionMesh, at: usize| -> Vec<Id32> {
+        let mut ids: Vec<Id32> = mesh
+            .node_entries(at, &g)
+            .iter()
+            .map(|(_, e)| *e.id())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut want = all.clone();
+    want.sort();
+    let mut runs = 0;
+    for batch in 1..=n as usize {
+        // How many frames a clean run takes, to cut it after every one of them.
+        let (mut clean, _dir) = setup(batch, batch as u64);
+        clean.connect(0, 1);
+        clean.connect(1, 2);
+        let mut frames = 0;
+        while clean.step() {
+            frames += 1;
+        }
+        for at in 0..3 {
+            assert_eq!(holds(&clean, at), want, "batch {batch}: node {at}");
+        }
+        for lose_after in 0..=frames {
+            let (mut mesh, _dir) = setup(batch, lose_after);
+            mesh.connect(0, 1);
+            mesh.connect(1, 2);
+            for _ in 0..lose_after {
+                mesh.step();
+            }
+            // Both links drop with whatever was in flight, and come back.
+            mesh.disconnect(0, 1);
+            mesh.disconnect(1, 2);
+            mesh.connect(1, 0);
+            mesh.connect(2, 1);
+            mesh.run();
+            for at in 0..3 {
+                assert_eq!(
+                    holds(&mesh, at),
+                    want,
+                    "batch {batch}, link lost after {lose_after} frames: node {at}"
+                );
+            }
+            runs += 1;
+        }
+    }
+    assert!(runs > 100, "{runs} runs");
+}
+
+/// Two entries at one seq in one batch (a held one and the genuine one merged into one
+/// transaction, or a sender offering both): the one whose own signature verifies wins
+/// whatever the order, and the other is refused.
+#[test]
+fn a_contested_seq_goes_to_the_entry_whose_signature_verifies() {
+    let g = gid(1);
+    let x = author_key(1);
+    let genuine = chain(&x, g, 2, "x");
+    let bad = corrupt_signature(&genuine[0]);
+    for order in [
+        [bad.clone(), genuine[0].raw().to_vec()],
+        [genuine[0].raw().to_vec(), bad.clone()],
+    ] {
+        let mut db = Db::new(&[g]);
+        let mut batch = order.to_vec();
+        batch.push(genuine[1].raw().to_vec());
+        let outcome = db.ingest(&rules(g), batch);
+        assert_eq!(stored_seqs(&outcome), vec![1, 2]);
+        assert_eq!(reasons(&outcome), BTreeMap::from([("unverified", 1)]));
+        assert_eq!(db.frontier(&g), vec![head(&x, 2)]);
+    }
 }

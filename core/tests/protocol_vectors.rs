@@ -251,7 +251,7 @@ fn fixture() -> &'static Fixture {
         let header = EntryHeader {
             version: ENTRY_VERSION,
             kind: EntryKind::Data,
-            group_id: keys.id.0,
+            group_ref: keys.entry_group,
             author: a,
             seq: 1,
             prev: [0; 32],
@@ -279,7 +279,7 @@ fn fixture() -> &'static Fixture {
 /// features, and its frame limit as the last one.
 fn default_nodes_hello() -> Message {
     let mut session = SyncSession::new().with_max_frame(default_max_frame());
-    match &session.start()[..] {
+    match &session.start([])[..] {
         [Output::Send(hello @ Message::Hello { .. })] => hello.clone(),
         other => panic!("a session starts with its hello, not {other:?}"),
     }
@@ -1059,7 +1059,7 @@ fn entry_layout_table_matches_the_vector() {
     let fields: Vec<(&str, Vec<u8>)> = vec![
         ("version", vec![h.version]),
         ("kind", vec![0]),
-        ("group_id", h.group_id.to_vec()),
+        ("group_ref", h.group_ref.to_vec()),
         ("author", h.author.to_vec()),
         ("seq", h.seq.to_be_bytes().to_vec()),
         ("prev", h.prev.to_vec()),
@@ -1093,8 +1093,22 @@ fn entry_layout_table_matches_the_vector() {
 // The DHT (PROTOCOL.md, "The DHT protocol" and "DHT test vectors")
 // ---------------------------------------------------------------------------------------------
 
+use covey_core::dht::record::MAX_SEALED_BYTES;
+use covey_core::group::rendezvous::{
+    self as rendezvous, ASSOCIATED_DATA_LEN, RENDEZVOUS_IDENTITY_LABEL, RENDEZVOUS_SEAL_LABEL,
+    SEALED_OVERHEAD,
+};
+
 const DHT_SECRET: [u8; 32] = [0x07; 32];
 const RECORD_NAME: &[u8] = b"covey-test";
+/// The application key of P's own provider record (nothing sealed).
+const APP_PROVIDER_KEY: &[u8] = b"covey-test";
+/// The nonce P's rendezvous announcement is sealed with in the vectors (a node draws a fresh
+/// random one for every announcement).
+const RENDEZVOUS_NONCE: [u8; NONCE_LEN] = [
+    0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
+    0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37,
+];
 const RECORD_VALUE: &[u8] = b"hello dht";
 const RECORD_SEQ: u64 = 1;
 const RECORD_EXPIRES_MS: u64 = 1_700_003_600_000;
@@ -1111,7 +1125,15 @@ struct DhtFixture {
     rendezvous: GroupKeys,
     app_key: [u8; 32],
     provider_key: Key,
+    /// P's application announcement of [`APP_PROVIDER_KEY`]: nothing sealed.
     provider: ProviderRecord,
+    /// P's address at [`HINT_ADDR`], as a hint and as the rendezvous record seals it.
+    p_addr: EndpointAddr,
+    /// P's window identity in the rendezvous group.
+    identity: SecretKey,
+    seal_key: Secret32,
+    /// P's rendezvous announcement of window 494000, sealed with [`RENDEZVOUS_NONCE`].
+    announcement: ProviderRecord,
     hints: Vec<EndpointAddr>,
 }
 
@@ -1131,9 +1153,27 @@ fn dht_fixture() -> &'static DhtFixture {
         let rendezvous = GroupKeys::from_root(&Secret32::from_bytes(RENDEZVOUS_ROOT));
         let app_key = rendezvous.rendezvous_key(RENDEZVOUS_WINDOW);
         let provider_key = dht_record::provider_key(&app_key);
-        let provider = ProviderRecord::sign(&secret, provider_key, PROVIDER_EXPIRES_MS);
-        let hints =
-            vec![EndpointAddr::new(secret.public()).with_ip_addr(HINT_ADDR.parse().unwrap())];
+        let provider = ProviderRecord::sign(
+            &secret,
+            dht_record::provider_key(APP_PROVIDER_KEY),
+            PROVIDER_EXPIRES_MS,
+        );
+        let p_addr = EndpointAddr::new(secret.public()).with_ip_addr(HINT_ADDR.parse().unwrap());
+        // The announcement as a member builds it: the window identity signs, the address is
+        // sealed to the window's key, bound to the record by the associated data.
+        let identity = rendezvous.rendezvous_identity(RENDEZVOUS_WINDOW, &p);
+        let seal_key = rendezvous.rendezvous_seal_key(RENDEZVOUS_WINDOW);
+        let associated = rendezvous::associated_data(
+            &provider_key.0,
+            identity.public().as_bytes(),
+            PROVIDER_EXPIRES_MS,
+        );
+        let plaintext = postcard::to_stdvec(&p_addr).unwrap();
+        let sealed =
+            rendezvous::seal(&seal_key, &RENDEZVOUS_NONCE, &associated, &plaintext).unwrap();
+        let announcement =
+            ProviderRecord::sign_sealed(&identity, provider_key, PROVIDER_EXPIRES_MS, sealed)
+                .expect("sign the vector announcement");
         DhtFixture {
             p,
             record,
@@ -1141,7 +1181,11 @@ fn dht_fixture() -> &'static DhtFixture {
             app_key,
             provider_key,
             provider,
-            hints,
+            hints: vec![p_addr.clone()],
+            p_addr,
+            identity,
+            seal_key,
+            announcement,
         }
     })
 }
@@ -1242,7 +1286,7 @@ fn dht_messages() -> Vec<(&'static str, DhtMessage)> {
             request(
                 5,
                 Request::AddProvider {
-                    record: f.provider.clone(),
+                    record: f.announcement.clone(),
                 },
             ),
         ),
@@ -1264,7 +1308,7 @@ fn dht_messages() -> Vec<(&'static str, DhtMessage)> {
             response(
                 6,
                 Response::Providers {
-                    providers: vec![f.provider.clone()],
+                    providers: vec![f.announcement.clone()],
                     contacts: vec![a, b],
                 },
             ),
@@ -1306,11 +1350,43 @@ fn dht_vectors() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("rendezvous.key", f.app_key.to_vec()),
         ("rendezvous.provider-key", f.provider_key.0.to_vec()),
+        (
+            "dht.app-provider-key",
+            dht_record::provider_key(APP_PROVIDER_KEY).0.to_vec(),
+        ),
         ("dht.provider.signing-message", f.provider.signing_message()),
         ("dht.provider.signature", f.provider.signature.clone()),
         (
             "dht.provider-record",
             postcard::to_stdvec(&f.provider).unwrap(),
+        ),
+        ("rendezvous.identity-seed", f.identity.to_bytes().to_vec()),
+        (
+            "rendezvous.provider",
+            f.identity.public().as_bytes().to_vec(),
+        ),
+        ("rendezvous.seal-key", f.seal_key.expose().to_vec()),
+        (
+            "rendezvous.address",
+            postcard::to_stdvec(&f.p_addr).unwrap(),
+        ),
+        (
+            "rendezvous.associated-data",
+            rendezvous::associated_data(
+                &f.announcement.key,
+                &f.announcement.provider,
+                f.announcement.expires_at_ms,
+            )
+            .to_vec(),
+        ),
+        ("rendezvous.sealed", f.announcement.sealed.clone()),
+        (
+            "rendezvous.signing-message",
+            f.announcement.signing_message(),
+        ),
+        (
+            "rendezvous.record",
+            postcard::to_stdvec(&f.announcement).unwrap(),
         ),
         ("dht.hints", hints.clone()),
         ("dht.frame", dht_frame(&ping, &hints)),
@@ -1338,15 +1414,17 @@ fn dht_negatives() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mut short_sig = f.record.clone();
     short_sig.signature.pop();
-    let mut short_provider = f.provider.clone();
+    let add_provider = |record: ProviderRecord| {
+        postcard::to_stdvec(&DhtMessage::Request {
+            id: 5,
+            body: Request::AddProvider { record },
+        })
+        .unwrap()
+    };
+    let mut short_provider = f.announcement.clone();
     short_provider.signature.pop();
-    let add_provider = postcard::to_stdvec(&DhtMessage::Request {
-        id: 5,
-        body: Request::AddProvider {
-            record: short_provider,
-        },
-    })
-    .unwrap();
+    let mut sealed_over = f.announcement.clone();
+    sealed_over.sealed = vec![0x5e; MAX_SEALED_BYTES + 1];
     let full = dht_encode(&DhtMessage::Request {
         id: 4,
         body: Request::Store {
@@ -1373,7 +1451,8 @@ fn dht_negatives() -> Vec<(&'static str, Vec<u8>)> {
         ("dht.name-over-limit", store(long_name)),
         ("dht.value-over-ceiling", store(big_value)),
         ("dht.short-signature", store(short_sig)),
-        ("dht.provider-short-signature", add_provider),
+        ("dht.provider-short-signature", add_provider(short_provider)),
+        ("dht.provider-sealed-over-limit", add_provider(sealed_over)),
         (
             "dht.providers-over-limit",
             zero_providers(MAX_PROVIDERS_PER_RESPONSE + 1),
@@ -1383,13 +1462,14 @@ fn dht_negatives() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// `Providers` (id 6) holding `n` all-zero provider records (66 zero bytes each: the record
+/// `Providers` (id 6) holding `n` all-zero provider records (67 zero bytes each: the record
 /// fields are never checked against each other before the count is).
 fn zero_providers(n: usize) -> Vec<u8> {
     let zero = ProviderRecord {
         key: [0; 32],
         provider: [0; 32],
         expires_at_ms: 0,
+        sealed: Vec::new(),
         signature: Vec::new(),
     };
     postcard::to_stdvec(&DhtMessage::Response {
@@ -1532,7 +1612,7 @@ fn dht_message_vectors_decode_to_their_inputs() {
         doc_vector("dht.stored-full"),
         [1, 0xae, 0x02, 3, 0, 1, 2, 0]
     );
-    let provider = doc_vector("dht.provider-record");
+    let provider = doc_vector("rendezvous.record");
     let add = doc_vector("dht.add-provider");
     assert_eq!(&add[..3], &[0, 5, 4]);
     assert_eq!(&add[3..], &provider[..]);
@@ -1614,18 +1694,21 @@ fn dht_record_vectors_follow_the_documented_rules() {
         "expired"
     );
 
-    // The provider record.
+    // The provider record: P's own announcement, nothing sealed.
     let provider: ProviderRecord =
         postcard::from_bytes(&doc_vector("dht.provider-record")).unwrap();
     assert_eq!(provider, f.provider);
     assert_eq!(provider.provider.to_vec(), p);
-    assert_eq!(provider.key.to_vec(), doc_vector("rendezvous.provider-key"));
+    assert_eq!(provider.key.to_vec(), doc_vector("dht.app-provider-key"));
     assert_eq!(provider.expires_at_ms, PROVIDER_EXPIRES_MS);
-    let mut message = b"covey/v1/dht-provider".to_vec();
+    assert!(provider.sealed.is_empty());
+    let mut message = b"covey/v2/dht-provider".to_vec();
     message.extend_from_slice(&provider.key);
     message.extend_from_slice(&provider.provider);
     message.extend_from_slice(&PROVIDER_EXPIRES_MS.to_be_bytes());
+    message.extend_from_slice(&0u64.to_be_bytes());
     assert_eq!(message, doc_vector("dht.provider.signing-message"));
+    assert_eq!(message.len(), 101);
     let signature: [u8; 64] = doc_vector("dht.provider.signature").try_into().unwrap();
     assert_eq!(provider.signature, signature);
     key.verify(&message, &iroh::Signature::from_bytes(&signature))
@@ -1651,7 +1734,7 @@ fn dht_record_layout_tables_match_the_vectors() {
         postcard::to_stdvec(v).unwrap()
     }
     let r = &f.record;
-    let p = &f.provider;
+    let p = &f.announcement;
     // Each field's encoding, as postcard writes it on its own.
     let record_fields: Vec<(&str, Vec<u8>)> = vec![
         ("publisher", pc(&r.publisher)),
@@ -1665,13 +1748,14 @@ fn dht_record_layout_tables_match_the_vectors() {
         ("key", pc(&p.key)),
         ("provider", pc(&p.provider)),
         ("expires_at_ms", pc(&p.expires_at_ms)),
+        ("sealed", pc(&p.sealed)),
         ("signature", pc(&p.signature)),
     ];
     for (table_name, vector, debug, fields) in [
         ("dht-record", "dht.record", format!("{r:?}"), record_fields),
         (
             "dht-provider-record",
-            "dht.provider-record",
+            "rendezvous.record",
             format!("{p:?}"),
             provider_fields,
         ),
@@ -1734,6 +1818,10 @@ fn dht_key_derivations_follow_the_documented_formula() {
         derive(b"covey/v1/dht-provider-key", &[&app]),
         doc_vector("rendezvous.provider-key")
     );
+    assert_eq!(
+        derive(b"covey/v1/dht-provider-key", &[APP_PROVIDER_KEY]),
+        doc_vector("dht.app-provider-key")
+    );
     // And the code's own helpers agree.
     let p32: [u8; 32] = p.clone().try_into().unwrap();
     assert_eq!(
@@ -1795,6 +1883,162 @@ fn rendezvous_vectors_follow_the_documented_derivation() {
             .0
             .to_vec(),
         doc_vector("rendezvous.provider-key")
+    );
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn rendezvous_announcement_vectors_follow_the_documented_derivation() {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let f = dht_fixture();
+    let secret: [u8; 32] = doc_vector("rendezvous.secret").try_into().unwrap();
+    let p = doc_vector("dht.node-p");
+    let window = RENDEZVOUS_WINDOW.to_be_bytes();
+
+    // The identity: its seed is the keyed hash of the label, the window and P; the Ed25519
+    // key of that seed (computed here with ed25519-dalek) is the record's provider.
+    assert_eq!(RENDEZVOUS_IDENTITY_LABEL, b"covey/v2/rendezvous-identity");
+    let seed = blake3::keyed_hash(&secret, &[RENDEZVOUS_IDENTITY_LABEL, &window, &p].concat());
+    assert_eq!(
+        seed.as_bytes().to_vec(),
+        doc_vector("rendezvous.identity-seed")
+    );
+    let provider = doc_vector("rendezvous.provider");
+    assert_eq!(
+        ed25519_dalek::SigningKey::from_bytes(seed.as_bytes())
+            .verifying_key()
+            .to_bytes()
+            .to_vec(),
+        provider
+    );
+    assert_ne!(provider, p, "the provider is not P");
+
+    // The seal key, and the associated data: provider key, provider, expiry.
+    assert_eq!(RENDEZVOUS_SEAL_LABEL, b"covey/v2/rendezvous-seal");
+    let seal_key = blake3::keyed_hash(&secret, &[RENDEZVOUS_SEAL_LABEL, &window].concat());
+    assert_eq!(
+        seal_key.as_bytes().to_vec(),
+        doc_vector("rendezvous.seal-key")
+    );
+    let provider_key = doc_vector("rendezvous.provider-key");
+    let associated = [
+        &provider_key[..],
+        &provider[..],
+        &PROVIDER_EXPIRES_MS.to_be_bytes(),
+    ]
+    .concat();
+    assert_eq!(associated, doc_vector("rendezvous.associated-data"));
+    assert_eq!(associated.len(), ASSOCIATED_DATA_LEN);
+
+    // The address is P's hint, the one entry of the hint list.
+    let address = doc_vector("rendezvous.address");
+    assert_eq!(
+        postcard::from_bytes::<EndpointAddr>(&address).unwrap(),
+        f.p_addr
+    );
+    assert_eq!(&doc_vector("dht.hints")[1..], &address[..]);
+
+    // Sealed: the nonce, then XChaCha20-Poly1305 of the address (computed here with the
+    // cipher crate directly, both ways).
+    let sealed = doc_vector("rendezvous.sealed");
+    assert_eq!(&sealed[..NONCE_LEN], &RENDEZVOUS_NONCE);
+    assert_eq!(sealed.len(), address.len() + SEALED_OVERHEAD);
+    // As the document's prose says: a 41-byte address, 81 sealed bytes (the varint `51`).
+    assert_eq!((address.len(), sealed.len()), (41, 81));
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(&chacha20poly1305::Key::from(
+        *seal_key.as_bytes(),
+    ));
+    let nonce = chacha20poly1305::XNonce::from(RENDEZVOUS_NONCE);
+    let opened = cipher
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: &sealed[NONCE_LEN..],
+                aad: &associated,
+            },
+        )
+        .expect("the documented blob opens under the documented key");
+    assert_eq!(opened, address);
+    let resealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: &address,
+                aad: &associated,
+            },
+        )
+        .unwrap();
+    assert_eq!(&sealed[NONCE_LEN..], &resealed[..]);
+
+    // The record: its signing message (the sealed bytes after their u64 BE length) and its
+    // signature by the provider key.
+    let message = [
+        &b"covey/v2/dht-provider"[..],
+        &provider_key,
+        &provider,
+        &PROVIDER_EXPIRES_MS.to_be_bytes(),
+        &(sealed.len() as u64).to_be_bytes(),
+        &sealed,
+    ]
+    .concat();
+    assert_eq!(message, doc_vector("rendezvous.signing-message"));
+    let record: ProviderRecord = postcard::from_bytes(&doc_vector("rendezvous.record")).unwrap();
+    assert_eq!(record, f.announcement);
+    assert_eq!(
+        (&record.key[..], &record.provider[..], record.expires_at_ms),
+        (&provider_key[..], &provider[..], PROVIDER_EXPIRES_MS)
+    );
+    assert_eq!(record.sealed, sealed);
+    let signature: [u8; 64] = record.signature.clone().try_into().unwrap();
+    iroh::PublicKey::from_bytes(&provider.clone().try_into().unwrap())
+        .unwrap()
+        .verify(&message, &iroh::Signature::from_bytes(&signature))
+        .expect("the announcement's signature verifies under its provider");
+    let limits = RecordLimits::default();
+    record
+        .validate(PROVIDER_EXPIRES_MS - 3_600_000, &limits)
+        .expect("a valid provider record");
+
+    // Nothing in the record names P or its address in the clear.
+    let bytes = doc_vector("rendezvous.record");
+    assert!(!contains_bytes(&bytes, &p));
+    assert!(!contains_bytes(&bytes, &address));
+    assert!(!contains_bytes(&bytes, &[127, 0, 0, 1]));
+    assert!(!contains_bytes(&bytes, &doc_vector("rendezvous.key")));
+
+    // The code's helpers agree; the blob opens under this window's key of this group only.
+    let keys = &f.rendezvous;
+    let ad: [u8; ASSOCIATED_DATA_LEN] = associated.clone().try_into().unwrap();
+    assert_eq!(
+        rendezvous::open(&keys.rendezvous_seal_key(RENDEZVOUS_WINDOW), &sealed, &ad)
+            .unwrap()
+            .as_slice(),
+        &address[..]
+    );
+    let other_group = GroupKeys::from_root(&Secret32::from_bytes([0x02; 32]));
+    for wrong in [
+        keys.rendezvous_seal_key(RENDEZVOUS_WINDOW + 1),
+        other_group.rendezvous_seal_key(RENDEZVOUS_WINDOW),
+    ] {
+        assert!(rendezvous::open(&wrong, &sealed, &ad).is_err());
+    }
+    // The next window: another provider for P, another seal key.
+    assert_ne!(
+        keys.rendezvous_identity(RENDEZVOUS_WINDOW + 1, &f.p)
+            .public()
+            .as_bytes()
+            .to_vec(),
+        provider
+    );
+    assert_ne!(
+        keys.rendezvous_seal_key(RENDEZVOUS_WINDOW + 1)
+            .expose()
+            .to_vec(),
+        doc_vector("rendezvous.seal-key")
     );
 }
 
@@ -1947,6 +2191,21 @@ fn dht_negative_vectors_fail_to_decode() {
         MAX_MESSAGE_BYTES + 1,
         MAX_MESSAGE_BYTES,
     );
+    too_large(
+        "dht.provider-sealed-over-limit",
+        "provider sealed bytes",
+        MAX_SEALED_BYTES + 1,
+        MAX_SEALED_BYTES,
+    );
+    // One sealed byte fewer decodes (the signature no longer verifies, which is the
+    // receiver's validity check, not the decoder's).
+    let mut at_limit = dht_fixture().announcement.clone();
+    at_limit.sealed = vec![0x5e; MAX_SEALED_BYTES];
+    let add = DhtMessage::Request {
+        id: 5,
+        body: Request::AddProvider { record: at_limit },
+    };
+    assert_eq!(dht_msg::decode(&dht_encode(&add)), Ok(add));
     // Each is one step from a valid message.
     let store = doc_vector("dht.store");
     for cut in 0..store.len() {
@@ -2156,7 +2415,10 @@ fn dht_constants_table_matches_the_code() {
         ("PROVIDER_SIGNATURE_LABEL", text(PROVIDER_SIGNATURE_LABEL)),
         ("RECORD_KEY_LABEL", text(RECORD_KEY_LABEL)),
         ("PROVIDER_KEY_LABEL", text(PROVIDER_KEY_LABEL)),
+        ("MAX_SEALED_BYTES", MAX_SEALED_BYTES.to_string()),
         ("LABEL_RENDEZVOUS", kdf::LABEL_RENDEZVOUS.to_owned()),
+        ("RENDEZVOUS_IDENTITY_LABEL", text(RENDEZVOUS_IDENTITY_LABEL)),
+        ("RENDEZVOUS_SEAL_LABEL", text(RENDEZVOUS_SEAL_LABEL)),
         ("RENDEZVOUS_WINDOW_MS", RENDEZVOUS_WINDOW_MS.to_string()),
         ("MAX_HINTS", from_driver("MAX_HINTS")),
         ("MAX_ADDRS_PER_HINT", from_driver("MAX_ADDRS_PER_HINT")),
@@ -2169,6 +2431,8 @@ fn dht_constants_table_matches_the_code() {
         ("ANNOUNCE_TTL_MS", from_driver("ANNOUNCE_TTL_MS")),
         ("REANNOUNCE_MS", from_driver("REANNOUNCE_MS")),
         ("FIRST_RETRY_MS", from_driver("FIRST_RETRY_MS")),
+        ("EXPIRY_JITTER_MS", from_driver("EXPIRY_JITTER_MS")),
+        ("MAX_SEALED_ADDRS", from_driver("MAX_SEALED_ADDRS")),
         (
             "rendezvous_interval_ms",
             settings.rendezvous_interval_ms.to_string(),

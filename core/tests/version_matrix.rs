@@ -50,7 +50,7 @@ fn this_builds_features() -> Vec<String> {
 
 /// Starts a session and returns the hello it sends (its only output).
 fn hello_of(session: &mut SyncSession) -> Message {
-    match &session.start()[..] {
+    match &session.start([])[..] {
         [Output::Send(hello @ Message::Hello { .. })] => hello.clone(),
         other => panic!("start sent {other:?}"),
     }
@@ -169,6 +169,12 @@ fn version_matrix_ready_or_refused_on_both_sides() {
 
             ready_pairs += 1;
             assert!(a.is_ready() && b.is_ready(), "{ctx}");
+            assert!(
+                out_a.is_empty() && out_b.is_empty(),
+                "{ctx}: nothing about the group before a proof"
+            );
+            let out_a = proved(&mut a, &view_a);
+            let out_b = proved(&mut b, &view_b);
             assert_eq!(
                 out_a,
                 vec![Output::Send(Message::Frontier {
@@ -305,13 +311,33 @@ fn this_build_against_a_newer_and_an_older_neighbour() {
 // Features
 // ---------------------------------------------------------------------------------------------
 
-/// A session of this build at t = 1000 that received `hello`; returns it and its outputs.
+/// The peer proved the group (the transport turned its proof into the group's id): what the
+/// session says then, less its own proof in answer.
+fn proved(s: &mut SyncSession, view: &Snapshot) -> Vec<Output> {
+    s.on_message(
+        Message::Prove {
+            proofs: vec![GROUP],
+        },
+        view,
+    )
+    .into_iter()
+    .filter(|o| !matches!(o, Output::Send(Message::Prove { .. })))
+    .collect()
+}
+
+/// A session of this build at t = 1000 that received `hello` and then the peer's proof of
+/// the group; returns it and its outputs.
 fn ready_with(hello: &Message, view: &Snapshot) -> (SyncSession, Vec<Output>) {
     let mut s = SyncSession::new().with_timers(timers());
     s.advance(1_000);
     hello_of(&mut s);
-    let out = s.on_message(wire(hello), view);
+    let mut out = s.on_message(wire(hello), view);
     assert!(s.is_ready(), "{out:?}");
+    assert!(
+        out.is_empty(),
+        "nothing about the group before a proof: {out:?}"
+    );
+    out.extend(proved(&mut s, view));
     (s, out)
 }
 
@@ -410,6 +436,8 @@ fn catching_up(r_hears: &Message) -> (SyncSession, SyncSession) {
     hello_of(&mut s);
     let hello_r = hello_with(FEATURES);
     let out_s = s.on_message(wire(&hello_r), &view_s);
+    assert!(out_s.is_empty(), "{out_s:?}");
+    let out_s = proved(&mut s, &view_s);
     let got_r = r.on_message(wire(&sent_messages(&out_s)[0]), &view_r);
     assert_eq!(
         got_r,
@@ -690,29 +718,37 @@ async fn a_node_refuses_an_incompatible_peer_and_a_frame_from_the_future_over_ir
         .expect("open node");
     let mut events = node.subscribe();
 
-    // A peer that only speaks version 9 is refused with code 1, both ranges named.
-    let mut peer = RawPeer::connect_on(fresh_endpoint().await, &node, None).await;
-    peer.send(&Message::Hello {
-        version: 9,
-        min_version: 9,
-        features: vec!["future-x".into()],
-    })
-    .await;
-    expect_this_builds_hello(&mut peer).await;
-    let (code, reason) = expect_refuse_next(&mut peer).await;
-    assert_eq!(code, 1, "IncompatibleVersion ({reason})");
-    assert!(reason.contains("we speak 1..=1"), "{reason}");
-    assert!(reason.contains("peer speaks 9..=9"), "{reason}");
-    let warning = wait_warning(&mut events, 5, "incompatible-version").await;
-    assert!(
-        warning.contains("1..=1") && warning.contains("9..=9"),
-        "{warning}"
-    );
-    wait_counters(&node, "incompatible_peers = 1", |c| {
-        c.incompatible_peers == 1 && c.rejected_frames == 0
-    })
-    .await;
-    peer.close().await;
+    let ours = format!("{MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}");
+    // A peer of protocol v1 (the last release before v2) and one that only speaks version
+    // 9 are each refused with code 1, both ranges named.
+    for (n, (version, min_version)) in [(1u16, 1u16), (9, 9)].into_iter().enumerate() {
+        let mut peer = RawPeer::connect_on(fresh_endpoint().await, &node, None).await;
+        peer.send(&Message::Hello {
+            version,
+            min_version,
+            features: vec!["future-x".into()],
+        })
+        .await;
+        expect_this_builds_hello(&mut peer).await;
+        let (code, reason) = expect_refuse_next(&mut peer).await;
+        let theirs = format!("{min_version}..={version}");
+        assert_eq!(code, 1, "IncompatibleVersion ({reason})");
+        assert!(reason.contains(&format!("we speak {ours}")), "{reason}");
+        assert!(
+            reason.contains(&format!("peer speaks {theirs}")),
+            "{reason}"
+        );
+        let warning = wait_warning(&mut events, 5, "incompatible-version").await;
+        assert!(
+            warning.contains(&ours) && warning.contains(&theirs),
+            "{warning}"
+        );
+        wait_counters(&node, "incompatible peers counted", |c| {
+            c.incompatible_peers == n as u64 + 1 && c.rejected_frames == 0
+        })
+        .await;
+        peer.close().await;
+    }
 
     // A compatible peer that then sends variant 200 has sent a bad frame: refused with
     // code 2, counted as a rejected frame, and not as an incompatible peer.
@@ -725,7 +761,7 @@ async fn a_node_refuses_an_incompatible_peer_and_a_frame_from_the_future_over_ir
     let warning = wait_warning(&mut events, 5, "rejected-frame").await;
     assert!(!warning.is_empty());
     wait_counters(&node, "rejected_frames = 1", |c| {
-        c.rejected_frames == 1 && c.incompatible_peers == 1
+        c.rejected_frames == 1 && c.incompatible_peers == 2
     })
     .await;
     peer.close().await;

@@ -14,6 +14,9 @@ mod support;
 
 use support::block_on;
 
+/// The passphrase of the tests' group: strong enough for the floor (four uncommon words).
+const PASS: &str = "quartz ember lattice vole";
+
 fn config(dir: &std::path::Path) -> NodeConfig {
     support::loopback_config(dir)
 }
@@ -72,8 +75,8 @@ fn two_nodes_sync_through_the_ffi_surface() {
         let panicker = Arc::new(Panicker::default());
         let _sub1 = b.subscribe(rec.clone()).unwrap();
         let _sub2 = b.subscribe(panicker.clone()).unwrap();
-        let ga = a.join_passphrase("pw".into(), "g".into()).await.unwrap();
-        let gb = b.join_passphrase("pw".into(), "g".into()).await.unwrap();
+        let ga = a.join_passphrase(PASS.into(), "g".into()).await.unwrap();
+        let gb = b.join_passphrase(PASS.into(), "g".into()).await.unwrap();
         assert_eq!(ga.group_id, gb.group_id);
         b.add_peer(a.addr().await.unwrap()).await.unwrap();
         for i in 0..3u8 {
@@ -105,7 +108,7 @@ fn errors_map_by_kind() {
     let tmp = tempfile::tempdir().unwrap();
     block_on(async {
         let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
-        let g = a.join_passphrase("pw".into(), "g".into()).await.unwrap();
+        let g = a.join_passphrase(PASS.into(), "g".into()).await.unwrap();
         assert!(matches!(
             a.add_peer("nope".into()).await,
             Err(CoveyError::InvalidInput { .. })
@@ -146,7 +149,7 @@ fn delivery_of_a_local_entry_and_its_errors() {
     let tmp = tempfile::tempdir().unwrap();
     block_on(async {
         let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
-        let g = a.join_passphrase("pw".into(), "g".into()).await.unwrap();
+        let g = a.join_passphrase(PASS.into(), "g".into()).await.unwrap();
         let meta = a.publish(g.group_id.clone(), vec![1], None).await.unwrap();
         let d = a
             .delivery(g.group_id.clone(), meta.entry_id.clone())

@@ -44,6 +44,19 @@ async def test_error_kinds_for_bad_input(nodes):
         assert "ticket" in e.message
 
 
+async def test_weak_passphrase_is_invalid_input(nodes):
+    a = await nodes.open()
+    # zxcvbn score 2 of 4, under the floor of 3: refused before any key derivation.
+    with pytest.raises(covey.CoveyError.InvalidInput) as raised:
+        await a.join_passphrase("tiger7window", "weak")
+    assert "too weak" in raised.value.message
+    assert "tiger7window" not in raised.value.message
+    # Strong alone, but it is the group's name.
+    with pytest.raises(covey.CoveyError.InvalidInput):
+        await a.join_passphrase("kestrel hollow lantern society", "Kestrel Hollow Lantern Society")
+    assert await a.groups() == []
+
+
 async def test_delivery_of_a_fresh_local_entry_and_its_errors(nodes):
     a = await nodes.open()
     g = await a.join_passphrase(PASS, "receipts")

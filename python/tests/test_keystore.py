@@ -50,7 +50,7 @@ async def test_custom_key_store_holds_the_device_and_group_keys(tmp_path):
     first_id = node.node_id()
     assert "device" in ks.stored
     assert len(ks.secrets["device"]) == 32
-    g = await node.join_passphrase("pass", "keystore-group")
+    g = await node.join_passphrase("marble kelp oboe thicket", "keystore-group")
     assert f"group-{g.group_id}" in ks.stored
     await node.publish(g.group_id, b"kept")
     await node.shutdown()

@@ -119,7 +119,10 @@ pub fn check_invariants(sim: &Sim) -> Result<CheckReport, String> {
                         hex::encode(&entry.id()[..4])
                     ));
                 }
-                if entry.header().group_id != group {
+                if sim
+                    .group_keys(&group)
+                    .is_none_or(|keys| entry.header().group_ref != keys.entry_group)
+                {
                     problems.push(format!(
                         "node {node} group {gid}: holds an entry of another group"
                     ));

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use covey_core::group::ProofRole;
 use covey_core::store;
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::session::{FEATURES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -79,7 +80,19 @@ impl Setup {
         .0
     }
 
-    /// Opens a connection and says hello on it.
+    /// The adversary's membership proof of the group on `conn` (it dialed).
+    fn proof(&self, conn: ConnId) -> Result<Id32, String> {
+        let keys = self.sim.group_keys(&self.group).ok_or("no group")?;
+        let binding = self.sim.script_binding(conn).ok_or("no connection")?;
+        let pair = keys.pair(
+            &self.sim.node_id(self.adversary),
+            &self.sim.node_id(self.victim),
+        );
+        Ok(pair.proof(ProofRole::Dialer, &binding))
+    }
+
+    /// Opens a connection, says hello on it and proves membership of the group, as a member
+    /// that dials does.
     fn connect(&mut self) -> Result<ConnId, String> {
         let conn = self
             .sim
@@ -87,6 +100,10 @@ impl Setup {
             .ok_or("victim unreachable")?;
         self.sim
             .script_send(self.adversary, conn, &hello())
+            .map_err(|e| e.to_string())?;
+        let proofs = vec![self.proof(conn)?];
+        self.sim
+            .script_send(self.adversary, conn, &Message::Prove { proofs })
             .map_err(|e| e.to_string())?;
         self.sim.run_for(200);
         Ok(conn)

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use covey_core::crypto::kdf;
-use covey_core::group::GroupKeys;
+use covey_core::group::{GroupKeys, PairKeys, ProofRole};
 use covey_core::sync::session::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use covey_core::testing::{Author, RawPeer, loopback_endpoint};
+use covey_core::testing::{Author, RawPeer, loopback_endpoint, session_binding};
 use covey_core::wire::entry::Id32;
 use covey_core::wire::frame::{self, Head, Message, RefuseCode};
 use covey_core::{FileKeyStore, KeyStore, Node, NodeConfig};
@@ -39,10 +39,59 @@ struct Script {
     frames: Vec<Message>,
 }
 
-fn tag(keys: &GroupKeys, peer: &[u8; 32]) -> Id32 {
+fn pair(keys: &GroupKeys, peer: &[u8; 32]) -> PairKeys {
     let node = *SecretKey::from_bytes(&NODE_SECRET).public().as_bytes();
     let peer = *SecretKey::from_bytes(peer).public().as_bytes();
-    keys.session_tag(&node, &peer).0
+    keys.pair(&node, &peer)
+}
+
+fn tag(keys: &GroupKeys, peer: &[u8; 32]) -> Id32 {
+    pair(keys, peer).tag.0
+}
+
+/// Stands in a script for the peer's membership proof of the group, which depends on the
+/// connection: each runner replaces it by the real proof for its connection ([`prove`]).
+const PROOF_PLACEHOLDER: Id32 = [0xa5; 32];
+
+fn prove_placeholder() -> Message {
+    Message::Prove {
+        proofs: vec![PROOF_PLACEHOLDER],
+    }
+}
+
+/// `message` as the scripted peer sends it on a connection whose binding is `binding`: the
+/// placeholder proof becomes the peer's real one.
+fn prove(message: &Message, keys: &GroupKeys, peer: &[u8; 32], binding: &[u8; 32]) -> Message {
+    match message {
+        Message::Prove { proofs } if proofs == &[PROOF_PLACEHOLDER] => Message::Prove {
+            proofs: vec![pair(keys, peer).proof(ProofRole::Dialer, binding)],
+        },
+        other => other.clone(),
+    }
+}
+
+/// What the node sent, comparable across connections: each proof reads as whether it is the
+/// node's proof of the group on this connection (`[1; 32]`) or padding (`[0; 32]`).
+fn normalised(
+    sent: Vec<Message>,
+    keys: &GroupKeys,
+    peer: &[u8; 32],
+    binding: &[u8; 32],
+) -> Vec<Message> {
+    let node_proof = pair(keys, peer).proof(ProofRole::Acceptor, binding);
+    sent.into_iter()
+        .map(|m| match m {
+            Message::Prove { proofs } => {
+                let mut proofs: Vec<Id32> = proofs
+                    .iter()
+                    .map(|p| if *p == node_proof { [1; 32] } else { [0; 32] })
+                    .collect();
+                proofs.sort();
+                Message::Prove { proofs }
+            }
+            other => other,
+        })
+        .collect()
 }
 
 fn hello() -> Message {
@@ -71,6 +120,7 @@ fn scripts(keys: &GroupKeys) -> Vec<Script> {
             peer: PEER_A,
             frames: vec![
                 hello(),
+                prove_placeholder(),
                 Message::Frontier {
                     group: a,
                     heads: vec![Head { author: x, seq: 3 }],
@@ -94,6 +144,7 @@ fn scripts(keys: &GroupKeys) -> Vec<Script> {
             peer: PEER_B,
             frames: vec![
                 hello(),
+                prove_placeholder(),
                 Message::Frontier {
                     group: b,
                     heads: vec![],
@@ -131,12 +182,19 @@ fn through_the_simulator(root: &covey_core::crypto::Secret32) -> Vec<Vec<Message
             })
             .expect("add scripted peer");
         let conn = sim.script_connect(peer, node).expect("connect");
+        let binding = sim.script_binding(conn).expect("binding");
         sim.run_for(SIM_STEP_MS);
         for message in &script.frames {
-            sim.script_send(peer, conn, message).expect("send");
+            let message = prove(message, &keys, &script.peer, &binding);
+            sim.script_send(peer, conn, &message).expect("send");
             sim.run_for(SIM_STEP_MS);
         }
-        received.push(sim.script_received(peer, conn));
+        received.push(normalised(
+            sim.script_received(peer, conn),
+            &keys,
+            &script.peer,
+            &binding,
+        ));
     }
     assert!(sim.errors().is_empty(), "{:?}", sim.errors());
     received
@@ -163,15 +221,17 @@ async fn through_iroh() -> Vec<Vec<Message>> {
             .expect("raw endpoint");
         // No group naming: the frames go out with the tags the script wrote.
         let mut peer = RawPeer::connect_on(endpoint, &node, None).await;
+        let binding = session_binding(&peer.conn);
         let mut got = Vec::new();
         for message in &script.frames {
-            if peer.try_send(message).await.is_err() {
+            let message = prove(message, &keys, &script.peer, &binding);
+            if peer.try_send(&message).await.is_err() {
                 // The node ended the session; what it sent before is compared below.
                 break;
             }
             got.extend(peer.drain(QUIET).await);
         }
-        received.push(got);
+        received.push(normalised(got, &keys, &script.peer, &binding));
         peer.close().await;
     }
     node.shutdown().await.expect("shutdown");
@@ -211,14 +271,24 @@ async fn the_simulator_and_iroh_send_the_same_frames_for_the_same_script() {
                 Message::Ack { .. } => "ack",
                 Message::Ping { .. } => "ping",
                 Message::Pong { .. } => "pong",
+                Message::Prove { .. } => "prove",
             })
             .collect()
     };
-    assert_eq!(kinds(&real[0]), ["hello", "frontier", "ack", "ack"]);
+    assert_eq!(
+        kinds(&real[0]),
+        ["hello", "prove", "frontier", "ack", "ack"]
+    );
     assert_eq!(
         kinds(&real[1]),
-        ["hello", "frontier", "entries", "entries", "pong", "refuse"]
+        [
+            "hello", "prove", "frontier", "entries", "entries", "pong", "refuse"
+        ]
     );
+    // The node's answer proves the group once, padded to the minimum.
+    let mut answer = vec![[0u8; 32]; 3];
+    answer.push([1; 32]);
+    assert_eq!(real[0][1], Message::Prove { proofs: answer });
     assert!(matches!(
         real[1].last(),
         Some(Message::Refuse { code, .. }) if *code == RefuseCode::ProtocolViolation as u16

@@ -261,7 +261,7 @@ fn the_invariant_check_catches_loss_and_leaks() {
                 epoch: 0,
             };
             store::insert_group(tx, &row, 0)?;
-            store::insert_entry(tx, &entry)?;
+            store::insert_entry(tx, &other, &entry)?;
             Ok(())
         })
     })

@@ -28,6 +28,12 @@ pub const LABEL_SESSION_TAG: &str = "covey/v1/session-tag";
 pub const LABEL_IDEMPOTENCY_KEY: &str = "covey/v1/idempotency-key";
 /// Label deriving the key members announce themselves under in the DHT (group rendezvous).
 pub const LABEL_RENDEZVOUS: &str = "covey/v1/rendezvous";
+/// Label deriving the opaque group reference every entry header carries (protocol v2): a
+/// value of its own, so a header names neither the group id apps see and share nor any other
+/// key.
+pub const LABEL_ENTRY_GROUP: &str = "covey/v2/entry-group";
+/// Label deriving the key of a group's membership proofs (protocol v2).
+pub const LABEL_MEMBERSHIP: &str = "covey/v2/membership";
 
 /// The salt of a passphrase group: BLAKE3 of the salt label followed by the group name,
 /// so the same passphrase under two names gives two unrelated groups.

@@ -1,17 +1,22 @@
 //! DHT messages and their encoding: one postcard-encoded [`Message`] per frame. Decoding is
 //! total and bounded: frames above [`MAX_MESSAGE_BYTES`] are refused before parsing, so no
-//! list can hold more entries than the frame has bytes; values above the 32 KiB ceiling and
-//! malformed signatures are refused after parsing. Contact lists longer than `k` parse (a
+//! list can hold more entries than the frame has bytes; values above the 32 KiB ceiling,
+//! provider records sealing more than [`MAX_SEALED_BYTES`] and malformed signatures are
+//! refused after parsing. Contact lists longer than `k` parse (a
 //! peer may be buggy) and are truncated and counted by the lookup that receives them.
 
 use serde::{Deserialize, Serialize};
 
 use super::id::Key;
-use super::record::{MAX_NAME_LEN, MAX_VALUE_CEILING, ProviderRecord, Record, SIGNATURE_LEN};
+use super::record::{
+    MAX_NAME_LEN, MAX_SEALED_BYTES, MAX_VALUE_CEILING, ProviderRecord, Record, SIGNATURE_LEN,
+};
 use crate::wire::WireError;
 
-/// ALPN of the DHT protocol.
-pub const ALPN: &[u8] = b"covey/dht/1";
+/// ALPN of the DHT protocol. Version 2 changed the provider record (its `sealed` field and
+/// signing label); the DHT has no version negotiation, so the ALPN carries the version and a
+/// version 1 node fails to connect instead of misreading records.
+pub const ALPN: &[u8] = b"covey/dht/2";
 /// Largest encoded message accepted: one largest record plus a full contact list, with room.
 pub const MAX_MESSAGE_BYTES: usize = 96 * 1024;
 /// Most provider records in one response.
@@ -157,6 +162,13 @@ fn check_record(r: &Record) -> Result<(), WireError> {
 }
 
 fn check_provider(p: &ProviderRecord) -> Result<(), WireError> {
+    if p.sealed.len() > MAX_SEALED_BYTES {
+        return Err(WireError::TooLarge {
+            what: "provider sealed bytes",
+            len: p.sealed.len(),
+            limit: MAX_SEALED_BYTES,
+        });
+    }
     if p.signature.len() != SIGNATURE_LEN {
         return Err(WireError::Malformed(
             "provider signature is not 64 bytes".into(),
@@ -344,6 +356,51 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(decode(&bytes), Err(WireError::Malformed(_))));
+        // Sealed bytes: at the limit they decode, one over they do not, in a request and in
+        // a response alike.
+        let sealed = |n: usize| {
+            let mut p = ProviderRecord::sign(&s, Key([7; 32]), 9);
+            p.sealed = vec![0xee; n];
+            p
+        };
+        for n in [MAX_SEALED_BYTES, MAX_SEALED_BYTES + 1] {
+            let add = postcard::to_stdvec(&Message::Request {
+                id: 1,
+                body: Request::AddProvider { record: sealed(n) },
+            })
+            .unwrap();
+            let found = postcard::to_stdvec(&Message::Response {
+                id: 1,
+                body: Response::Providers {
+                    providers: vec![sealed(0), sealed(n)],
+                    contacts: vec![],
+                },
+            })
+            .unwrap();
+            for bytes in [add, found] {
+                if n <= MAX_SEALED_BYTES {
+                    assert!(decode(&bytes).is_ok(), "{n} sealed bytes");
+                } else {
+                    assert_eq!(
+                        decode(&bytes),
+                        Err(WireError::TooLarge {
+                            what: "provider sealed bytes",
+                            len: n,
+                            limit: MAX_SEALED_BYTES
+                        })
+                    );
+                }
+            }
+        }
+        // A full response of the largest provider records still fits a message.
+        let full = Message::Response {
+            id: u64::MAX,
+            body: Response::Providers {
+                providers: vec![sealed(MAX_SEALED_BYTES); MAX_PROVIDERS_PER_RESPONSE],
+                contacts: vec![Key([1; 32]); 20],
+            },
+        };
+        assert!(encode(&full).is_ok());
         // Thousands of contacts still parse (the lookup truncates and counts them).
         let many = Message::Response {
             id: 1,

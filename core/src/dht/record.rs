@@ -12,8 +12,9 @@ use crate::error::{CoveyError, ErrorKind, Result};
 
 /// Domain separation for record signatures.
 pub const RECORD_SIGNATURE_LABEL: &[u8] = b"covey/v1/dht-record";
-/// Domain separation for provider-record signatures.
-pub const PROVIDER_SIGNATURE_LABEL: &[u8] = b"covey/v1/dht-provider";
+/// Domain separation for provider-record signatures. Version 2: the signed message also
+/// covers the record's `sealed` bytes.
+pub const PROVIDER_SIGNATURE_LABEL: &[u8] = b"covey/v2/dht-provider";
 /// Label of the key a record is stored under.
 pub const RECORD_KEY_LABEL: &[u8] = b"covey/v1/dht-record-key";
 /// Label of the key a provider record is stored under.
@@ -24,6 +25,10 @@ pub const MAX_VALUE_CEILING: usize = 32 * 1024;
 pub const MAX_NAME_LEN: usize = 256;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
+/// Longest `sealed` blob a provider record may carry: room for a group rendezvous
+/// announcement (a 24-byte nonce, an encrypted address and a 16-byte tag) and no more, so a
+/// full `Providers` response (64 records) stays far below the message limit.
+pub const MAX_SEALED_BYTES: usize = 512;
 /// Fixed bytes every held record counts against [`RecordQuotas::max_total_bytes`] besides its
 /// name, value and signature: the 32-byte publisher, the 32-byte key it is stored under, and
 /// the 8-byte sequence and 8-byte expiry.
@@ -273,41 +278,80 @@ pub fn pick_winner<'a>(copies: impl IntoIterator<Item = &'a Record>) -> Option<R
 pub struct ProviderRecord {
     /// The provider key ([`provider_key`] of the application key).
     pub key: [u8; 32],
-    /// The provider's Ed25519 public key (its node id).
+    /// The provider's Ed25519 public key: the key that signs. A node's id for an application
+    /// announcement; a per-window key that names no node for a group rendezvous.
     pub provider: [u8; 32],
     /// Expiry, ms since the Unix epoch.
     pub expires_at_ms: u64,
+    /// Opaque bytes for whoever can read them, at most [`MAX_SEALED_BYTES`]: empty in an
+    /// application announcement, the member's address sealed to the group in a rendezvous
+    /// one. The DHT only bounds and signs them.
+    pub sealed: Vec<u8>,
     /// Ed25519 signature over [`ProviderRecord::signing_message`].
     pub signature: Vec<u8>,
 }
 
 impl ProviderRecord {
-    /// Signs an announcement that `secret`'s node provides `key` until `expires_at_ms`.
+    /// Signs an announcement that `secret`'s node provides `key` until `expires_at_ms`, with
+    /// nothing sealed (an application announcement).
     pub fn sign(secret: &SecretKey, key: Key, expires_at_ms: u64) -> Self {
+        Self::signed(secret, key, expires_at_ms, Vec::new())
+    }
+
+    /// Signs an announcement by `secret` of `key` until `expires_at_ms` carrying `sealed`.
+    /// Fails with `InvalidInput` when `sealed` is over [`MAX_SEALED_BYTES`].
+    pub fn sign_sealed(
+        secret: &SecretKey,
+        key: Key,
+        expires_at_ms: u64,
+        sealed: Vec<u8>,
+    ) -> Result<Self> {
+        check_sealed(sealed.len())?;
+        Ok(Self::signed(secret, key, expires_at_ms, sealed))
+    }
+
+    fn signed(secret: &SecretKey, key: Key, expires_at_ms: u64, sealed: Vec<u8>) -> Self {
         let mut r = ProviderRecord {
             key: key.0,
             provider: *secret.public().as_bytes(),
             expires_at_ms,
+            sealed,
             signature: Vec::new(),
         };
         r.signature = secret.sign(&r.signing_message()).to_bytes().to_vec();
         r
     }
 
-    /// What the signature covers.
+    /// What the signature covers: the label, the key, the provider, the expiry (u64 BE),
+    /// then the sealed bytes with their length (u64 BE) first, so no two field splits give
+    /// the same message.
     pub fn signing_message(&self) -> Vec<u8> {
-        let mut m = PROVIDER_SIGNATURE_LABEL.to_vec();
+        let mut m = Vec::with_capacity(PROVIDER_SIGNATURE_LABEL.len() + 80 + self.sealed.len());
+        m.extend_from_slice(PROVIDER_SIGNATURE_LABEL);
         m.extend_from_slice(&self.key);
         m.extend_from_slice(&self.provider);
         m.extend_from_slice(&self.expires_at_ms.to_be_bytes());
+        m.extend_from_slice(&(self.sealed.len() as u64).to_be_bytes());
+        m.extend_from_slice(&self.sealed);
         m
     }
 
-    /// Checks expiry and signature at `now_ms`.
+    /// Checks the sealed size, expiry and signature at `now_ms`.
     pub fn validate(&self, now_ms: u64, limits: &RecordLimits) -> Result<()> {
+        check_sealed(self.sealed.len())?;
         check_expiry(self.expires_at_ms, now_ms, limits.max_provider_ttl_ms)?;
         verify_sig(&self.provider, &self.signing_message(), &self.signature)
     }
+}
+
+/// A provider record's sealed bytes must fit [`MAX_SEALED_BYTES`].
+fn check_sealed(len: usize) -> Result<()> {
+    if len > MAX_SEALED_BYTES {
+        return Err(CoveyError::invalid(format!(
+            "provider record sealed bytes are {len}, limit {MAX_SEALED_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 /// Where a node keeps the records it holds for the network. Implementations enforce their
@@ -354,8 +398,9 @@ pub struct RecordQuotas {
     pub max_providers_per_key: usize,
     /// Most provider keys held.
     pub max_provider_keys: usize,
-    /// Most provider records held in total, all keys together (each about 140 bytes): the
-    /// per-key and key-count quotas alone would allow their product.
+    /// Most provider records held in total, all keys together (each about 140 bytes, up to
+    /// about 650 with a full sealed blob): the per-key and key-count quotas alone would
+    /// allow their product.
     pub max_provider_records: usize,
 }
 
@@ -474,6 +519,9 @@ impl RecordStore for MemoryStore {
     }
 
     fn add_provider(&mut self, record: ProviderRecord, _now_ms: u64) -> Result<()> {
+        // Records reaching a store are validated; the size is checked again so that not
+        // even a caller that skipped validation can hold more than the format allows.
+        check_sealed(record.sealed.len())?;
         let key = Key(record.key);
         if !self.providers.contains_key(&key)
             && self.providers.len() >= self.quotas.max_provider_keys
@@ -560,7 +608,10 @@ impl RecordStore for MemoryStore {
             + self
                 .providers
                 .values()
-                .map(|l| l.capacity() * (prov + SIGNATURE_LEN))
+                .map(|l| {
+                    l.capacity() * (prov + SIGNATURE_LEN)
+                        + l.iter().map(|p| p.sealed.capacity()).sum::<usize>()
+                })
                 .sum::<usize>()
     }
 }
@@ -799,6 +850,63 @@ mod tests {
         assert_eq!(store.sweep(NOW + 10), 1);
         assert_eq!(store.record_bytes(), shrink.stored_bytes());
         assert_eq!(store.records(), vec![shrink]);
+    }
+
+    #[test]
+    fn sealed_bytes_are_bounded_on_both_sides_and_signed() {
+        let limits = RecordLimits::default();
+        let key = provider_key(b"k");
+        let s = secret(8);
+        let at_limit = ProviderRecord::sign_sealed(&s, key, NOW + 1000, vec![7; MAX_SEALED_BYTES])
+            .expect("512 sealed bytes are allowed");
+        assert!(at_limit.validate(NOW, &limits).is_ok());
+        let over = ProviderRecord::sign_sealed(&s, key, NOW + 1000, vec![7; MAX_SEALED_BYTES + 1]);
+        assert_eq!(over.unwrap_err().kind(), ErrorKind::InvalidInput);
+        // A record grown past the bound after signing is refused for its size, before its
+        // (now wrong) signature is even checked.
+        let mut grown = at_limit.clone();
+        grown.sealed.push(7);
+        assert_eq!(
+            grown.validate(NOW, &limits).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        // The sealed bytes are signed: changing one byte, or moving a byte between the
+        // expiry and the blob, breaks the signature.
+        let mut flipped = at_limit.clone();
+        flipped.sealed[0] ^= 1;
+        assert_eq!(
+            flipped.validate(NOW, &limits).unwrap_err().kind(),
+            ErrorKind::Crypto
+        );
+        let mut emptied = at_limit;
+        emptied.sealed.clear();
+        assert_eq!(
+            emptied.validate(NOW, &limits).unwrap_err().kind(),
+            ErrorKind::Crypto
+        );
+        // An application announcement has nothing sealed.
+        assert!(ProviderRecord::sign(&s, key, NOW + 1000).sealed.is_empty());
+    }
+
+    #[test]
+    fn provider_signing_message_is_label_fields_and_sealed_with_its_length() {
+        let s = secret(8);
+        let key = provider_key(b"k");
+        let r =
+            ProviderRecord::sign_sealed(&s, key, 0x0102_0304_0506_0708, b"abc".to_vec()).unwrap();
+        let m = r.signing_message();
+        let label = PROVIDER_SIGNATURE_LABEL;
+        assert_eq!(label, b"covey/v2/dht-provider");
+        assert_eq!(&m[..label.len()], label);
+        let m = &m[label.len()..];
+        assert_eq!(&m[..32], &key.0);
+        assert_eq!(&m[32..64], s.public().as_bytes());
+        assert_eq!(&m[64..72], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&m[72..80], &3u64.to_be_bytes());
+        assert_eq!(&m[80..], b"abc");
+        let empty = ProviderRecord::sign(&s, key, 9).signing_message();
+        assert_eq!(empty.len(), label.len() + 80);
+        assert_eq!(&empty[empty.len() - 8..], &[0; 8]);
     }
 
     #[test]

@@ -7,6 +7,11 @@ use crate::crypto::{Secret32, kdf};
 use crate::error::{CoveyError, Result};
 use crate::wire::entry::Id32;
 
+mod passphrase;
+pub mod rendezvous;
+
+pub use passphrase::{MIN_PASSPHRASE_SCORE, check_passphrase_strength};
+
 /// A group's public id: HKDF of its root secret, so only members can compute it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub Id32);
@@ -82,6 +87,55 @@ pub struct GroupKeys {
     pub session_tag_key: Secret32,
     /// Keyed-hash key for [`GroupKeys::rendezvous_key`], derived from the epoch secret.
     pub rendezvous_secret: Secret32,
+    /// What entry headers carry in place of the group id: only members (and a node holding
+    /// the group's relay capability) can compute it, and it is not the id apps show.
+    pub entry_group: Id32,
+    /// Keyed-hash key of the group's membership proofs ([`GroupKeys::pair`]).
+    pub membership_key: Secret32,
+}
+
+/// What names and proves a group between one pair of nodes: the session tag frames carry,
+/// and the key of the membership proof a node must give before the pair reveals anything of
+/// the group to each other. Both are keyed hashes of the pair, so they differ for every pair.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PairKeys {
+    /// The group's name in frames between the pair.
+    pub tag: SessionTag,
+    /// The key a membership proof is a keyed hash under ([`PairKeys::proof`]).
+    pub proof_key: Secret32,
+}
+
+impl fmt::Debug for PairKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairKeys").field("tag", &self.tag).finish_non_exhaustive()
+    }
+}
+
+/// Which side of a session a membership proof speaks for: part of what is hashed, so a peer
+/// cannot answer a proof by sending it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofRole {
+    /// The node that dialed the connection.
+    Dialer = 0,
+    /// The node that accepted it.
+    Acceptor = 1,
+}
+
+/// The label hashed into every membership proof before the role and the session binding.
+pub const MEMBERSHIP_PROOF_LABEL: &str = "covey/v2/membership-proof";
+
+impl PairKeys {
+    /// The membership proof `role` gives in the session whose TLS connection exports
+    /// `binding`: `BLAKE3-keyed(proof_key, label || role || binding)`. Only members can
+    /// compute it, and it is worth nothing in another session, to another pair, or from
+    /// the other side.
+    pub fn proof(&self, role: ProofRole, binding: &[u8; 32]) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(self.proof_key.expose());
+        hasher.update(MEMBERSHIP_PROOF_LABEL.as_bytes());
+        hasher.update(&[role as u8]);
+        hasher.update(binding);
+        *hasher.finalize().as_bytes()
+    }
 }
 
 /// The name a group goes by in the sync frames between one pair of nodes
@@ -123,6 +177,8 @@ impl GroupKeys {
             idempotency_key: kdf::derive(root, kdf::LABEL_IDEMPOTENCY_KEY),
             session_tag_key: kdf::derive(root, kdf::LABEL_SESSION_TAG),
             rendezvous_secret: kdf::derive(root, kdf::LABEL_RENDEZVOUS),
+            entry_group: *kdf::derive(root, kdf::LABEL_ENTRY_GROUP).expose(),
+            membership_key: kdf::derive(root, kdf::LABEL_MEMBERSHIP),
         }
     }
 
@@ -145,6 +201,20 @@ impl GroupKeys {
         hasher.update(lo);
         hasher.update(hi);
         SessionTag(*hasher.finalize().as_bytes())
+    }
+
+    /// The tag and membership-proof key of this group between nodes `a` and `b` (in either
+    /// order): the tag is [`GroupKeys::session_tag`]; the proof key is the same keyed hash of
+    /// the pair under the membership key.
+    pub fn pair(&self, a: &Id32, b: &Id32) -> PairKeys {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut hasher = blake3::Hasher::new_keyed(self.membership_key.expose());
+        hasher.update(lo);
+        hasher.update(hi);
+        PairKeys {
+            tag: self.session_tag(a, b),
+            proof_key: Secret32::from_bytes(*hasher.finalize().as_bytes()),
+        }
     }
 
     /// Keyed BLAKE3 of a payload, stored next to a client id.

@@ -1,4 +1,4 @@
-//! The iroh driver of the DHT: runs one [`Dht`] state machine over ALPN `covey/dht/1`.
+//! The iroh driver of the DHT: runs one [`Dht`] state machine over ALPN `covey/dht/2`.
 //!
 //! One [`Dht`] sits behind an async mutex. Its record store is SQLite, so every call that
 //! changes it (a local operation, a message in, a timer tick) is a [`Shared::step`]: it runs
@@ -14,6 +14,13 @@
 //! address and the addresses it knows for the contacts it names, so a node can dial peers it
 //! learned of through a lookup without any address-lookup service. A hint is only a dialing
 //! hint: iroh authenticates the peer's id on connect, so a wrong one only fails a dial.
+//!
+//! Group rendezvous asks for less: a request about a key the rendezvous marked quiet
+//! ([`DhtDriver::quiet`]), and any `AddProvider` of a record with sealed bytes, goes with no
+//! hints at all, so its frame names nothing of this node beyond what the connection itself
+//! shows the receiver (the node id and the address it comes from); and a `Providers`
+//! response names no address for a provider whose record is sealed (its provider is a
+//! per-window key, not a node).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +38,7 @@ use super::setup::parse_ticket;
 use super::types::{DhtSettings, DhtStatus};
 use crate::dht::Key;
 use crate::dht::machine::{Dht, OpId, Outcome, Output};
-use crate::dht::messages::{self, MAX_MESSAGE_BYTES, Message, Response};
+use crate::dht::messages::{self, MAX_MESSAGE_BYTES, Message, Request, Response};
 use crate::error::{CoveyError, ErrorKind, Result};
 use crate::store::{self, SqliteRecordStore, Store};
 
@@ -64,6 +71,9 @@ const SAVE_CONTACTS_EVERY: Duration = Duration::from_secs(600);
 /// Buckets a joiner refreshes after its self-lookup (the farthest ones, which cover nearly
 /// the whole id space): measured in the simulator to cut lookup rounds under churn.
 const JOIN_REFRESH_BUCKETS: usize = 3;
+/// Most keys marked quiet at once (a handful per joined group): past it a key is not marked,
+/// and its requests carry hints as any other.
+const MAX_QUIET_KEYS: usize = 16_384;
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
@@ -97,6 +107,10 @@ struct Shared {
     frames_dropped: AtomicU64,
     dial_failures: AtomicU64,
     bootstrap_fallbacks: AtomicU64,
+    /// Keys whose requests go without hints (group rendezvous), each until a time (ms).
+    quiet: Mutex<HashMap<Key, u64>>,
+    /// Rendezvous records found that did not open, or did not match the node they sealed.
+    rendezvous_unopened: AtomicU64,
 }
 
 fn poisoned() -> CoveyError {
@@ -139,6 +153,8 @@ impl DhtDriver {
             frames_dropped: AtomicU64::new(0),
             dial_failures: AtomicU64::new(0),
             bootstrap_fallbacks: AtomicU64::new(0),
+            quiet: Mutex::new(HashMap::new()),
+            rendezvous_unopened: AtomicU64::new(0),
         });
         let timer = tokio::spawn(timer_loop(shared.clone()));
         shared.track(timer);
@@ -243,9 +259,35 @@ impl DhtDriver {
         }
     }
 
-    /// The address the DHT knows for `peer`, if any.
-    pub(super) fn addr_of(&self, peer: &EndpointId) -> Option<EndpointAddr> {
-        self.shared.addrs.lock().ok()?.get(peer).cloned()
+    /// Marks `key` quiet until `until_ms`: requests naming it (a node lookup of it, a
+    /// provider lookup, an announcement under it) go without address hints. The rendezvous
+    /// marks its provider keys, so the DHT nodes it asks learn nothing of this node from
+    /// those frames beyond what their connection shows.
+    pub(super) fn quiet(&self, key: Key, until_ms: u64) {
+        let Ok(mut quiet) = self.shared.quiet.lock() else {
+            return;
+        };
+        let now = now_ms();
+        quiet.retain(|_, until| *until > now);
+        if quiet.len() < MAX_QUIET_KEYS || quiet.contains_key(&key) {
+            let until = quiet.entry(key).or_insert(until_ms);
+            *until = (*until).max(until_ms);
+        } else {
+            log::debug!("dht: {MAX_QUIET_KEYS} quiet keys already, this one is not marked");
+        }
+    }
+
+    /// Counts a rendezvous record that did not open or did not match.
+    pub(super) fn count_unopened(&self) {
+        self.shared
+            .rendezvous_unopened
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rendezvous records that did not open or did not match, since the node opened.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(super) fn unopened(&self) -> u64 {
+        self.shared.rendezvous_unopened.load(Ordering::Relaxed)
     }
 
     /// Writes the routing table's freshest contacts with known addresses to the store.
@@ -505,41 +547,43 @@ impl Shared {
         self.track(task);
     }
 
-    /// Encodes `message` with our address and those of the contacts it names.
+    /// Whether requests about `key` go without hints now.
+    fn is_quiet(&self, key: &Key) -> bool {
+        let now = now_ms();
+        self.quiet
+            .lock()
+            .map(|q| q.get(key).is_some_and(|until| *until > now))
+            // A poisoned lock: err on the side of sending nothing.
+            .unwrap_or(true)
+    }
+
+    /// Encodes `message` with our address and those of the contacts it names, or with no
+    /// hints at all when [`hints_for`] says so.
     fn frame(&self, message: &Message) -> Result<Vec<u8>> {
         let body = messages::encode(message).map_err(|e| CoveyError::internal(e.to_string()))?;
-        let mut named: Vec<[u8; 32]> = Vec::new();
-        if let Message::Response { body: r, .. } = message {
-            match r {
-                Response::Nodes { contacts }
-                | Response::Value { contacts, .. }
-                | Response::Providers { contacts, .. } => {
-                    named.extend(contacts.iter().map(|k| k.0));
+        let hint_bytes = match hints_for(message, |k| self.is_quiet(k)) {
+            Hints::Nothing => Vec::new(),
+            Hints::Named(named) => {
+                let mut hints: Vec<EndpointAddr> = vec![self.endpoint.addr()];
+                if let Ok(addrs) = self.addrs.lock() {
+                    for id in named {
+                        if hints.len() >= MAX_HINTS {
+                            break;
+                        }
+                        if let Ok(id) = EndpointId::from_bytes(&id)
+                            && let Some(a) = addrs.get(&id)
+                        {
+                            hints.push(a.clone());
+                        }
+                    }
                 }
-                _ => {}
-            }
-            if let Response::Providers { providers, .. } = r {
-                named.extend(providers.iter().map(|p| p.provider));
-            }
-        }
-        let mut hints: Vec<EndpointAddr> = vec![self.endpoint.addr()];
-        if let Ok(addrs) = self.addrs.lock() {
-            for id in named {
-                if hints.len() >= MAX_HINTS {
-                    break;
-                }
-                if let Ok(id) = EndpointId::from_bytes(&id)
-                    && let Some(a) = addrs.get(&id)
-                {
-                    hints.push(a.clone());
+                let hint_bytes = postcard::to_stdvec(&hints).unwrap_or_default();
+                if hint_bytes.len() > MAX_HINT_BYTES {
+                    Vec::new()
+                } else {
+                    hint_bytes
                 }
             }
-        }
-        let hint_bytes = postcard::to_stdvec(&hints).unwrap_or_default();
-        let hint_bytes = if hint_bytes.len() > MAX_HINT_BYTES {
-            Vec::new()
-        } else {
-            hint_bytes
         };
         let len = 4 + body.len() + hint_bytes.len();
         let mut out = Vec::with_capacity(4 + len);
@@ -571,6 +615,18 @@ impl Shared {
                 let trusted = hint.id == from;
                 self.learn(hint, trusted);
             }
+        }
+        // A sender that gave no address of its own (a quiet rendezvous request, or a peer
+        // that sends no hints) is still known by what its connection shows, so it can be
+        // answered later and named to others like any contact; only a gap is filled.
+        let knows_sender = self
+            .addrs
+            .lock()
+            .map(|a| a.contains_key(&from))
+            .unwrap_or(true);
+        if !knows_sender && let Some(info) = self.endpoint.remote_info(from).await {
+            let seen = EndpointAddr::from_parts(from, info.into_addrs().map(|a| a.into_addr()));
+            self.learn(seen, false);
         }
         // The message body: after the frame's own 4-byte length, `len` bytes (checked above).
         let handled = self
@@ -639,6 +695,61 @@ impl Shared {
             && s.as_ref().is_none_or(|c| c.close_reason().is_some())
         {
             *s = Some(conn.clone());
+        }
+    }
+}
+
+/// What a frame's hints carry.
+#[derive(Debug, PartialEq, Eq)]
+enum Hints {
+    /// Nothing: the frame names no address of ours.
+    Nothing,
+    /// Our own address first, then the address we know of each of these nodes, in order.
+    Named(Vec<[u8; 32]>),
+}
+
+/// The hints `message` goes with. A request about a quiet key (`FindNode` of it,
+/// `GetProviders` of it, `AddProvider` under it) and an `AddProvider` of a record with sealed
+/// bytes get none: our own address in them would tell the receiver more about the member
+/// announcing or searching than its connection does. Any other request carries our address;
+/// a response also names its contacts and the providers of its application (unsealed)
+/// records. A sealed record's provider is a per-window key, not a node: it has no address,
+/// and even asking for one would only be a lookup of a stranger.
+fn hints_for(message: &Message, is_quiet: impl Fn(&Key) -> bool) -> Hints {
+    match message {
+        Message::Request { body, .. } => {
+            let quiet = match body {
+                Request::FindNode { target: key } | Request::GetProviders { key } => is_quiet(key),
+                Request::AddProvider { record } => {
+                    !record.sealed.is_empty() || is_quiet(&Key(record.key))
+                }
+                Request::Ping | Request::FindValue { .. } | Request::Store { .. } => false,
+            };
+            if quiet {
+                Hints::Nothing
+            } else {
+                Hints::Named(Vec::new())
+            }
+        }
+        Message::Response { body, .. } => {
+            let mut named: Vec<[u8; 32]> = Vec::new();
+            match body {
+                Response::Nodes { contacts }
+                | Response::Value { contacts, .. }
+                | Response::Providers { contacts, .. } => {
+                    named.extend(contacts.iter().map(|k| k.0));
+                }
+                _ => {}
+            }
+            if let Response::Providers { providers, .. } = body {
+                named.extend(
+                    providers
+                        .iter()
+                        .filter(|p| p.sealed.is_empty())
+                        .map(|p| p.provider),
+                );
+            }
+            Hints::Named(named)
         }
     }
 }
@@ -728,7 +839,7 @@ async fn save_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Accepts `covey/dht/1` connections.
+/// Accepts `covey/dht/2` connections.
 #[derive(Clone)]
 pub(super) struct DhtHandler {
     shared: Arc<Shared>,
@@ -749,5 +860,63 @@ impl ProtocolHandler for DhtHandler {
         self.shared.adopt(&connection);
         serve(self.shared.clone(), connection).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dht::ProviderRecord;
+    use crate::dht::record::provider_key;
+
+    #[test]
+    fn rendezvous_requests_carry_no_hints_and_sealed_providers_are_never_named() {
+        let quiet_key = provider_key(b"rendezvous");
+        let loud_key = provider_key(b"app");
+        let is_quiet = |k: &Key| *k == quiet_key;
+        let request = |body| Message::Request { id: 1, body };
+        let own = |body| hints_for(&request(body), is_quiet);
+        let member = SecretKey::from_bytes(&[1; 32]);
+        let plain = ProviderRecord::sign(&member, loud_key, 9);
+        let sealed = ProviderRecord::sign_sealed(&member, loud_key, 9, vec![1]).unwrap();
+        let plain_quiet = ProviderRecord::sign(&member, quiet_key, 9);
+        // Rendezvous requests: nothing.
+        for body in [
+            Request::FindNode { target: quiet_key },
+            Request::GetProviders { key: quiet_key },
+            Request::AddProvider {
+                record: plain_quiet,
+            },
+            Request::AddProvider {
+                record: sealed.clone(),
+            },
+        ] {
+            assert_eq!(own(body.clone()), Hints::Nothing, "{body:?}");
+        }
+        // Everything else: our own address.
+        for body in [
+            Request::Ping,
+            Request::FindNode { target: loud_key },
+            Request::GetProviders { key: loud_key },
+            Request::FindValue { key: quiet_key },
+            Request::AddProvider {
+                record: plain.clone(),
+            },
+        ] {
+            assert_eq!(own(body.clone()), Hints::Named(vec![]), "{body:?}");
+        }
+        // A Providers response names its contacts and its unsealed providers only.
+        let contact = Key([9; 32]);
+        let response = Message::Response {
+            id: 1,
+            body: Response::Providers {
+                providers: vec![sealed, plain.clone()],
+                contacts: vec![contact],
+            },
+        };
+        assert_eq!(
+            hints_for(&response, is_quiet),
+            Hints::Named(vec![contact.0, plain.provider])
+        );
     }
 }

@@ -282,9 +282,8 @@ impl Inner {
             .cloned()
             .ok_or_else(|| CoveyError::not_found("entries for a group this node left"))?;
         let rules = verify::Rules {
-            group_id: group,
             epoch: state.row.epoch,
-            max_ciphertext: self.config.max_payload_bytes + aead::TAG_LEN,
+            ..verify::Rules::of(&state.keys, self.config.max_payload_bytes + aead::TAG_LEN)
         };
         Ok((state, rules))
     }
@@ -314,17 +313,23 @@ impl Inner {
         self: &Arc<Self>,
         group: Id32,
         batch: verify::Prepared,
+        held: &mut verify::Unverified,
     ) -> Result<engine::Ingested> {
         let (state, rules) = self.ingest_rules(group)?;
         let inner = self.clone();
+        let mut session_held = std::mem::take(held);
         // The same verification and bookkeeping the simulator runs (`sync::engine`).
-        let done = blocking(move || {
-            inner.write_counting(|tx| {
-                let done = engine::ingest_prepared(tx, &rules, batch)?;
+        let (done, session_held) = blocking(move || {
+            let done = inner.write_counting(|tx| {
+                let done = engine::ingest_prepared(tx, &rules, batch, &mut session_held)?;
                 Ok((done.outcome.stored.len() as u64, done))
-            })
+            });
+            Ok((done, session_held))
         })
         .await?;
+        // On a failed store the session ends, and what it held goes with it.
+        *held = session_held;
+        let done = done?;
         state
             .max_lamport
             .fetch_max(done.max_lamport, Ordering::AcqRel);

@@ -269,7 +269,11 @@ impl Node {
         let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
         let root = blocking({
             let name = name.to_owned();
-            move || kdf::passphrase_root(&passphrase, &name)
+            move || {
+                // The strength floor first: a weak passphrase costs no Argon2id, no storage.
+                crate::group::check_passphrase_strength(&passphrase, &name)?;
+                kdf::passphrase_root(&passphrase, &name)
+            }
         })
         .await?;
         let keys = GroupKeys::from_root(&root);
@@ -302,8 +306,8 @@ impl Node {
             let me = *inner.id.as_bytes();
             let joined = inner.group(&id)?;
             inner.sessions.each(|s, peer| {
-                let tag = joined.keys.session_tag(&me, peer.as_bytes());
-                s.on_group_joined(id.0, tag, &view)
+                let keys = joined.keys.pair(&me, peer.as_bytes());
+                s.on_group_joined(id.0, keys, &view)
             });
             inner.rendezvous.notify_one();
         }
@@ -420,14 +424,14 @@ impl Node {
             })
         })
         .await?;
-        let meta = meta_of(cursor, &entry)?;
+        let meta = meta_of(*group_id, cursor, &entry)?;
         if fresh {
             self.inner
                 .counters
                 .published
                 .fetch_add(1, Ordering::Relaxed);
             let h = entry.header();
-            let (g, a, s) = (h.group_id, h.author, h.seq);
+            let (g, a, s) = (group_id.0, h.author, h.seq);
             self.inner
                 .sessions
                 .each(|sess, _| sess.on_local_entry(g, a, s));

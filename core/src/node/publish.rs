@@ -56,12 +56,13 @@ pub(super) fn publish_in(
     Ok((cursor, entry, true))
 }
 
-pub(super) fn meta_of(cursor: u64, entry: &SignedEntry) -> Result<EntryMeta> {
+/// What the app sees of entry `entry` of group `group` stored at `cursor`.
+pub(super) fn meta_of(group: GroupId, cursor: u64, entry: &SignedEntry) -> Result<EntryMeta> {
     let h = entry.header();
     Ok(EntryMeta {
         cursor,
         entry_id: EntryId(*entry.id()),
-        group_id: GroupId(h.group_id),
+        group_id: group,
         author: iroh::PublicKey::from_bytes(&h.author)
             .map_err(|_| CoveyError::storage("stored entry has an invalid author"))?,
         seq: h.seq,
@@ -75,7 +76,7 @@ pub(super) fn open_row(row: store::StoredRow, keys: &GroupKeys) -> Result<Entry>
         .map_err(|e| CoveyError::storage(format!("corrupt stored entry: {e}")))?;
     let payload = entry.open(&keys.content_key)?;
     Ok(Entry {
-        meta: meta_of(row.cursor, &entry)?,
+        meta: meta_of(keys.id, row.cursor, &entry)?,
         payload: payload.to_vec(),
     })
 }

@@ -22,11 +22,11 @@ use crate::store;
 use crate::sync::WarnKind;
 use crate::sync::backoff::Backoff;
 use crate::sync::driver::{
-    Action, Direction, DriverConfig, RangeRead, ReadStep, SessionDriver, Transmit,
-    keeps_new_session, timing,
+    Action, Direction, DriverConfig, RangeRead, ReadStep, SESSION_BINDING_LABEL, SessionBinding,
+    SessionDriver, Transmit, keeps_new_session, timing,
 };
 use crate::sync::engine::{self, RangeBatch};
-use crate::sync::verify::Prepared;
+use crate::sync::verify::{Prepared, Unverified};
 use crate::wire::WireError;
 use crate::wire::entry::Id32;
 use crate::wire::frame::{self, LENGTH_PREFIX, Message};
@@ -270,21 +270,32 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
         }
     };
     let serial = inner.sessions.serial.fetch_add(1, Ordering::Relaxed);
-    let tags = match inner.groups_read() {
+    let pairs = match inner.groups_read() {
         Ok(groups) => groups
             .iter()
-            .map(|(id, g)| {
-                (
-                    *id,
-                    g.keys.session_tag(inner.id.as_bytes(), peer.as_bytes()),
-                )
-            })
+            .map(|(id, g)| (*id, g.keys.pair(inner.id.as_bytes(), peer.as_bytes())))
             .collect::<Vec<_>>(),
         Err(_) => return,
     };
+    // Both ends export the same bytes from this connection's TLS session: membership proofs
+    // are bound to it, so none can be replayed on another connection.
+    let mut binding = [0u8; 32];
+    if let Err(e) = conn.export_keying_material(&mut binding, SESSION_BINDING_LABEL, b"") {
+        log::warn!(
+            "session with {}: cannot export the session binding: {e:?}",
+            peer.fmt_short()
+        );
+        conn.close(0u32.into(), b"session closed");
+        return;
+    }
     let driver = SessionDriver::new(
         &driver_config(&inner),
-        tags,
+        pairs,
+        SessionBinding {
+            direction,
+            binding,
+            padding_key: *crate::crypto::Secret32::random().expose(),
+        },
         peer.fmt_short().to_string(),
         inner.clock_ms(),
     );
@@ -480,7 +491,14 @@ impl Session<'_> {
                                 return Some(0);
                             }
                         }
-                        None => queue.extend(self.store(group, prepared).await),
+                        // Only the ingest task performs without a queue, and what it performs
+                        // (the driver's answer to a stored batch) never asks for an ingest;
+                        // were it to, that batch would be stored without held-back entries,
+                        // which can only hold back more, never accept less.
+                        None => {
+                            let mut held = Unverified::default();
+                            queue.extend(self.store(group, prepared, &mut held).await)
+                        }
                     }
                 }
                 Action::RecordReceipts { group, heads } => {
@@ -516,9 +534,9 @@ impl Session<'_> {
     }
 
     /// Verifies and stores one prepared batch and tells the driver; returns its actions.
-    async fn store(&self, group: Id32, batch: Prepared) -> Vec<Action> {
+    async fn store(&self, group: Id32, batch: Prepared, held: &mut Unverified) -> Vec<Action> {
         let (inner, handle) = (self.inner, self.handle);
-        match inner.ingest(group, batch).await {
+        match inner.ingest(group, batch, held).await {
             Ok(done) => {
                 let now = inner.clock_ms();
                 let actions = handle.call(|d| d.on_ingested(now, group, &done));
@@ -544,7 +562,8 @@ impl Session<'_> {
     }
 }
 
-/// Stores queued batches in order; ends the session if the store fails.
+/// Stores queued batches in order; ends the session if the store fails. What the session
+/// still holds back for a later signature when it ends is reported as rejected.
 async fn ingest_loop(
     inner: Arc<Inner>,
     peer: EndpointId,
@@ -556,6 +575,22 @@ async fn ingest_loop(
         peer,
         handle: &handle,
     };
+    // Entries held back for a later signature: this session's, so its batches are stored in
+    // order with it.
+    let mut held = Unverified::default();
+    store_queued(&session, &mut queue, &mut held).await;
+    if !held.is_empty() {
+        let actions = handle.call(|d| d.on_unverified_dropped(held.len()));
+        session.perform(actions, None).await;
+    }
+}
+
+/// The body of [`ingest_loop`]: returns when the queue closes or the session ends.
+async fn store_queued(
+    session: &Session<'_>,
+    queue: &mut mpsc::Receiver<(Id32, Prepared)>,
+    held: &mut Unverified,
+) {
     while let Some((mut group, mut batch)) = queue.recv().await {
         // Batches already waiting for the same group go into the same transaction: one
         // commit and one frontier read for several frames while a catch-up streams in.
@@ -563,7 +598,7 @@ async fn ingest_loop(
             match queue.try_recv() {
                 Ok((next_group, more)) if next_group == group => batch.merge(more),
                 Ok((next_group, more)) => {
-                    let actions = session.store(group, batch).await;
+                    let actions = session.store(group, batch, held).await;
                     if session.perform(actions, None).await.is_some() {
                         return;
                     }
@@ -572,7 +607,7 @@ async fn ingest_loop(
                 Err(_) => break,
             }
         }
-        let actions = session.store(group, batch).await;
+        let actions = session.store(group, batch, held).await;
         if session.perform(actions, None).await.is_some() {
             return;
         }

@@ -36,8 +36,8 @@ use super::Store;
 use super::codec::{column_bytes, column_ordered_u64, from_sql, limit, to_sql_ordered};
 use crate::dht::id::Key;
 use crate::dht::record::{
-    MAX_NAME_LEN, MAX_VALUE_CEILING, Merge, ProviderRecord, Record, RecordQuotas, RecordStore,
-    SIGNATURE_LEN, as_u64, fits_byte_quota, merge,
+    MAX_NAME_LEN, MAX_SEALED_BYTES, MAX_VALUE_CEILING, Merge, ProviderRecord, Record, RecordQuotas,
+    RecordStore, SIGNATURE_LEN, as_u64, fits_byte_quota, merge,
 };
 use crate::error::{CoveyError, ErrorKind, Result};
 
@@ -81,13 +81,33 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
 
 const PROVIDER_COLUMNS: &str = "key, provider, expires_at_ms, signature";
 
-/// A [`ProviderRecord`] from a row of [`PROVIDER_COLUMNS`].
+/// What a provider row keeps in its `signature` column: the 64-byte signature, then the
+/// record's sealed bytes (DHT protocol 2). The signature's length is fixed and checked
+/// before any write, so the split on reading is unambiguous, and the schema of version 3
+/// serves unchanged: a version 1 row reads back with nothing sealed (its signature, over the
+/// old label, no longer verifies anywhere, and it expires within hours). The provider byte
+/// sum (`length(signature)`) thereby counts the sealed bytes too.
+fn provider_blob(record: &ProviderRecord) -> Vec<u8> {
+    let mut blob = Vec::with_capacity(record.signature.len() + record.sealed.len());
+    blob.extend_from_slice(&record.signature);
+    blob.extend_from_slice(&record.sealed);
+    blob
+}
+
+/// A [`ProviderRecord`] from a row of [`PROVIDER_COLUMNS`] (see [`provider_blob`]).
 fn provider_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProviderRecord> {
+    let mut signature: Vec<u8> = r.get(3)?;
+    let sealed = if signature.len() > SIGNATURE_LEN {
+        signature.split_off(SIGNATURE_LEN)
+    } else {
+        Vec::new()
+    };
     Ok(ProviderRecord {
         key: column_bytes(r, 0)?,
         provider: column_bytes(r, 1)?,
         expires_at_ms: column_ordered_u64(r, 2)?,
-        signature: r.get(3)?,
+        sealed,
+        signature,
     })
 }
 
@@ -404,13 +424,20 @@ impl RecordStore for SqliteRecordStore {
 
     fn add_provider(&mut self, record: ProviderRecord, _now_ms: u64) -> Result<()> {
         check_sizes(0, 0, record.signature.len())?;
+        if record.sealed.len() > MAX_SEALED_BYTES {
+            return Err(CoveyError::invalid(format!(
+                "provider record of {} sealed bytes is out of bounds",
+                record.sealed.len()
+            )));
+        }
         let quotas = self.quotas;
+        let blob = provider_blob(&record);
         self.store.write(|tx| {
             let changed = tx.prepare_cached(ADD_PROVIDER)?.execute(params![
                 record.key,
                 record.provider,
                 to_sql_ordered(record.expires_at_ms),
-                record.signature,
+                blob,
                 limit(quotas.max_providers_per_key),
                 limit(quotas.max_provider_keys),
                 limit(quotas.max_provider_records),
@@ -935,6 +962,44 @@ mod tests {
         on_both(SMALL, provider_quotas);
     }
 
+    fn sealed_bytes_are_kept(store: &mut dyn RecordStore) {
+        let key = provider_key(b"sealed");
+        let full = |n: u8, expires: u64, len: usize| {
+            ProviderRecord::sign_sealed(&secret(n), key, expires, vec![n; len]).unwrap()
+        };
+        let plain = ProviderRecord::sign(&secret(1), key, NOW + 9);
+        let sealed = full(2, NOW + 9, MAX_SEALED_BYTES);
+        store.add_provider(plain.clone(), NOW).unwrap();
+        store.add_provider(sealed.clone(), NOW).unwrap();
+        let mut held = store.providers(&key, NOW, 10);
+        held.sort_by_key(|p| p.provider);
+        let mut want = vec![plain, sealed.clone()];
+        want.sort_by_key(|p| p.provider);
+        assert_eq!(held, want);
+        for p in &held {
+            assert!(
+                p.validate(NOW, &crate::dht::record::RecordLimits::default())
+                    .is_ok()
+            );
+        }
+        // A later record of the same provider replaces its sealed bytes too.
+        let renewed = full(2, NOW + 20, 40);
+        store.add_provider(renewed.clone(), NOW).unwrap();
+        assert_eq!(store.providers(&key, NOW + 10, 10), vec![renewed]);
+        // One byte over the bound is refused by the store itself.
+        let mut over = sealed;
+        over.sealed.push(0);
+        assert_eq!(
+            store.add_provider(over, NOW).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn sealed_bytes_are_kept_on_both_stores() {
+        on_both(RecordQuotas::default(), sealed_bytes_are_kept);
+    }
+
     fn provider_total_quota(store: &mut dyn RecordStore) {
         // Three keys of up to two providers each, but four rows in all.
         let keys = [provider_key(b"a"), provider_key(b"b"), provider_key(b"c")];
@@ -1092,7 +1157,7 @@ mod tests {
     #[test]
     fn a_dht_node_answers_store_requests_from_the_sqlite_store() {
         use crate::dht::messages::{Message, Refusal, Request, Response};
-        use crate::dht::{Output, Dht, DhtConfig};
+        use crate::dht::{Dht, DhtConfig, Output};
 
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteRecordStore::new(open(dir.path()), RecordQuotas::default());

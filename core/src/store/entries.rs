@@ -16,15 +16,39 @@ pub struct StoredRow {
     pub raw: Vec<u8>,
 }
 
-/// The author's newest entry in a group: its seq and id.
-pub fn head(conn: &Connection, group: &Id32, author: &Id32) -> Result<Option<(u64, Id32)>> {
+/// An author's newest entry in a group: what the next entry of the log must follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    /// Its seq.
+    pub seq: u64,
+    /// Its id (the next entry's `prev`).
+    pub id: Id32,
+    /// Its lamport clock (the next entry's lamport is bounded by it).
+    pub lamport: u64,
+}
+
+impl LogHead {
+    /// The head of a log that holds nothing yet: seq 0, zero id, lamport 0.
+    pub const EMPTY: LogHead = LogHead {
+        seq: 0,
+        id: [0u8; 32],
+        lamport: 0,
+    };
+}
+
+/// The author's newest entry in a group.
+pub fn head(conn: &Connection, group: &Id32, author: &Id32) -> Result<Option<LogHead>> {
     Ok(conn
         .prepare_cached(
-            "SELECT seq, entry_id FROM entries WHERE group_id = ?1 AND author = ?2
+            "SELECT seq, entry_id, lamport FROM entries WHERE group_id = ?1 AND author = ?2
              ORDER BY seq DESC LIMIT 1",
         )?
         .query_row(params![group, author], |r| {
-            Ok((column_u64(r, 0)?, column_bytes(r, 1)?))
+            Ok(LogHead {
+                seq: column_u64(r, 0)?,
+                id: column_bytes(r, 1)?,
+                lamport: column_u64(r, 2)?,
+            })
         })
         .optional()?)
 }
@@ -72,8 +96,9 @@ pub(crate) fn has_entry(conn: &Connection, entry_id: &Id32) -> Result<bool> {
         .is_some())
 }
 
-/// Stores a verified entry and returns its cursor.
-pub fn insert_entry(conn: &Connection, entry: &SignedEntry) -> Result<u64> {
+/// Stores a verified entry of `group` and returns its cursor. The group comes from the
+/// caller, not the entry: a header carries only the group's entry reference.
+pub fn insert_entry(conn: &Connection, group: &Id32, entry: &SignedEntry) -> Result<u64> {
     let h = entry.header();
     conn.prepare_cached(
         "INSERT INTO entries (entry_id, group_id, author, seq, lamport, timestamp_ms, raw)
@@ -81,7 +106,7 @@ pub fn insert_entry(conn: &Connection, entry: &SignedEntry) -> Result<u64> {
     )?
     .execute(params![
         entry.id(),
-        h.group_id,
+        group,
         h.author,
         to_sql(h.seq)?,
         to_sql(h.lamport)?,

@@ -220,6 +220,38 @@ fn migration_4_adds_dht_contacts_keeping_version_3_rows() {
 }
 
 #[test]
+fn migration_5_refuses_protocol_v1_entries_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = database_at(dir.path(), 4);
+    put_version_1_rows(&conn);
+    // An entry as protocol v1 wrote it: its first byte, the entry version, is 1.
+    conn.execute(
+        "INSERT INTO entries (entry_id, group_id, author, seq, lamport, timestamp_ms, raw)
+         VALUES (?1, ?2, ?3, 1, 1, 1000, x'0100')",
+        params![[0xefu8; 32], [7u8; 32], [2u8; 32]],
+    )
+    .unwrap();
+    let err = schema::migrate_to(&mut conn, 5).unwrap_err();
+    assert_eq!(err.kind(), crate::error::ErrorKind::Storage);
+    assert!(err.to_string().contains("1 entries of protocol v1"), "{err}");
+    assert_eq!(schema::version(&conn).unwrap(), 4, "nothing migrated");
+    let kept: i64 = conn
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 2, "no entry dropped");
+    drop(conn);
+    let refused = Store::open(dir.path(), Durability::Normal).err().unwrap();
+    assert!(refused.to_string().contains("protocol v1"), "{refused}");
+
+    // Without version-1 entries (rows of version 2 begin with 2) the step goes through.
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = database_at(dir.path(), 4);
+    put_version_1_rows(&conn);
+    step_to(&mut conn, 5);
+    assert_version_1_rows(&conn);
+}
+
+#[test]
 fn there_is_one_migration_test_per_migration() {
     // Adding a migration file without a `migration_N_...` test above fails here.
     let source = include_str!("migration_tests.rs");

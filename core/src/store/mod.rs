@@ -38,7 +38,8 @@ pub(crate) use client_ids::{client_id, put_client_id};
 pub(crate) use dht_contacts::{dht_contacts, replace_dht_contacts};
 pub(crate) use dht_records::SqliteRecordStore;
 pub use entries::{
-    StoredRow, entries_after, entry_count, frontier, head, insert_entry, log_range, max_lamport,
+    LogHead, StoredRow, entries_after, entry_count, frontier, head, insert_entry, log_range,
+    max_lamport,
 };
 pub(crate) use entries::{authors, entry_by_id, entry_position, has_entry};
 pub(crate) use groups::groups;

@@ -17,10 +17,33 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_peer_heads.sql"),
     include_str!("migrations/0003_dht_records.sql"),
     include_str!("migrations/0004_dht_contacts.sql"),
+    include_str!("migrations/0005_protocol_v2.sql"),
 ];
+
+/// The schema version whose migration moves a database to protocol v2 entries.
+const PROTOCOL_V2_SCHEMA: u32 = 5;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Refuses a database that holds protocol v1 entries: no node of protocol v2 accepts them
+/// and only their authors could re-sign them, so the app must decide what to do with them
+/// rather than have them dropped or a fresh store started over them.
+fn refuse_v1_entries(conn: &Connection) -> Result<()> {
+    let v1: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM entries WHERE substr(raw, 1, 1) = x'01'",
+        [],
+        |r| r.get(0),
+    )?;
+    if v1 > 0 {
+        return Err(CoveyError::storage(format!(
+            "the database holds {v1} entries of protocol v1, which this build (protocol v2) \
+             can neither sync nor convert; open it with the Covey release that wrote it to \
+             read them out, or move the data dir aside to start a new one"
+        )));
+    }
+    Ok(())
+}
 
 /// Reads the current schema version.
 pub fn version(conn: &Connection) -> Result<u32> {
@@ -50,6 +73,9 @@ pub(crate) fn migrate_to(conn: &mut Connection, target: u32) -> Result<()> {
         .skip(current as usize)
     {
         let tx = conn.transaction()?;
+        if from as u32 + 1 == PROTOCOL_V2_SCHEMA {
+            refuse_v1_entries(&tx)?;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", from as u32 + 1)?;
         tx.commit()?;

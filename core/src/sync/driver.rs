@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::group::SessionTag;
+use crate::group::{PairKeys, ProofRole, SessionTag};
 use crate::wire::WireError;
 use crate::wire::entry::Id32;
 use crate::wire::frame::{self, Head, Message, RefuseCode};
@@ -26,7 +26,9 @@ use super::WarnKind;
 use super::engine::{FRAME_ENVELOPE_ROOM, Ingested, RangeBatch, Snapshot, rejection_summary};
 use super::limits::{PeerLimiter, RateLimits};
 use super::outbox::{Outbox, Work};
-use super::session::{FrontiersNeeded, Output, SyncSession, SyncState, Timers};
+use super::session::{
+    FrontiersNeeded, MAX_PROOFS, Output, SyncSession, SyncState, Timers, padded_proofs,
+};
 
 /// The driver's timings: one definition for both transports.
 pub mod timing {
@@ -81,6 +83,25 @@ pub fn keeps_new_session(
         Some(existing) => new == preferred && existing != preferred,
     }
 }
+
+/// What ties a session to its connection: which side dialed, and the 32 bytes both ends
+/// export from the connection's TLS session (RFC 5705, label [`SESSION_BINDING_LABEL`], no
+/// context). Membership proofs are keyed hashes over it, so a proof is worth nothing in any
+/// other session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionBinding {
+    /// Which side opened the connection.
+    pub direction: Direction,
+    /// The exported keying material.
+    pub binding: [u8; 32],
+    /// A secret of this side alone, fresh per session, from which the random-looking padding
+    /// of its proofs is drawn (a transport draws it from its CSPRNG; a simulator from its seed,
+    /// so a run stays a function of the seed).
+    pub padding_key: [u8; 32],
+}
+
+/// The RFC 5705 exporter label of a session's binding.
+pub const SESSION_BINDING_LABEL: &[u8] = b"covey/v2/session-binding";
 
 /// What a node configures of its sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,9 +267,20 @@ pub struct SessionDriver {
     max_frame_bytes: usize,
     /// Names the peer in warnings (`peer <label>: ...`).
     label: String,
-    /// Group id -> its tag with this peer, and back.
-    tags: BTreeMap<Id32, SessionTag>,
+    /// Group id -> its tag and proof key with this peer, and tag -> group id.
+    pairs: BTreeMap<Id32, PairKeys>,
     groups_by_tag: BTreeMap<SessionTag, Id32>,
+    /// Which side we are, and what this session's connection exports to bind proofs to it.
+    role: ProofRole,
+    binding: [u8; 32],
+    padding_key: crate::crypto::Secret32,
+    padded: u64,
+    /// The proof the peer gives for each of our groups this session, and back.
+    expected_proofs: BTreeMap<Id32, Id32>,
+    /// Proofs the peer sent that prove none of our groups (yet: one may, once we join).
+    unmatched_proofs: BTreeSet<Id32>,
+    /// Proofs received this session, padding included ([`MAX_PROOFS`]).
+    proofs_received: usize,
     held: Option<Held>,
     last_rate_warning: Option<u64>,
     closing: bool,
@@ -257,11 +289,13 @@ pub struct SessionDriver {
 
 impl SessionDriver {
     /// A session with a peer, started at `now_ms` (the transport's monotonic clock), knowing
-    /// the tags of the groups this node is in (`(group id, tag)`); `label` names the peer in
-    /// warnings.
+    /// the pair keys of the groups this node is in (`(group id, keys)`), on a connection
+    /// `direction` dialed whose TLS session exports `binding` (both ends export the same 32
+    /// bytes; see PROTOCOL.md, "Membership proofs"); `label` names the peer in warnings.
     pub fn new(
         config: &DriverConfig,
-        tags: impl IntoIterator<Item = (Id32, SessionTag)>,
+        pairs: impl IntoIterator<Item = (Id32, PairKeys)>,
+        session: SessionBinding,
         label: String,
         now_ms: u64,
     ) -> Self {
@@ -270,7 +304,8 @@ impl SessionDriver {
             SyncSession::new()
                 .with_timers(config.timers)
                 .with_max_frame(config.max_frame_bytes),
-            tags,
+            pairs,
+            session,
             label,
             now_ms,
         )
@@ -280,11 +315,13 @@ impl SessionDriver {
     /// versions, for tests of negotiation).
     pub fn with_machine(
         config: &DriverConfig,
-        mut machine: SyncSession,
-        tags: impl IntoIterator<Item = (Id32, SessionTag)>,
+        machine: SyncSession,
+        pairs: impl IntoIterator<Item = (Id32, PairKeys)>,
+        session: SessionBinding,
         label: String,
         now_ms: u64,
     ) -> Self {
+        let mut machine = machine.dialing(session.direction == Direction::Outgoing);
         machine.advance(now_ms);
         let mut driver = Self {
             machine,
@@ -292,27 +329,45 @@ impl SessionDriver {
             limiter: PeerLimiter::new(config.rate_limits),
             max_frame_bytes: config.max_frame_bytes,
             label,
-            tags: BTreeMap::new(),
+            pairs: BTreeMap::new(),
             groups_by_tag: BTreeMap::new(),
+            role: match session.direction {
+                Direction::Outgoing => ProofRole::Dialer,
+                Direction::Incoming => ProofRole::Acceptor,
+            },
+            binding: session.binding,
+            padding_key: crate::crypto::Secret32::from_bytes(session.padding_key),
+            padded: 0,
+            expected_proofs: BTreeMap::new(),
+            unmatched_proofs: BTreeSet::new(),
+            proofs_received: 0,
             held: None,
             last_rate_warning: None,
             closing: false,
             actions: Vec::new(),
         };
-        for (group, tag) in tags {
-            driver.add_tag(group, tag);
+        for (group, keys) in pairs {
+            driver.add_group(group, keys);
         }
         driver
     }
 
-    fn add_tag(&mut self, group: Id32, tag: SessionTag) {
-        self.tags.insert(group, tag);
-        self.groups_by_tag.insert(tag, group);
+    /// Learns one of our groups: its tag, and the proof the peer gives of it.
+    fn add_group(&mut self, group: Id32, keys: PairKeys) {
+        let peer_role = match self.role {
+            ProofRole::Dialer => ProofRole::Acceptor,
+            ProofRole::Acceptor => ProofRole::Dialer,
+        };
+        self.expected_proofs
+            .insert(keys.proof(peer_role, &self.binding), group);
+        self.groups_by_tag.insert(keys.tag, group);
+        self.pairs.insert(group, keys);
     }
 
-    /// The session's first output: our hello.
+    /// The session's first output: our hello (and our proofs, when we dialed).
     pub fn start(&mut self) {
-        let outputs = self.machine.start();
+        let groups: Vec<Id32> = self.pairs.keys().copied().collect();
+        let outputs = self.machine.start(groups);
         self.carry(outputs, 0);
     }
 
@@ -367,6 +422,28 @@ impl SessionDriver {
             return ReadStep::Stop;
         }
         match frame {
+            Ok(Message::Prove { proofs }) => {
+                self.proofs_received = self.proofs_received.saturating_add(proofs.len());
+                if self.proofs_received > MAX_PROOFS {
+                    self.violation(format!("more than {MAX_PROOFS} membership proofs"));
+                    return ReadStep::Stop;
+                }
+                let mut proved = Vec::new();
+                for proof in proofs {
+                    match self.expected_proofs.get(&proof) {
+                        Some(group) => proved.push(*group),
+                        None => {
+                            self.unmatched_proofs.insert(proof);
+                        }
+                    }
+                }
+                self.held = Some(Held {
+                    message: Message::Prove { proofs: proved },
+                    bytes: wire_bytes,
+                    counted: false,
+                });
+                self.poll_read(now_ms)
+            }
             Ok(message) => {
                 let message = message.map_group(|tag| {
                     // A tag that names none of our groups is left as it is: the machine
@@ -403,6 +480,24 @@ impl SessionDriver {
                 ReadStep::Stop
             }
         }
+    }
+
+    /// Ends the session for a protocol violation the driver itself caught.
+    fn violation(&mut self, reason: String) {
+        self.carry(
+            vec![
+                Output::Send(Message::Refuse {
+                    code: RefuseCode::ProtocolViolation as u16,
+                    reason: reason.clone(),
+                }),
+                Output::Warn {
+                    kind: WarnKind::ProtocolViolation,
+                    message: reason.clone(),
+                },
+                Output::Close { reason },
+            ],
+            0,
+        );
     }
 
     /// What the reader does next: wait out the peer's rate limit for the frame it holds,
@@ -492,6 +587,19 @@ impl SessionDriver {
         }
     }
 
+    /// The session ended holding `count` entries back for a later signature
+    /// ([`super::verify::Unverified`]): they are dropped, and counted and reported as
+    /// rejected (`unverified`), never dropped silently. A peer that has them valid sends them
+    /// again, with what vouches for them, in a later session.
+    pub fn on_unverified_dropped(&mut self, count: usize) {
+        if count > 0 {
+            self.report_rejected(
+                &[(super::verify::UNVERIFIED, count)],
+                "entries whose own signature fails, still waiting for a later one to vouch for them when the session ended",
+            );
+        }
+    }
+
     /// A batch could not be stored (the store failed): the session ends, and the peer will
     /// send it again on the next one.
     pub fn on_ingest_failed(&mut self, error: &str) {
@@ -517,11 +625,16 @@ impl SessionDriver {
         self.carry(outputs, 0);
     }
 
-    /// This node joined `group` (whose tag with this peer is `tag`) while the session was
-    /// live: announce it.
-    pub fn on_group_joined(&mut self, group: Id32, tag: SessionTag, view: &Snapshot) {
-        self.add_tag(group, tag);
-        let outputs = self.machine.on_group_joined(group, view);
+    /// This node joined `group` (whose keys with this peer are `keys`) while the session was
+    /// live: prove it and announce it, as far as the peer has proved it too (a proof it sent
+    /// earlier in the session may prove the new group).
+    pub fn on_group_joined(&mut self, group: Id32, keys: PairKeys, view: &Snapshot) {
+        self.add_group(group, keys);
+        let peer_proved = self
+            .expected_proofs
+            .iter()
+            .any(|(proof, g)| *g == group && self.unmatched_proofs.remove(proof));
+        let outputs = self.machine.on_group_joined(group, peer_proved, view);
         self.carry(outputs, 0);
     }
 
@@ -631,9 +744,18 @@ impl SessionDriver {
         }
     }
 
-    fn encode(&self, message: Message) -> Transmit {
-        let message =
-            message.map_group(|group| self.tags.get(&group).map(|tag| tag.0).unwrap_or(group));
+    fn encode(&mut self, message: Message) -> Transmit {
+        let message = match message {
+            Message::Prove { proofs: groups } => Message::Prove {
+                proofs: self.proofs_of(&groups),
+            },
+            other => other.map_group(|group| {
+                self.pairs
+                    .get(&group)
+                    .map(|keys| keys.tag.0)
+                    .unwrap_or(group)
+            }),
+        };
         match frame::encode(&message) {
             Ok(bytes) => Transmit::Frame(bytes),
             Err(e) => {
@@ -641,6 +763,26 @@ impl SessionDriver {
                 Transmit::Abort(format!("cannot encode a frame: {e}"))
             }
         }
+    }
+
+    /// Our proofs of `groups` for this session, padded with random values to
+    /// [`padded_proofs`] and sorted, so neither their number nor their order tells a peer
+    /// more than the order of magnitude of our groups.
+    fn proofs_of(&mut self, groups: &[Id32]) -> Vec<Id32> {
+        let mut proofs: Vec<Id32> = groups
+            .iter()
+            .filter_map(|g| self.pairs.get(g))
+            .map(|keys| keys.proof(self.role, &self.binding))
+            .collect();
+        let padded = padded_proofs(proofs.len());
+        while proofs.len() < padded {
+            // A keyed hash under a key only we hold looks like a proof to the peer.
+            self.padded += 1;
+            let filler = blake3::keyed_hash(self.padding_key.expose(), &self.padded.to_be_bytes());
+            proofs.push(*filler.as_bytes());
+        }
+        proofs.sort_unstable();
+        proofs
     }
 
     // -----------------------------------------------------------------------------------------

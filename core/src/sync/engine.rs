@@ -83,25 +83,29 @@ pub struct Ingested {
 }
 
 /// Verifies and stores a batch through `tx` (one write transaction) as a member holding
-/// `content_key`, and reads the group's new frontier in the same transaction.
+/// `content_key`, with the session's held-back entries `held`, and reads the group's new frontier in the same transaction.
 #[cfg(any(test, feature = "test-utils"))]
 pub fn ingest_batch(
     tx: &Connection,
     rules: &Rules,
     content_key: Option<&crate::crypto::Secret32>,
+    held: &mut verify::Unverified,
     entries: Vec<Vec<u8>>,
 ) -> Result<Ingested> {
-    ingest_prepared(tx, rules, verify::prepare(rules, content_key, entries))
+    ingest_prepared(tx, rules, verify::prepare(rules, content_key, entries), held)
 }
 
 /// Like [`ingest_batch`] for a batch already through [`verify::prepare`] (decoded and its
-/// payloads tried off the write transaction).
+/// payloads tried off the write transaction). `held` is the session's held-back entries
+/// ([`verify::Unverified`]): batches of one session go through here in order, with the same
+/// `held`.
 pub fn ingest_prepared(
     tx: &Connection,
     rules: &Rules,
     prepared: verify::Prepared,
+    held: &mut verify::Unverified,
 ) -> Result<Ingested> {
-    let outcome = verify::store_prepared(tx, rules, prepared)?;
+    let outcome = verify::store_prepared(tx, rules, prepared, held)?;
     let frontier = store::frontier(tx, &rules.group_id)?;
     let mut newest: BTreeMap<Id32, u64> = BTreeMap::new();
     let mut max_lamport = 0;
@@ -207,9 +211,9 @@ pub struct Draft<'a> {
     pub payload: &'a [u8],
 }
 
-/// Appends the next entry of `secret`'s log in the group of `keys` through `tx`: seq and prev
-/// from the stored head, sealed under the group's content key, signed, inserted. Returns its
-/// cursor and the entry.
+/// Appends the next entry of `secret`'s log in the group of `keys` through `tx`: seq, prev and
+/// the lamport bound from the stored head, sealed under the group's content key, signed,
+/// inserted. Returns its cursor and the entry.
 pub fn append_own_entry(
     tx: &Connection,
     keys: &GroupKeys,
@@ -218,24 +222,21 @@ pub fn append_own_entry(
 ) -> Result<(u64, SignedEntry)> {
     let gid = keys.id.0;
     let me = *secret.public().as_bytes();
-    let (seq, prev) = match store::head(tx, &gid, &me)? {
-        Some((seq, id)) => (seq + 1, id),
-        None => (1, [0u8; 32]),
-    };
+    let head = store::head(tx, &gid, &me)?.unwrap_or(store::LogHead::EMPTY);
     let header = EntryHeader {
         version: ENTRY_VERSION,
         kind: EntryKind::Data,
-        group_id: gid,
+        group_ref: keys.entry_group,
         author: me,
-        seq,
-        prev,
-        lamport: draft.lamport.min(verify::MAX_LAMPORT),
+        seq: head.seq + 1,
+        prev: head.id,
+        lamport: verify::next_lamport(head.lamport, draft.lamport),
         epoch: keys.epoch,
         timestamp_ms: draft.timestamp_ms,
         nonce: draft.nonce,
     };
     let entry = SignedEntry::seal(header, &keys.content_key, secret, draft.payload)?;
-    let cursor = store::insert_entry(tx, &entry)?;
+    let cursor = store::insert_entry(tx, &gid, &entry)?;
     Ok((cursor, entry))
 }
 
@@ -316,14 +317,10 @@ mod tests {
                 .unwrap();
             raws.push(e.into_raw());
         }
-        let rules = Rules {
-            group_id: keys.id.0,
-            epoch: 0,
-            max_ciphertext: 1024,
-        };
+        let rules = Rules::of(&keys, 1024);
         let key = keys.content_key.clone();
         let first = dst
-            .write(|tx| ingest_batch(tx, &rules, Some(&key), raws[..2].to_vec()))
+            .write(|tx| ingest_batch(tx, &rules, Some(&key), &mut Default::default(), raws[..2].to_vec()))
             .unwrap();
         let me = *secret.public().as_bytes();
         let head = |seq| Head { author: me, seq };
@@ -332,7 +329,7 @@ mod tests {
         assert_eq!(first.frontier, vec![head(2)]);
         assert_eq!(first.max_lamport, 12);
         let second = dst
-            .write(|tx| ingest_batch(tx, &rules, Some(&key), raws.clone()))
+            .write(|tx| ingest_batch(tx, &rules, Some(&key), &mut Default::default(), raws.clone()))
             .unwrap();
         assert_eq!(second.stored, vec![head(4)]);
         assert_eq!(second.duplicates, vec![head(1), head(2)]);

@@ -9,9 +9,19 @@ use crate::wire::entry::Id32;
 use crate::wire::frame::{Head, Message, RefuseCode};
 
 /// Newest sync protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Oldest sync protocol version this build accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Oldest sync protocol version this build accepts. Version 1 revealed a node's groups to
+/// anyone who connected and signed entries that name the group id, so it is not spoken.
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
+
+/// Most membership proofs a peer may send in one session, padding included: far beyond the
+/// groups any node is in, and a bound on what a peer can make us hash and hold.
+pub const MAX_PROOFS: usize = 4096;
+
+/// The fewest proofs an opening `Prove` carries: fewer real ones are padded up to this, and
+/// more to the next power of two, so a peer learns at most the order of magnitude of the
+/// sender's group count.
+pub const MIN_PROOFS: usize = 4;
 /// Optional features this build announces: `acks` (the peer may send `Ack`, and wants
 /// them), `keepalive` (`Ping`/`Pong`, and an idle timeout). Unknown features are ignored; a
 /// message a feature adds is only sent to peers that announced it.
@@ -98,6 +108,12 @@ fn receipts(claimed: &[Head], local: &BTreeMap<Id32, u64>) -> Vec<Head> {
             })
         })
         .collect()
+}
+
+/// How many proofs a `Prove` carrying `real` of them is padded to: at least [`MIN_PROOFS`],
+/// otherwise the next power of two.
+pub fn padded_proofs(real: usize) -> usize {
+    real.max(MIN_PROOFS).next_power_of_two()
 }
 
 /// The frontiers the machine reads while handling one message
@@ -237,6 +253,12 @@ pub struct SyncSession {
     max_frame: Option<usize>,
     peer_max_frame: usize,
     negotiated: Option<u16>,
+    /// Whether this side dialed: the dialer proves its groups first.
+    dialer: bool,
+    /// Our groups the peer proved it is in, this session.
+    peer_proved: BTreeSet<Id32>,
+    /// The groups we proved to the peer, this session.
+    we_proved: BTreeSet<Id32>,
 }
 
 impl Default for SyncSession {
@@ -270,7 +292,17 @@ impl SyncSession {
             max_frame: None,
             peer_max_frame: DEFAULT_PEER_MAX_FRAME,
             negotiated: None,
+            dialer: false,
+            peer_proved: BTreeSet::new(),
+            we_proved: BTreeSet::new(),
         }
+    }
+
+    /// Marks this side as the one that dialed (the default is the acceptor): it opens with
+    /// proofs of all its groups, where the acceptor only ever answers proofs it verified.
+    pub fn dialing(mut self, dialer: bool) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     /// Announces this node's frame limit to the peer (feature `max-frame=<bytes>`).
@@ -427,17 +459,57 @@ impl SyncSession {
         &self.peer_features
     }
 
-    /// The first outputs of a session: our hello.
-    pub fn start(&mut self) -> Vec<Output> {
+    /// The first outputs of a session: our hello, and when we dialed, proofs of `groups`
+    /// (the groups this node is in), padded by the transport. The acceptor proves nothing
+    /// until the peer has proved a group they share, so a stranger who connects learns
+    /// nothing but the hello.
+    pub fn start(&mut self, groups: impl IntoIterator<Item = Id32>) -> Vec<Output> {
         let mut features: Vec<String> = FEATURES.iter().map(|f| f.to_string()).collect();
         if let Some(bytes) = self.max_frame {
             features.push(format!("{MAX_FRAME_FEATURE}{bytes}"));
         }
-        vec![Output::Send(Message::Hello {
+        let mut out = vec![Output::Send(Message::Hello {
             version: self.version,
             min_version: self.min_version,
             features,
-        })]
+        })];
+        if self.dialer {
+            let proofs: Vec<Id32> = groups.into_iter().collect();
+            self.we_proved.extend(proofs.iter().copied());
+            out.push(Output::Send(Message::Prove { proofs }));
+        }
+        out
+    }
+
+    /// Whether the pair may talk about `group`: we are in it, and each side has proved it is
+    /// to the other. Until then every message about the group is treated as about a group we
+    /// are not in.
+    fn shared(&self, group: &Id32, view: &impl LocalView) -> bool {
+        view.has_group(group) && self.peer_proved.contains(group) && self.we_proved.contains(group)
+    }
+
+    /// The peer proved it is in `groups` (the transport matched its proofs to ours): answer
+    /// with our own proof where we have not given one, and open each group with a frontier.
+    fn on_prove(&mut self, groups: Vec<Id32>, view: &impl LocalView) -> Vec<Output> {
+        let mut answer = Vec::new();
+        let mut opened = Vec::new();
+        for group in groups {
+            if !view.has_group(&group) || !self.peer_proved.insert(group) {
+                continue;
+            }
+            if self.we_proved.insert(group) {
+                answer.push(group);
+            }
+            opened.push(group);
+        }
+        let mut out = Vec::new();
+        if !answer.is_empty() {
+            out.push(Output::Send(Message::Prove { proofs: answer }));
+        }
+        for group in opened {
+            out.extend(self.send_frontier(group, view));
+        }
+        out
     }
 
     fn violation(&mut self, what: String) -> Vec<Output> {
@@ -461,16 +533,17 @@ impl SyncSession {
     }
 
     /// Which frontiers [`SyncSession::on_message`] reads from its view for `message`: every
-    /// group's for a `Hello` (it answers with a frontier per group), the named group's for a
-    /// frontier, announce or ack, none otherwise (entries only ask whether we are in the
+    /// group's for a `Prove` (it answers with a frontier per proved group), the named group's
+    /// for a frontier, announce or ack, none otherwise (entries only ask whether we are in the
     /// group). The driver loads just these before handing the message over.
     pub fn frontiers_needed(message: &Message) -> FrontiersNeeded {
         match message {
-            Message::Hello { .. } => FrontiersNeeded::All,
+            Message::Prove { .. } => FrontiersNeeded::All,
             Message::Frontier { group, .. }
             | Message::Announce { group, .. }
             | Message::Ack { group, .. } => FrontiersNeeded::Group(*group),
-            Message::Entries { .. }
+            Message::Hello { .. }
+            | Message::Entries { .. }
             | Message::Refuse { .. }
             | Message::Ping { .. }
             | Message::Pong { .. } => FrontiersNeeded::None,
@@ -508,8 +581,12 @@ impl SyncSession {
             {
                 self.violation(format!("a head claims a seq beyond {MAX_SEQ}"))
             }
+            Message::Prove { proofs } => self.on_prove(proofs, view),
             Message::Frontier { group, heads } => self.on_frontier(group, heads, view),
             Message::Announce { group, heads } => {
+                if !self.shared(&group, view) {
+                    return Vec::new();
+                }
                 if let Some(state) = self.groups.get_mut(&group) {
                     state.sent_frontier = false;
                 }
@@ -527,7 +604,7 @@ impl SyncSession {
                 Vec::new()
             }
             Message::Entries { group, entries } => {
-                if !view.has_group(&group) {
+                if !self.shared(&group, view) {
                     return vec![Output::Rejected {
                         count: entries.len(),
                         reason: "not-in-group",
@@ -574,8 +651,14 @@ impl SyncSession {
                 self.peer_features.insert(feature);
             }
         }
+        // Nothing about any group yet: frontiers follow proofs (`on_prove`).
+        let shared: Vec<Id32> = view
+            .groups()
+            .into_iter()
+            .filter(|g| self.shared(g, view))
+            .collect();
         let mut out = Vec::new();
-        for group in view.groups() {
+        for group in shared {
             out.extend(self.send_frontier(group, view));
         }
         out
@@ -604,7 +687,7 @@ impl SyncSession {
     }
 
     fn on_ack(&mut self, group: Id32, heads: Vec<Head>, view: &impl LocalView) -> Vec<Output> {
-        if !view.has_group(&group) || heads.is_empty() {
+        if !self.shared(&group, view) || heads.is_empty() {
             return Vec::new();
         }
         let local: BTreeMap<Id32, u64> = view
@@ -627,9 +710,9 @@ impl SyncSession {
     }
 
     fn on_frontier(&mut self, group: Id32, heads: Vec<Head>, view: &impl LocalView) -> Vec<Output> {
-        // A peer's groups that we are not in are none of our business, and we do not
-        // reveal that we noticed.
-        if !view.has_group(&group) {
+        // A peer's groups that we are not in (or that it has not proved) are none of our
+        // business, and we do not reveal that we noticed.
+        if !self.shared(&group, view) {
             return Vec::new();
         }
         let mut out = self.send_frontier(group, view);
@@ -787,17 +870,34 @@ impl SyncSession {
         }]
     }
 
-    /// This node joined a group while the session was live: announce it, asking the peer
-    /// for its frontier in return (the one it sent at hello was dropped, as we were not in the
-    /// group then).
-    pub fn on_group_joined(&mut self, group: Id32, view: &impl LocalView) -> Vec<Output> {
+    /// This node joined a group while the session was live; `peer_proved` says whether a
+    /// proof the peer sent earlier in the session proves it is in the group too. The dialer
+    /// proves the new group at once; the acceptor only if the peer proved it. Once both have,
+    /// announce it, asking the peer for its frontier in return.
+    pub fn on_group_joined(
+        &mut self,
+        group: Id32,
+        peer_proved: bool,
+        view: &impl LocalView,
+    ) -> Vec<Output> {
         if self.phase != Phase::Ready {
             return Vec::new();
         }
-        self.tell_frontier(group, view)
-            .map(|heads| Output::Send(Message::Announce { group, heads }))
-            .into_iter()
-            .collect()
+        if peer_proved {
+            self.peer_proved.insert(group);
+        }
+        let mut out = Vec::new();
+        if (self.dialer || peer_proved) && self.we_proved.insert(group) {
+            out.push(Output::Send(Message::Prove {
+                proofs: vec![group],
+            }));
+        }
+        if self.shared(&group, view)
+            && let Some(heads) = self.tell_frontier(group, view)
+        {
+            out.push(Output::Send(Message::Announce { group, heads }));
+        }
+        out
     }
 }
 
@@ -836,13 +936,19 @@ mod tests {
     fn heads_in_any_order_with_repeats_and_zeros_count_by_their_highest_seq() {
         let (group, author, nobody) = ([7; 32], [1; 32], [2; 32]);
         let mut s = SyncSession::new();
-        let _ = s.start();
+        let _ = s.start([]);
         let hello = Message::Hello {
             version: PROTOCOL_VERSION,
             min_version: MIN_PROTOCOL_VERSION,
             features: vec![],
         };
         let _ = s.on_message(hello, &holding(group, author, 0));
+        let _ = s.on_message(
+            Message::Prove {
+                proofs: vec![group],
+            },
+            &holding(group, author, 0),
+        );
         let frontier = Message::Frontier {
             group,
             heads: vec![
@@ -883,7 +989,7 @@ mod tests {
         let view = crate::sync::engine::Snapshot::default();
         let limit = |features: &[&str]| {
             let mut s = SyncSession::new();
-            let _ = s.start();
+            let _ = s.start([]);
             let hello = Message::Hello {
                 version: PROTOCOL_VERSION,
                 min_version: MIN_PROTOCOL_VERSION,

@@ -97,7 +97,7 @@ impl Author {
         EntryHeader {
             version: ENTRY_VERSION,
             kind: EntryKind::Data,
-            group_id: self.keys.id.0,
+            group_ref: self.keys.entry_group,
             author: self.id(),
             seq,
             prev,

@@ -17,10 +17,12 @@ use crate::crypto::Secret32;
 use crate::group::GroupKeys;
 use crate::store::{self, Durability, GroupRow, Store};
 use crate::sync::SyncState;
-use crate::sync::driver::{Action, DriverConfig, RangeRead, ReadStep, SessionDriver, Transmit};
+use crate::sync::driver::{
+    Action, Direction, DriverConfig, RangeRead, ReadStep, SessionBinding, SessionDriver, Transmit,
+};
 use crate::sync::engine::{self, Draft, RangeBatch};
 use crate::sync::session::Timers;
-use crate::sync::verify::Rules;
+use crate::sync::verify::{MAX_UNSIGNED_RUN, MAX_UNSIGNED_RUN_BYTES, Rules, Unverified};
 use crate::sync::{RateLimits, WarnKind};
 use crate::wire::entry::{Id32, SignedEntry};
 use crate::wire::frame::{self, LENGTH_PREFIX, Message};
@@ -36,6 +38,8 @@ pub struct MeshNode {
     pub store: Store,
     groups: BTreeMap<Id32, GroupKeys>,
     sessions: BTreeMap<usize, SessionDriver>,
+    /// Per peer, the session's entries held back for a later signature.
+    unverified: BTreeMap<usize, Unverified>,
     last_cursor: u64,
     /// Sync states its sessions reported: (peer, group, state).
     pub states: Vec<(usize, Id32, SyncState)>,
@@ -120,6 +124,7 @@ impl SessionMesh {
                     store,
                     groups: BTreeMap::new(),
                     sessions: BTreeMap::new(),
+                    unverified: BTreeMap::new(),
                     last_cursor: 0,
                     states: Vec::new(),
                     warns: Vec::new(),
@@ -172,26 +177,38 @@ impl SessionMesh {
         let node = &mut self.nodes[at];
         for (peer, peer_id) in peer_ids {
             if let Some(session) = node.sessions.get_mut(&peer) {
-                session.on_group_joined(group, keys.session_tag(&me, &peer_id), &view);
+                session.on_group_joined(group, keys.pair(&me, &peer_id), &view);
             }
         }
         self.settle(at);
     }
 
-    /// Opens a session pair between `a` and `b` and queues both hellos.
+    /// Opens a session pair between `a` (which dials) and `b` and queues both hellos.
     pub fn connect(&mut self, a: usize, b: usize) {
         assert_ne!(a, b);
-        for (me, peer) in [(a, b), (b, a)] {
+        // What both ends' TLS sessions would export; fresh per connection.
+        let binding = Secret32::from_bytes(self.rng.bytes32());
+        for (me, peer, direction) in [(a, b, Direction::Outgoing), (b, a, Direction::Incoming)] {
             let me_id = self.nodes[me].me();
             let peer_id = self.nodes[peer].me();
             let node = &self.nodes[me];
-            let tags: Vec<_> = node
+            let pairs: Vec<_> = node
                 .groups
                 .iter()
-                .map(|(group, keys)| (*group, keys.session_tag(&me_id, &peer_id)))
+                .map(|(group, keys)| (*group, keys.pair(&me_id, &peer_id)))
                 .collect();
-            let mut session =
-                SessionDriver::new(&self.config, tags, format!("{peer}"), self.frames);
+            let session_binding = SessionBinding {
+                direction,
+                binding: *binding.expose(),
+                padding_key: self.rng.bytes32(),
+            };
+            let mut session = SessionDriver::new(
+                &self.config,
+                pairs,
+                session_binding,
+                format!("{peer}"),
+                self.frames,
+            );
             session.start();
             let old = self.nodes[me].sessions.insert(peer, session);
             assert!(
@@ -207,6 +224,8 @@ impl SessionMesh {
     pub fn disconnect(&mut self, a: usize, b: usize) {
         self.nodes[a].sessions.remove(&b);
         self.nodes[b].sessions.remove(&a);
+        self.nodes[a].unverified.remove(&b);
+        self.nodes[b].unverified.remove(&a);
         self.queues.remove(&(a, b));
         self.queues.remove(&(b, a));
     }
@@ -279,15 +298,12 @@ impl SessionMesh {
                     let keys = node.groups.get(&group).cloned().unwrap_or_else(|| {
                         panic!("{ctx}: node {at} asked to ingest for a group it is not in")
                     });
-                    let rules = Rules {
-                        group_id: group,
-                        epoch: keys.epoch,
-                        max_ciphertext,
-                    };
+                    let rules = Rules::of(&keys, max_ciphertext);
+                    let held = node.unverified.entry(peer).or_default();
                     let done = node
                         .store
                         .write(|tx| {
-                            engine::ingest_batch(tx, &rules, Some(&keys.content_key), entries)
+                            engine::ingest_batch(tx, &rules, Some(&keys.content_key), held, entries)
                         })
                         .unwrap_or_else(|e| panic!("{ctx}: ingest failed: {e}"));
                     for (cursor, _) in &done.outcome.stored {
@@ -583,7 +599,9 @@ fn read_batch(store: &Store, read: RangeRead, batch_entries: usize, ctx: &str) -
 }
 
 /// Each author's entries form one chain: seqs 1..=n in order, each linking to the one before,
-/// every signature valid and every payload opening under `content_key`.
+/// every entry valid by the signature rule (its own signature verifies, or a later entry's
+/// within its window does: `verify::MAX_UNSIGNED_RUN`, `verify::MAX_UNSIGNED_RUN_BYTES`) and
+/// every payload opening under `content_key`.
 pub fn assert_valid_chains(entries: &[(u64, SignedEntry)], content_key: &Secret32, ctx: &str) {
     let mut by_author: BTreeMap<Id32, Vec<&SignedEntry>> = BTreeMap::new();
     for (_, e) in entries {
@@ -600,8 +618,26 @@ pub fn assert_valid_chains(entries: &[(u64, SignedEntry)], content_key: &Secret3
                 "{ctx}: author {author:02x?} seq {} breaks the chain",
                 h.seq
             );
-            if let Err(e) = e.verify_signature() {
-                panic!("{ctx}: author {author:02x?} seq {}: {e}", h.seq);
+            if let Err(err) = e.verify_signature() {
+                // Vouched for by an `f` in `(i, i + MAX_UNSIGNED_RUN]` whose signature
+                // verifies, with entries `i..f` totalling at most `MAX_UNSIGNED_RUN_BYTES`.
+                let mut bytes = 0usize;
+                let mut vouched = false;
+                for f in i + 1..log.len() {
+                    bytes += log[f - 1].raw().len();
+                    if f - i > MAX_UNSIGNED_RUN || bytes > MAX_UNSIGNED_RUN_BYTES {
+                        break;
+                    }
+                    if log[f].verify_signature().is_ok() {
+                        vouched = true;
+                        break;
+                    }
+                }
+                assert!(
+                    vouched,
+                    "{ctx}: author {author:02x?} seq {}: {err}, and no later entry vouches for it",
+                    h.seq
+                );
             }
             if let Err(e) = e.open(content_key) {
                 panic!(

@@ -26,7 +26,9 @@ mod signatures;
 
 pub use forge::{Author, LAMPORT_BASE, raws};
 pub use mesh::{MeshNode, SessionMesh, assert_valid_chains};
-pub use raw_peer::{Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message};
+pub use raw_peer::{
+    Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message, session_binding,
+};
 pub use rng::{Rng, SplitMix64};
 pub use session::{across_the_wire, one_group_view, sent_messages};
 pub use signatures::{

@@ -14,8 +14,9 @@ use iroh_tickets::endpoint::EndpointTicket;
 
 use super::loopback_endpoint;
 use crate::error::{CoveyError, Result};
-use crate::group::GroupKeys;
+use crate::group::{GroupKeys, ProofRole};
 use crate::node::{Node, SYNC_ALPN};
+use crate::sync::driver::SESSION_BINDING_LABEL;
 use crate::sync::session::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::wire::entry::Id32;
 use crate::wire::frame::{self, LENGTH_PREFIX, Message};
@@ -78,6 +79,18 @@ pub async fn dial(endpoint: &Endpoint, node: &Node) -> Result<Connection> {
 struct Naming {
     group: Id32,
     tag: Id32,
+    /// Our membership proof of the group in this session (we dialed).
+    proof: Id32,
+    /// The node's proof of the group in this session (it accepted).
+    node_proof: Id32,
+}
+
+/// The 32 bytes both ends of `conn` export to bind membership proofs to the session.
+pub fn session_binding(conn: &Connection) -> Id32 {
+    let mut binding = [0u8; 32];
+    conn.export_keying_material(&mut binding, SESSION_BINDING_LABEL, b"")
+        .unwrap_or_else(|e| panic!("exporting the session binding: {e:?}"));
+    binding
 }
 
 /// A bare iroh client speaking `covey/sync/1` frame by frame on one bi-stream.
@@ -113,11 +126,15 @@ impl RawPeer {
             .open_bi()
             .await
             .unwrap_or_else(|e| panic!("opening the sync stream: {e}"));
-        let naming = keys.map(|keys| Naming {
-            group: keys.id.0,
-            tag: keys
-                .session_tag(endpoint.id().as_bytes(), node.node_id().as_bytes())
-                .0,
+        let binding = session_binding(&conn);
+        let naming = keys.map(|keys| {
+            let pair = keys.pair(endpoint.id().as_bytes(), node.node_id().as_bytes());
+            Naming {
+                group: keys.id.0,
+                tag: pair.tag.0,
+                proof: pair.proof(ProofRole::Dialer, &binding),
+                node_proof: pair.proof(ProofRole::Acceptor, &binding),
+            }
         });
         Self {
             endpoint,
@@ -136,6 +153,12 @@ impl RawPeer {
     /// The named group's session tag between this peer and the node (zeros if none).
     pub fn tag(&self) -> Id32 {
         self.naming.map_or([0; 32], |n| n.tag)
+    }
+
+    /// Our membership proof of the named group in this session (zeros if none): what a
+    /// member that dialed sends in its opening `Prove`.
+    pub fn proof(&self) -> Id32 {
+        self.naming.map_or([0; 32], |n| n.proof)
     }
 
     /// Writes `bytes` to the stream as they are.
@@ -210,7 +233,16 @@ impl RawPeer {
             }
             match frame::decode(&body) {
                 Ok(m) => Incoming::Frame(match naming {
-                    Some(n) => rename(m, n.tag, n.group),
+                    // The node's proof of the named group reads as the group's id, as the
+                    // node reads ours.
+                    Some(n) => match m {
+                        Message::Prove { proofs } if proofs.contains(&n.node_proof) => {
+                            Message::Prove {
+                                proofs: vec![n.group],
+                            }
+                        }
+                        m => rename(m, n.tag, n.group),
+                    },
                     None => m,
                 }),
                 Err(e) => Incoming::Bad(e.to_string()),
@@ -266,9 +298,16 @@ impl RawPeer {
         }
     }
 
-    /// Says a hello announcing `features` and expects the node's hello back.
+    /// Says a hello announcing `features` (and, when a group is named, proves membership of
+    /// it as a member that dialed does) and expects the node's hello back.
     pub async fn hello(&mut self, features: &[&str]) {
         self.send(&hello_message(features)).await;
+        if let Some(n) = self.naming {
+            self.send(&Message::Prove {
+                proofs: vec![n.proof],
+            })
+            .await;
+        }
         self.expect_hello().await;
     }
 

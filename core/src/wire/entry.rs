@@ -1,10 +1,10 @@
-//! The signed entry encoding (protocol v1). All integers are big-endian; the layout is:
+//! The signed entry encoding (protocol v2). All integers are big-endian; the layout is:
 //!
 //! ```text
 //! off  len  field
-//!   0    1  version (1)
+//!   0    1  version (2)
 //!   1    1  kind (0 data, 1 control)
-//!   2   32  group id
+//!   2   32  group reference (the group's entry reference, not its id)
 //!  34   32  author (Ed25519 public key)
 //!  66    8  seq (1, 2, ...)
 //!  74   32  prev: id of the author's previous entry in the group (zeros for seq 1)
@@ -26,7 +26,7 @@ use crate::crypto::{Secret32, aead};
 use crate::error::{CoveyError, Result};
 
 /// The entry format version this build writes and reads.
-pub const ENTRY_VERSION: u8 = 1;
+pub const ENTRY_VERSION: u8 = 2;
 /// Length of the header, which is also the AEAD associated data.
 pub const HEADER_LEN: usize = 158;
 /// Length of the Ed25519 signature trailer.
@@ -74,8 +74,9 @@ pub struct EntryHeader {
     pub version: u8,
     /// Data or control.
     pub kind: EntryKind,
-    /// The group the entry belongs to.
-    pub group_id: Id32,
+    /// The group the entry belongs to, as its entry reference (`GroupKeys::entry_group`):
+    /// only members can compute it, and it is not the group id apps show and share.
+    pub group_ref: Id32,
     /// The author's Ed25519 public key (its node id).
     pub author: Id32,
     /// Position in the author's log for this group, from 1.
@@ -96,7 +97,7 @@ impl EntryHeader {
     fn encode_into(&self, out: &mut Vec<u8>, ciphertext_len: u32) {
         out.push(self.version);
         out.push(self.kind.to_byte());
-        out.extend_from_slice(&self.group_id);
+        out.extend_from_slice(&self.group_ref);
         out.extend_from_slice(&self.author);
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.prev);
@@ -195,7 +196,7 @@ impl SignedEntry {
         let header = EntryHeader {
             version,
             kind,
-            group_id: read_array(&raw, 2),
+            group_ref: read_array(&raw, 2),
             author: read_array(&raw, 34),
             seq,
             prev: read_array(&raw, 74),
@@ -271,7 +272,7 @@ mod tests {
         let header = EntryHeader {
             version: ENTRY_VERSION,
             kind: EntryKind::Data,
-            group_id: [1u8; 32],
+            group_ref: [1u8; 32],
             author: [0u8; 32],
             seq,
             prev,

@@ -17,7 +17,7 @@ pub struct Head {
     pub seq: u64,
 }
 
-/// A message of the `covey/sync/1` protocol. On the wire, the `group` of `Frontier`,
+/// A message of the `covey/sync/1` protocol (version 2). On the wire, the `group` of `Frontier`,
 /// `Announce` and `Entries` is the group's per-pair session tag
 /// (`group::GroupKeys::session_tag`), never its id; the node translates at the frame boundary,
 /// so the session machine works with group ids.
@@ -83,6 +83,15 @@ pub enum Message {
         /// The `Ping`'s nonce.
         nonce: u64,
     },
+    /// Membership proofs (protocol v2): one per group the sender proves it is in, each a
+    /// keyed hash only a member can compute for this pair, this session and the sender's
+    /// side (`group::PairKeys::proof`), padded with random values so a peer cannot count the
+    /// sender's groups. Inside the node, the transport replaces each proof by the id of the
+    /// group it proves (and drops what proves none of ours), as it renames session tags.
+    Prove {
+        /// The proofs, 32 bytes each.
+        proofs: Vec<Id32>,
+    },
 }
 
 impl Message {
@@ -98,7 +107,8 @@ impl Message {
             Message::Hello { .. }
             | Message::Refuse { .. }
             | Message::Ping { .. }
-            | Message::Pong { .. } => None,
+            | Message::Pong { .. }
+            | Message::Prove { .. } => None,
         }
     }
 
@@ -114,7 +124,8 @@ impl Message {
             Message::Hello { .. }
             | Message::Refuse { .. }
             | Message::Ping { .. }
-            | Message::Pong { .. } => {}
+            | Message::Pong { .. }
+            | Message::Prove { .. } => {}
         }
         self
     }

@@ -90,6 +90,9 @@ impl Sim {
                 streams: [Stream::default(), Stream::default()],
                 early: [VecDeque::new(), VecDeque::new()],
                 pre_send: [VecDeque::new(), VecDeque::new()],
+                // Drawn from the seed and the connection's number, not from the shared
+                // stream, so adding it moved no other random choice of a seeded run.
+                binding: Rng::new(self.config.seed ^ id.rotate_left(32)).bytes32(),
             },
         );
         let there = self.link_config(a, b).latency_ms;
@@ -225,10 +228,27 @@ impl Sim {
             self.nodes[node]
                 .groups
                 .iter()
-                .map(|(id, keys)| (*id, keys.session_tag(&me, &them)))
+                .map(|(id, keys)| (*id, keys.pair(&me, &them)))
                 .collect()
         };
-        let driver = SessionDriver::new(&config, tags, format!("{peer}"), self.now);
+        let binding = match self.conns.get(&conn) {
+            Some(c) => c.binding,
+            None => return false,
+        };
+        let driver = SessionDriver::new(
+            &config,
+            tags,
+            SessionBinding {
+                direction,
+                binding,
+                // Per side and connection, from the seed: padding is random-looking to the
+                // peer, and a run stays a function of its seed.
+                padding_key: Rng::new(self.config.seed ^ conn.rotate_left(16) ^ side as u64)
+                    .bytes32(),
+            },
+            format!("{peer}"),
+            self.now,
+        );
         let (early, pre_send) = match self.conns.get_mut(&conn) {
             Some(c) => (
                 std::mem::take(&mut c.early[side]),
@@ -253,6 +273,7 @@ impl Sim {
             raw_out: pre_send,
             silent: false,
             fin: false,
+            unverified: Unverified::default(),
         };
         let n = &mut self.nodes[node];
         let Some(live) = n.live.as_mut() else {
@@ -321,7 +342,21 @@ impl Sim {
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
-        let Some(session) = live.sessions.remove(&conn) else {
+        let Some(mut session) = live.sessions.remove(&conn) else {
+            return;
+        };
+        // What the session held back for a later signature is dropped with it, counted.
+        session
+            .driver
+            .on_unverified_dropped(session.unverified.len());
+        for action in session.driver.take_actions() {
+            match action {
+                Action::Count { counter, by } => self.nodes[node].counters.sync.add(counter, by),
+                Action::Warn { kind, .. } => self.warn(node, kind.as_str()),
+                _ => {}
+            }
+        }
+        let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
         if live.registered.get(&session.peer) == Some(&conn) {

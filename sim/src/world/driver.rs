@@ -315,13 +315,22 @@ impl Sim {
         let n = &mut self.nodes[node];
         let result = match (n.groups.get(&group), n.live.as_mut()) {
             (Some(keys), Some(live)) => {
-                let rules = Rules {
-                    group_id: group,
-                    epoch: keys.epoch,
-                    max_ciphertext,
-                };
-                live.store
-                    .write(|tx| engine::ingest_batch(tx, &rules, Some(&keys.content_key), entries))
+                let rules = Rules::of(keys, max_ciphertext);
+                let Live {
+                    store, sessions, ..
+                } = live;
+                match sessions.get_mut(&conn) {
+                    Some(session) => store.write(|tx| {
+                        engine::ingest_batch(
+                            tx,
+                            &rules,
+                            Some(&keys.content_key),
+                            &mut session.unverified,
+                            entries,
+                        )
+                    }),
+                    None => Err(CoveyError::not_found("entries for a session that ended")),
+                }
             }
             _ => Err(CoveyError::not_found("entries for a group this node left")),
         };

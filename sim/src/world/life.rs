@@ -39,8 +39,8 @@ impl Sim {
             let Some(peer) = self.session_mut(node, conn).map(|s| s.peer) else {
                 continue;
             };
-            let tag = keys.session_tag(&me, &self.nodes[peer].id);
-            let joined = self.apply(node, conn, |d| d.on_group_joined(group, tag, &view));
+            let pair = keys.pair(&me, &self.nodes[peer].id);
+            let joined = self.apply(node, conn, |d| d.on_group_joined(group, pair, &view));
             if let Some(((), rest)) = joined
                 && !rest.is_empty()
             {

@@ -32,12 +32,13 @@ use covey_core::sync::driver::timing::{
     AFTER_RUN_PAUSE_MS, CONNECT_TIMEOUT_MS, DIAL_RECHECK_MS, WRITER_GRACE_MS,
 };
 use covey_core::sync::driver::{
-    Action, Direction, DriverConfig, ReadStep, SessionDriver, Transmit, keeps_new_session,
+    Action, Direction, DriverConfig, ReadStep, SessionBinding, SessionDriver, Transmit,
+    keeps_new_session,
 };
 use covey_core::sync::engine::{self, Draft};
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::session::Timers;
-use covey_core::sync::verify::Rules;
+use covey_core::sync::verify::{Rules, Unverified};
 use covey_core::wire::WireError;
 use covey_core::wire::entry::{Id32, SignedEntry};
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message};
@@ -240,6 +241,8 @@ struct Conn {
     early: [VecDeque<Vec<u8>>; 2],
     /// Frames a scripted side queued before its session started.
     pre_send: [VecDeque<Vec<u8>>; 2],
+    /// What both ends' TLS sessions would export (membership proofs are bound to it).
+    binding: [u8; 32],
 }
 
 #[derive(Debug)]
@@ -270,6 +273,8 @@ struct Session {
     silent: bool,
     /// The peer finished its stream: once the inbox is read, the session ends.
     fin: bool,
+    /// Entries from the peer held back for a later signature (`verify::Unverified`).
+    unverified: Unverified,
 }
 
 #[derive(Debug)]

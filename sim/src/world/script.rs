@@ -41,6 +41,12 @@ impl Sim {
         self.attempt(adversary, victim, false)
     }
 
+    /// The 32 bytes both ends of `conn` would export from its TLS session: what a scripted
+    /// peer binds its membership proofs to (`group::PairKeys::proof`).
+    pub fn script_binding(&self, conn: ConnId) -> Option<[u8; 32]> {
+        self.conns.get(&conn).map(|c| c.binding)
+    }
+
     /// A scripted node sends `message` on `conn` exactly as given (no renaming of groups).
     pub fn script_send(
         &mut self,

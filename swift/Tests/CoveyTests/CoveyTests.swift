@@ -762,6 +762,25 @@ final class ErrorTests: CoveyTestCase {
         }
     }
 
+    func testWeakPassphraseIsInvalidInput() async throws {
+        try await coveyTest { nodes in
+            let a = try await nodes.open()
+            // zxcvbn score 2 of 4, under the floor of 3: refused before any key derivation.
+            let msg = await expectError("InvalidInput", "score 2") {
+                try await a.joinPassphrase(passphrase: "tiger7window", name: "weak")
+            }
+            XCTAssertTrue(msg.contains("too weak"), msg)
+            XCTAssertFalse(msg.contains("tiger7window"), msg)
+            // Strong alone, but it is the group's name.
+            await expectError("InvalidInput", "the group's name") {
+                try await a.joinPassphrase(
+                    passphrase: "kestrel hollow lantern society", name: "Kestrel Hollow Lantern Society")
+            }
+            let status = try await a.status()
+            XCTAssertEqual(status.groups, 0)
+        }
+    }
+
     func testOversizedPayloadIsInvalidInput() async throws {
         try await coveyTest { nodes in
             let small = try await nodes.open(maxPayloadBytes: 1024)
@@ -941,7 +960,7 @@ final class KeyStoreTests: CoveyTestCase {
             let firstId = node.nodeId()
             XCTAssertTrue(ks.stored.contains("device"))
             XCTAssertEqual(ks.secrets["device"]?.count, 32)
-            let g = try await node.joinPassphrase(passphrase: "pass", name: "keystore-group")
+            let g = try await node.joinPassphrase(passphrase: "marble kelp oboe thicket", name: "keystore-group")
             XCTAssertTrue(ks.stored.contains("group-\(g.groupId)"), "\(ks.stored)")
             _ = try await node.publish(groupId: g.groupId, payload: Data("kept".utf8))
             try await node.shutdown()

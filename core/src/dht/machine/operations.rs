@@ -243,6 +243,19 @@ impl<S: RecordStore> Dht<S> {
         self.new_op(Kind::Provide { record }, pk, now_ms)
     }
 
+    /// Sends `record`, a provider record signed elsewhere, to the `k` closest nodes of its
+    /// key (and keeps a copy when this node is among them). Unlike [`Self::provide`], the
+    /// record is not renewed on the re-provide timer: only its signer can re-sign it, and a
+    /// group rendezvous record is signed by a per-window key and seals an address bound to
+    /// its expiry, so the caller renews it. Fails with `InvalidInput` or `Crypto` for a
+    /// record this node itself would refuse (a sealed blob over the bound, an expiry past
+    /// `max_provider_ttl_ms`, a bad signature): every holder would refuse it too.
+    pub fn provide_signed(&mut self, record: ProviderRecord, now_ms: u64) -> Result<OpId> {
+        record.validate(now_ms, &self.config.limits)?;
+        let key = Key(record.key);
+        self.new_op(Kind::Provide { record }, key, now_ms)
+    }
+
     /// Finds providers of `key`.
     pub fn providers(&mut self, key: &[u8], now_ms: u64) -> Result<OpId> {
         self.new_op(

@@ -4,7 +4,7 @@
 //! checks that its record won). Followers of a coalesced read get the same outcome.
 
 use super::operations::{Kind, Op, Phase};
-use super::{Output, Dht, OpId, Outcome, Pending, Purpose};
+use super::{Dht, OpId, Outcome, Output, Pending, Purpose};
 use crate::dht::id::Key;
 use crate::dht::lookup::LookupStats;
 use crate::dht::messages::{Request, Response};

@@ -2,7 +2,7 @@
 //! is answered from the routing table and the record store; a store or provider announcement
 //! is validated before it is kept.
 
-use super::{Output, Dht};
+use super::{Dht, Output};
 use crate::dht::id::Key;
 use crate::dht::messages::{MAX_PROVIDERS_PER_RESPONSE, Message, Refusal, Request, Response};
 use crate::dht::record::RecordStore;

@@ -282,6 +282,78 @@ fn value_size_and_expiry_limits_are_exact_at_the_boundary() {
 }
 
 #[test]
+fn records_signed_elsewhere_are_stored_and_found_intact_and_never_reprovided() {
+    use crate::dht::record::{MAX_SEALED_BYTES, provider_key};
+    let mut net = Net::new(30, small_config());
+    let ids = net.ids();
+    let (announcer, searcher) = (ids[2], ids[20]);
+    // A provider key that is no node's id: the announcer sends it, but it names nobody.
+    let ephemeral = secret(4242);
+    let key = provider_key(b"rendezvous-app-key");
+    let now = net.now;
+    let record =
+        ProviderRecord::sign_sealed(&ephemeral, key, now + 3_600_000, vec![0xab; 100]).unwrap();
+    let op = net
+        .node(&announcer)
+        .provide_signed(record.clone(), now)
+        .unwrap();
+    net.run();
+    match net.result(announcer, op).0 {
+        Outcome::Provided(n) => assert!(n >= 8, "{n}"),
+        other => panic!("{other:?}"),
+    }
+    // Holders keep it byte for byte, sealed bytes and all.
+    let holders = net
+        .nodes
+        .values()
+        .filter(|d| d.store().provider_records().contains(&record))
+        .count();
+    assert!(holders >= 8, "{holders} holders");
+    let now = net.now;
+    let op = net
+        .node(&searcher)
+        .providers(b"rendezvous-app-key", now)
+        .unwrap();
+    net.run();
+    assert_eq!(
+        net.result(searcher, op).0,
+        Outcome::Providers(vec![record.clone()])
+    );
+    // The re-provide timer never re-signs it (it could only sign it as this node).
+    let now = net.now;
+    net.node(&announcer).reprovide(now);
+    assert_eq!(net.nodes[&announcer].ops_running(), 0);
+
+    // What every holder would refuse is refused before anything is sent.
+    let sent = net.nodes[&announcer].counters().requests_out;
+    let now = net.now;
+    let mut forged = record.clone();
+    forged.provider = *secret(4243).public().as_bytes();
+    let mut oversized = record.clone();
+    oversized.sealed = vec![0xab; MAX_SEALED_BYTES + 1];
+    let max_ttl = small_config().limits.max_provider_ttl_ms;
+    let too_long =
+        ProviderRecord::sign_sealed(&ephemeral, key, now + max_ttl + 1, vec![1]).unwrap();
+    let node = net.node(&announcer);
+    assert_eq!(
+        node.provide_signed(forged, now).unwrap_err().kind(),
+        ErrorKind::Crypto
+    );
+    for bad in [oversized, too_long] {
+        assert_eq!(
+            node.provide_signed(bad, now).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+    assert_eq!(net.nodes[&announcer].counters().requests_out, sent);
+    // At the bounds it goes out.
+    let edge =
+        ProviderRecord::sign_sealed(&ephemeral, key, now + max_ttl, vec![1; MAX_SEALED_BYTES])
+            .unwrap();
+    assert!(net.node(&announcer).provide_signed(edge, now).is_ok());
+}
+
+#[test]
 fn provide_ttl_is_bounded_by_the_record_ttl_limit_on_both_sides() {
     let mut net = Net::new(5, small_config());
     let ids = net.ids();

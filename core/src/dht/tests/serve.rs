@@ -78,6 +78,71 @@ fn bad_records_are_refused_and_counted() {
 }
 
 #[test]
+fn bad_provider_records_are_refused_and_counted() {
+    use crate::dht::record::{MAX_SEALED_BYTES, provider_key};
+    let mut net = Net::new(10, small_config());
+    let ids = net.ids();
+    let target = ids[0];
+    let attacker = secret(998);
+    let attacker_id = Key(*attacker.public().as_bytes());
+    let now = net.now;
+    let key = provider_key(b"k");
+    let at_limit =
+        ProviderRecord::sign_sealed(&attacker, key, now + 60_000, vec![3; MAX_SEALED_BYTES])
+            .unwrap();
+    // Signed by the attacker but naming someone else as the provider.
+    let mut other_signer = at_limit.clone();
+    other_signer.provider = *secret(997).public().as_bytes();
+    let mut tampered = at_limit.clone();
+    tampered.sealed[10] ^= 0xff;
+    net.spy = Some(attacker_id);
+    for (i, r) in [at_limit.clone(), other_signer, tampered]
+        .into_iter()
+        .enumerate()
+    {
+        net.inject(
+            attacker_id,
+            target,
+            &Message::Request {
+                id: i as u64,
+                body: Request::AddProvider { record: r },
+            },
+        );
+    }
+    net.run();
+    let answers: Vec<bool> = net
+        .spied
+        .iter()
+        .map(|(_, m)| match m {
+            Message::Response {
+                body: Response::ProviderAdded { accepted },
+                ..
+            } => *accepted,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(answers, vec![true, false, false]);
+    assert_eq!(net.nodes[&target].counters().invalid_records, 2);
+    assert_eq!(
+        net.nodes[&target].store().provider_records(),
+        vec![at_limit.clone()]
+    );
+    // One sealed byte over the bound does not even decode: counted, never answered.
+    let mut over = at_limit;
+    over.sealed.push(3);
+    let bytes = postcard::to_stdvec(&Message::Request {
+        id: 9,
+        body: Request::AddProvider { record: over },
+    })
+    .unwrap();
+    net.inject_raw(attacker_id, target, bytes);
+    net.run();
+    assert_eq!(net.nodes[&target].counters().undecodable, 1);
+    assert_eq!(net.spied.len(), 3, "no answer to the oversized record");
+    assert_eq!(net.nodes[&target].store().provider_records().len(), 1);
+}
+
+#[test]
 fn find_node_floods_are_rate_limited() {
     let config = DhtConfig {
         requests_per_sec: 10,

@@ -46,6 +46,22 @@ class ErrorsTest : CoveyTestBase() {
     }
 
     @Test
+    fun `weak passphrase is invalid input`() = coveyTest { nodes ->
+        val a = nodes.open()
+        // zxcvbn score 2 of 4, under the floor of 3: refused before any key derivation.
+        val e = assertFailsWith<CoveyException.InvalidInput>("score 2") {
+            a.joinPassphrase("tiger7window", "weak")
+        }
+        assertContains(e.detail, "too weak")
+        assertFalse(e.detail.contains("tiger7window"), e.detail)
+        // Strong alone, but it is the group's name.
+        assertFailsWith<CoveyException.InvalidInput>("the group's name") {
+            a.joinPassphrase("kestrel hollow lantern society", "Kestrel Hollow Lantern Society")
+        }
+        assertEquals(0u, a.status().groups)
+    }
+
+    @Test
     fun `delivery of a fresh local entry and its errors`() = coveyTest { nodes ->
         val a = nodes.open()
         val g = a.joinPassphrase(PASS, "receipts")

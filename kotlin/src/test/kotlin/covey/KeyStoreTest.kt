@@ -45,7 +45,7 @@ class KeyStoreTest : CoveyTestBase() {
         val firstId = try {
             assertTrue("device" in ks.stored)
             assertEquals(32, ks.secrets.getValue("device").size)
-            val g = node.joinPassphrase("pass", "keystore-group")
+            val g = node.joinPassphrase("marble kelp oboe thicket", "keystore-group")
             assertTrue("group-${g.groupId}" in ks.stored, ks.stored.toString())
             node.publish(g.groupId, "kept".toByteArray())
             node.nodeId() to g.groupId
