@@ -37,15 +37,19 @@ use covey_core::dht::record::{
     PROVIDER_SIGNATURE_LABEL, RECORD_KEY_LABEL, RECORD_SIGNATURE_LABEL,
 };
 use covey_core::dht::{DhtConfig, Key, ProviderRecord, Record, RecordLimits, RecordQuotas};
-use covey_core::group::GroupKeys;
+use covey_core::group::{GroupKeys, MEMBERSHIP_PROOF_LABEL, PairKeys, ProofRole};
 use covey_core::group::{RENDEZVOUS_WINDOW_MS, rendezvous_window};
 use covey_core::node::{DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, SYNC_ALPN};
 use covey_core::node::{DHT_ALPN, DhtSettings};
+use covey_core::sync::driver::SESSION_BINDING_LABEL;
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::session::{
-    FEATURES, MAX_SEQ, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION, SyncSession, Timers,
+    FEATURES, MAX_PROOFS, MAX_SEQ, MIN_PROOFS, MIN_PROTOCOL_VERSION, Output, PROTOCOL_VERSION,
+    SyncSession, Timers,
 };
-use covey_core::sync::verify::MAX_LAMPORT;
+use covey_core::sync::verify::{
+    MAX_LAMPORT, MAX_LAMPORT_STEP, MAX_UNSIGNED_RUN, MAX_UNSIGNED_RUN_BYTES, MAX_UNVERIFIED_BYTES,
+};
 use covey_core::wire::WireError;
 use covey_core::wire::entry::{
     ENTRY_VERSION, EntryHeader, EntryKind, HEADER_LEN, Id32, SIGNATURE_LABEL, SIGNATURE_LEN,
@@ -217,7 +221,12 @@ const SECRET_A: [u8; 32] = [0xa1; 32];
 const SECRET_B: [u8; 32] = [0xb2; 32];
 const PLAINTEXT: &[u8] = b"hello covey";
 const TIMESTAMP_MS: u64 = 1_700_000_000_000;
-const REFUSE_REASON: &str = "incompatible protocol versions: we speak 1..=1, peer speaks 9..=9";
+const REFUSE_REASON: &str = "incompatible protocol versions: we speak 2..=2, peer speaks 9..=9";
+/// What the vectors' TLS session exports (RFC 5705) as the session binding; a real one is
+/// whatever the connection's TLS secrets give.
+const BINDING: [u8; 32] = [0x5b; 32];
+/// The padding of the vector `Prove` (a real node draws random-looking values).
+const PADDING: [[u8; 32]; 3] = [[0x11; 32], [0x22; 32], [0x33; 32]];
 
 fn nonce() -> [u8; NONCE_LEN] {
     std::array::from_fn(|i| i as u8)
@@ -234,6 +243,7 @@ struct Fixture {
     a: Id32,
     b: Id32,
     tag: Id32,
+    pair: PairKeys,
     header: EntryHeader,
     entry: SignedEntry,
 }
@@ -248,6 +258,7 @@ fn fixture() -> &'static Fixture {
         let a = *secret_a.public().as_bytes();
         let b = *SecretKey::from_bytes(&SECRET_B).public().as_bytes();
         let tag = keys.session_tag(&a, &b).0;
+        let pair = keys.pair(&a, &b);
         let header = EntryHeader {
             version: ENTRY_VERSION,
             kind: EntryKind::Data,
@@ -269,10 +280,19 @@ fn fixture() -> &'static Fixture {
             a,
             b,
             tag,
+            pair,
             header,
             entry,
         }
     })
+}
+
+/// The vector `Prove` of node A dialing B: A's proof among fixed padding, sorted.
+fn vector_prove(f: &Fixture) -> Message {
+    let mut proofs = vec![f.pair.proof(ProofRole::Dialer, &BINDING)];
+    proofs.extend(PADDING);
+    proofs.sort();
+    Message::Prove { proofs }
 }
 
 /// The hello a node with the default configuration sends: this build's version range, its
@@ -352,6 +372,7 @@ fn messages(f: &Fixture) -> Vec<(&'static str, u8, Message)> {
         ),
         ("frame.ping", 6, Message::Ping { nonce: 1 }),
         ("frame.pong", 7, Message::Pong { nonce: 1 }),
+        ("frame.prove", 8, vector_prove(f)),
     ]
 }
 
@@ -388,6 +409,20 @@ fn expected_vectors() -> BTreeMap<String, Vec<u8>> {
         ("node.a", f.a.to_vec()),
         ("node.b", f.b.to_vec()),
         ("group.session-tag", f.tag.to_vec()),
+        ("group.entry-group", f.keys.entry_group.to_vec()),
+        (
+            "group.membership-key",
+            f.keys.membership_key.expose().to_vec(),
+        ),
+        ("group.proof-key", f.pair.proof_key.expose().to_vec()),
+        (
+            "session.proof-dialer",
+            f.pair.proof(ProofRole::Dialer, &BINDING).to_vec(),
+        ),
+        (
+            "session.proof-acceptor",
+            f.pair.proof(ProofRole::Acceptor, &BINDING).to_vec(),
+        ),
         ("entry.header", raw[..HEADER_LEN].to_vec()),
         ("entry.ciphertext", raw[HEADER_LEN..body_end].to_vec()),
         ("entry.signing-message", signing_message(&raw[..body_end])),
@@ -417,7 +452,7 @@ fn expected_negatives() -> BTreeMap<String, Vec<u8>> {
     huge_count.extend_from_slice(&f.tag);
     huge_count.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     let v: Vec<(&str, Vec<u8>)> = vec![
-        ("unknown-variant", with_prefix(&[8])),
+        ("unknown-variant", with_prefix(&[9])),
         ("future-variant", with_prefix(&[0xc8, 0x01])),
         ("trailing-byte", with_prefix(&trailing)),
         (
@@ -529,7 +564,7 @@ fn frame_vectors_decode_to_their_documented_inputs() {
     }
     assert_eq!(
         seen_variants,
-        (0..8).collect::<BTreeSet<u8>>(),
+        (0..9).collect::<BTreeSet<u8>>(),
         "a vector for every variant"
     );
 }
@@ -542,7 +577,7 @@ fn frame_vectors_have_the_documented_field_layout() {
     assert_eq!(&hello[..4], &[0, 0, 0, 52], "prefix");
     assert_eq!(
         &hello[4..8],
-        &[0x00, 0x01, 0x01, 0x04],
+        &[0x00, 0x02, 0x02, 0x04],
         "variant, version, min, count"
     );
     assert!(
@@ -551,6 +586,14 @@ fn frame_vectors_have_the_documented_field_layout() {
     );
     assert_eq!(hello[8] as usize, "run-signatures".len());
     assert_eq!(&hello[9..23], b"run-signatures");
+
+    // Prove: the variant, the count, then 32 raw bytes per proof, sorted.
+    let prove = doc_vector("frame.prove");
+    assert_eq!(&prove[4..6], &[0x08, 0x04], "variant, count");
+    assert_eq!(prove.len(), 4 + 2 + 4 * 32);
+    let proofs: Vec<&[u8]> = prove[6..].chunks(32).collect();
+    assert!(proofs.windows(2).all(|w| w[0] < w[1]), "sorted");
+    assert!(proofs.contains(&&f.pair.proof(ProofRole::Dialer, &BINDING)[..]));
 
     let future = doc_vector("frame.hello-future");
     assert_eq!(
@@ -641,9 +684,9 @@ fn negative_vectors_fail_to_decode() {
     let valid_refuse = [4, 1, 1, b'x'];
     assert!(frame::decode(&valid_refuse).is_ok());
     let unknown = &negatives["unknown-variant"][LENGTH_PREFIX..];
-    let pong = [7, 1];
-    assert!(frame::decode(&pong).is_ok(), "7 is the last variant");
-    assert_eq!(unknown, &[8]);
+    let prove = [8, 0];
+    assert!(frame::decode(&prove).is_ok(), "8 is the last variant");
+    assert_eq!(unknown, &[9]);
 }
 
 #[test]
@@ -705,7 +748,8 @@ fn entry_validity_rules_hold_on_the_vector() {
             "{what} must not decode"
         );
     };
-    refused(patched(0, &[2]), max_ct, "version 2");
+    refused(patched(0, &[1]), max_ct, "version 1");
+    refused(patched(0, &[3]), max_ct, "version 3");
     refused(patched(1, &[2]), max_ct, "kind 2");
     refused(patched(66, &0u64.to_be_bytes()), max_ct, "seq 0");
     refused(
@@ -755,6 +799,8 @@ fn key_vectors_follow_the_documented_derivations() {
         ("group.id", "covey/v1/group-id"),
         ("group.content-key", "covey/v1/content-key"),
         ("group.session-tag-key", "covey/v1/session-tag"),
+        ("group.entry-group", "covey/v2/entry-group"),
+        ("group.membership-key", "covey/v2/membership"),
     ] {
         let mut out = [0u8; 32];
         hkdf::Hkdf::<sha2::Sha256>::new(None, &root)
@@ -789,11 +835,30 @@ fn key_vectors_follow_the_documented_derivations() {
     let (lo, hi) = if a <= b { (&a, &b) } else { (&b, &a) };
     let tag = blake3::keyed_hash(&tag_key, &[lo.as_slice(), hi.as_slice()].concat());
     assert_eq!(tag.as_bytes().to_vec(), doc_vector("group.session-tag"));
+    // The pair's proof key: the same keyed hash of the pair under the membership key; each
+    // side's proof a keyed hash under it of the label, the role byte and the binding.
+    let membership_key: [u8; 32] = doc_vector("group.membership-key").try_into().unwrap();
+    let proof_key = blake3::keyed_hash(&membership_key, &[lo.as_slice(), hi.as_slice()].concat());
+    assert_eq!(proof_key.as_bytes().to_vec(), doc_vector("group.proof-key"));
+    assert_eq!(MEMBERSHIP_PROOF_LABEL, "covey/v2/membership-proof");
+    for (role, name) in [(0u8, "session.proof-dialer"), (1, "session.proof-acceptor")] {
+        let input = [MEMBERSHIP_PROOF_LABEL.as_bytes(), &[role], &BINDING].concat();
+        let proof = blake3::keyed_hash(proof_key.as_bytes(), &input);
+        assert_eq!(proof.as_bytes().to_vec(), doc_vector(name), "{name}");
+    }
+    // The vector Prove carries the dialer's proof among its padding.
+    let prove = doc_vector("frame.prove");
+    let dialer = doc_vector("session.proof-dialer");
+    assert!(prove.windows(32).any(|w| w == dialer.as_slice()));
     // Either order of the pair gives the same tag; the group id never appears.
     let keys = &fixture().keys;
     let (a, b): (Id32, Id32) = (a.try_into().unwrap(), b.try_into().unwrap());
     assert_eq!(keys.session_tag(&a, &b), keys.session_tag(&b, &a));
     assert_ne!(keys.session_tag(&a, &b).0, keys.id.0);
+    assert_ne!(
+        keys.entry_group, keys.id.0,
+        "headers never carry the group id"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -970,6 +1035,16 @@ fn constants_table_matches_the_code() {
         ),
         ("MAX_SEQ", MAX_SEQ.to_string()),
         ("MAX_LAMPORT", MAX_LAMPORT.to_string()),
+        ("MAX_LAMPORT_STEP", MAX_LAMPORT_STEP.to_string()),
+        ("MAX_UNSIGNED_RUN", MAX_UNSIGNED_RUN.to_string()),
+        ("MAX_UNSIGNED_RUN_BYTES", MAX_UNSIGNED_RUN_BYTES.to_string()),
+        ("MAX_UNVERIFIED_BYTES", MAX_UNVERIFIED_BYTES.to_string()),
+        ("MAX_PROOFS", MAX_PROOFS.to_string()),
+        ("MIN_PROOFS", MIN_PROOFS.to_string()),
+        (
+            "SESSION_BINDING_LABEL",
+            String::from_utf8(SESSION_BINDING_LABEL.to_vec()).unwrap(),
+        ),
         ("MAX_TIMESTAMP_MS", i64::MAX.to_string()),
         (
             "handshake_timeout_ms",

@@ -169,7 +169,7 @@ pub(super) struct Inner {
     pub(super) entry_count: AtomicU64,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(super) lock: Mutex<Option<DirLock>>,
-    /// The DHT driver (ALPN `covey/dht/1`).
+    /// The DHT driver (ALPN `covey/dht/2`).
     pub(super) dht: super::dht_driver::DhtDriver,
 }
 

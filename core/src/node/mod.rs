@@ -99,7 +99,7 @@ impl Node {
             .await?
         };
         let endpoint = bind_endpoint(&config, secret.clone()).await?;
-        // DHT: one state machine per node, driven over `covey/dht/1`.
+        // DHT: one state machine per node, driven over `covey/dht/2`.
         let dht = dht_driver::DhtDriver::start(
             endpoint.clone(),
             secret.clone(),

@@ -51,7 +51,7 @@ pub struct NodeConfig {
     pub dht: DhtSettings,
 }
 
-/// How a node takes part in the DHT (`covey/dht/1`).
+/// How a node takes part in the DHT (`covey/dht/2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DhtSettings {
     /// Kademlia parameters, record limits (values 1 KiB by default, up to 32 KiB) and the
