@@ -1167,3 +1167,104 @@ async fn outsiders_never_see_the_group_id_on_the_wire() {
     }
     assert_ne!(tags[0], tags[1], "each pair of nodes sees a different tag");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Protocol v2 entry rules over real iroh: the lamport bound and the signature window
+// ---------------------------------------------------------------------------------------------
+
+/// An author's clock may rise by at most `MAX_LAMPORT_STEP` per entry: the entry at exactly
+/// the step is stored, the one past it refused (`lamport-out-of-bounds`) with what follows it,
+/// and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_author_jamming_the_lamport_clock_is_refused_at_the_bound() {
+    use covey_core::sync::verify::MAX_LAMPORT_STEP;
+    let mut v = victim().await;
+    let before = v.counters().await;
+    let mut peer = session(&v, HELLO_FEATURES).await;
+    let mut author = Author::random(&v.keys);
+    let first = author
+        .next_at(MAX_LAMPORT_STEP, b"first, at the step")
+        .unwrap();
+    let second = author
+        .next_at(MAX_LAMPORT_STEP * 2, b"a full step later")
+        .unwrap();
+    peer.entries(v.group.0, raws(&[&first, &second])).await;
+    v.expect_stored(2).await;
+    let jam = author
+        .next_at(MAX_LAMPORT_STEP * 3 + 1, b"one past the step")
+        .unwrap();
+    let after = author
+        .next_at(MAX_LAMPORT_STEP * 3 + 2, b"after it")
+        .unwrap();
+    peer.entries(v.group.0, raws(&[&jam, &after])).await;
+    let why = rejections(&mut v, 2).await;
+    assert!(why[0].contains("lamport-out-of-bounds"), "{why:?}");
+    assert!(!v.has(&jam).await && !v.has(&after).await);
+    v.expect_counters(plus(&before, |c| {
+        c.received += 2;
+        c.rejected_entries += 2;
+    }))
+    .await;
+    peer.assert_alive();
+    peer.close().await;
+    v.node.shutdown().await.unwrap();
+}
+
+/// `n` entries of a fresh author whose signatures are corrupted where `bad` says, each linking
+/// to the previous one as sent.
+fn forged_run(keys: &GroupKeys, n: u64, bad: impl Fn(u64) -> bool) -> Vec<SignedEntry> {
+    let author = Author::random(keys);
+    let mut out: Vec<SignedEntry> = Vec::new();
+    for seq in 1..=n {
+        let prev = out.last().map(|e| *e.id()).unwrap_or([0; 32]);
+        let entry = author
+            .seal(
+                author.header_at(seq, prev, seq),
+                format!("#{seq}").as_bytes(),
+            )
+            .unwrap();
+        out.push(if bad(seq) {
+            let raw = flipped(entry.raw(), entry.raw().len() - 1, 0);
+            SignedEntry::decode(raw, usize::MAX).unwrap()
+        } else {
+            entry
+        });
+    }
+    out
+}
+
+/// The signature window on both sides of its limit over real iroh, with the run split over
+/// frames: bad signatures vouched for by an entry `MAX_UNSIGNED_RUN` later are stored; one
+/// further and the first bad one is refused with everything after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signature_window_holds_on_both_sides_over_iroh() {
+    use covey_core::sync::verify::MAX_UNSIGNED_RUN;
+    let mut v = victim().await;
+    let before = v.counters().await;
+    let mut peer = session(&v, HELLO_FEATURES).await;
+    let k = MAX_UNSIGNED_RUN as u64;
+    // Seqs 2..=k+1 bad: seq 2's voucher, k + 2, sits exactly at the limit.
+    let at = forged_run(&v.keys, k + 2, |seq| (2..=k + 1).contains(&seq));
+    // Seqs 2..=k+2 bad: seq 2's nearest voucher, k + 3, is one past it.
+    let past = forged_run(&v.keys, k + 3, |seq| (2..=k + 2).contains(&seq));
+    for run in [&at, &past] {
+        // Three frames, cut inside the bad stretch.
+        for part in [&run[..5], &run[5..40], &run[40..]] {
+            peer.entries(v.group.0, raws(&part.iter().collect::<Vec<_>>()))
+                .await;
+        }
+    }
+    v.expect_stored(at.len() + 1).await;
+    assert!(v.has(at.last().unwrap()).await && v.has(&at[1]).await);
+    assert!(v.has(&past[0]).await && !v.has(&past[1]).await);
+    let why = rejections(&mut v, past.len() - 1).await;
+    assert!(why.iter().all(|w| w.contains("bad-signature")), "{why:?}");
+    v.expect_counters(plus(&before, |c| {
+        c.received += at.len() as u64 + 1;
+        c.rejected_entries += past.len() as u64 - 1;
+    }))
+    .await;
+    peer.assert_alive();
+    peer.close().await;
+    v.node.shutdown().await.unwrap();
+}
