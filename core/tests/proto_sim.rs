@@ -1433,3 +1433,58 @@ fn a_contested_seq_goes_to_the_entry_whose_signature_verifies() {
         assert_eq!(db.frontier(&g), vec![head(&x, 2)]);
     }
 }
+
+/// The proof bound counts every `Prove` frame, an empty one as one proof, so a peer cannot
+/// send proofs for free; and a `Prove` that matches none of our groups reads nothing from
+/// the store, so its cost does not depend on how many groups the node is in.
+#[test]
+fn empty_proves_count_toward_the_bound_and_read_nothing() {
+    use covey_core::sync::driver::{
+        Direction, DriverConfig, ReadStep, SessionBinding, SessionDriver,
+    };
+    use covey_core::sync::limits::RateLimits;
+    use covey_core::sync::session::{FrontiersNeeded, MAX_PROOFS, Timers};
+    let (g1, g2) = (gid(1), gid(2));
+    let config = DriverConfig {
+        max_frame_bytes: 1 << 20,
+        // Room for every frame of the test at once, so the limiter never holds one back.
+        rate_limits: RateLimits {
+            frame_burst: 10 * MAX_PROOFS as u32,
+            ..RateLimits::default()
+        },
+        timers: Timers::default(),
+    };
+    let (me, peer) = ([1u8; 32], [2u8; 32]);
+    let pairs = [g1, g2].map(|g| (g, keys_of(g).pair(&me, &peer)));
+    let binding = SessionBinding {
+        direction: Direction::Incoming,
+        binding: [7; 32],
+        padding_key: [8; 32],
+    };
+    let mut driver = SessionDriver::new(&config, pairs, binding, "peer".into(), 0);
+    driver.start();
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        min_version: MIN_PROTOCOL_VERSION,
+        features: vec![],
+    };
+    let view = Snapshot {
+        groups: [g1, g2].into(),
+        frontiers: BTreeMap::new(),
+    };
+    let step = driver.on_frame(1, Ok(hello), 10);
+    assert_eq!(step, ReadStep::Load(FrontiersNeeded::None));
+    assert_eq!(driver.on_view(1, &view), ReadStep::Next);
+    for i in 0..MAX_PROOFS {
+        let step = driver.on_frame(2, Ok(Message::Prove { proofs: vec![] }), 6);
+        assert_eq!(
+            step,
+            ReadStep::Load(FrontiersNeeded::Groups(vec![])),
+            "proof frame {i}: nothing to read"
+        );
+        assert_eq!(driver.on_view(2, &view), ReadStep::Next, "frame {i}");
+    }
+    let step = driver.on_frame(3, Ok(Message::Prove { proofs: vec![] }), 6);
+    assert_eq!(step, ReadStep::Stop, "one past the bound is a violation");
+    assert!(driver.is_closing());
+}

@@ -423,7 +423,8 @@ impl SessionDriver {
         }
         match frame {
             Ok(Message::Prove { proofs }) => {
-                self.proofs_received = self.proofs_received.saturating_add(proofs.len());
+                // An empty `Prove` counts as one: no frame is free of the bound.
+                self.proofs_received = self.proofs_received.saturating_add(proofs.len().max(1));
                 if self.proofs_received > MAX_PROOFS {
                     self.violation(format!("more than {MAX_PROOFS} membership proofs"));
                     return ReadStep::Stop;

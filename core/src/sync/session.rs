@@ -118,10 +118,10 @@ pub fn padded_proofs(real: usize) -> usize {
 
 /// The frontiers the machine reads while handling one message
 /// ([`SyncSession::frontiers_needed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontiersNeeded {
-    /// Every joined group's.
-    All,
+    /// These groups' (those this node is in).
+    Groups(Vec<Id32>),
     /// One group's (if this node is in it).
     Group(Id32),
     /// None.
@@ -132,7 +132,11 @@ impl FrontiersNeeded {
     /// The groups to load, of those in `joined`.
     pub fn groups(&self, joined: &BTreeSet<Id32>) -> Vec<Id32> {
         match self {
-            FrontiersNeeded::All => joined.iter().copied().collect(),
+            FrontiersNeeded::Groups(groups) => groups
+                .iter()
+                .filter(|g| joined.contains(*g))
+                .copied()
+                .collect(),
             FrontiersNeeded::Group(g) if joined.contains(g) => vec![*g],
             FrontiersNeeded::Group(_) | FrontiersNeeded::None => Vec::new(),
         }
@@ -532,13 +536,15 @@ impl SyncSession {
         ]
     }
 
-    /// Which frontiers [`SyncSession::on_message`] reads from its view for `message`: every
-    /// group's for a `Prove` (it answers with a frontier per proved group), the named group's
+    /// Which frontiers [`SyncSession::on_message`] reads from its view for `message`: the
+    /// proved groups' for a `Prove` (it answers with a frontier per proved group), the named group's
     /// for a frontier, announce or ack, none otherwise (entries only ask whether we are in the
     /// group). The driver loads just these before handing the message over.
     pub fn frontiers_needed(message: &Message) -> FrontiersNeeded {
         match message {
-            Message::Prove { .. } => FrontiersNeeded::All,
+            // Only the groups proved (already matched to ours): a peer whose proofs match
+            // nothing costs no store read, and none proportional to our group count.
+            Message::Prove { proofs } => FrontiersNeeded::Groups(proofs.clone()),
             Message::Frontier { group, .. }
             | Message::Announce { group, .. }
             | Message::Ack { group, .. } => FrontiersNeeded::Group(*group),
