@@ -61,9 +61,10 @@ pub struct DhtSettings {
     /// bytes, in total and per publisher.
     pub quotas: RecordQuotas,
     /// Announce this node in the rendezvous of each joined group and connect to the members
-    /// found there. The DHT nodes holding the announcements cannot tell which group a key
-    /// stands for (see `GroupKeys::rendezvous_key`), only that the nodes announcing one key
-    /// in one hour share some group.
+    /// found there. Announcements are signed by a per-window identity derived from the group
+    /// secret and carry the dial address sealed to the group, so the DHT nodes holding them
+    /// cannot tell which group a key stands for nor whose record it is (they see only the
+    /// node id of the connection that sent it; PROTOCOL.md, "What observers learn").
     pub rendezvous: bool,
     /// How often each group's rendezvous is searched for members (ms). Until a search finds
     /// one, searches back off from one second up to this.
