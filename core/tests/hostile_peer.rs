@@ -1210,27 +1210,11 @@ async fn an_author_jamming_the_lamport_clock_is_refused_at_the_bound() {
     v.node.shutdown().await.unwrap();
 }
 
-/// `n` entries of a fresh author whose signatures are corrupted where `bad` says, each linking
-/// to the previous one as sent.
+/// `n` entries of a fresh author whose signatures are corrupted where `bad` says.
 fn forged_run(keys: &GroupKeys, n: u64, bad: impl Fn(u64) -> bool) -> Vec<SignedEntry> {
-    let author = Author::random(keys);
-    let mut out: Vec<SignedEntry> = Vec::new();
-    for seq in 1..=n {
-        let prev = out.last().map(|e| *e.id()).unwrap_or([0; 32]);
-        let entry = author
-            .seal(
-                author.header_at(seq, prev, seq),
-                format!("#{seq}").as_bytes(),
-            )
-            .unwrap();
-        out.push(if bad(seq) {
-            let raw = flipped(entry.raw(), entry.raw().len() - 1, 0);
-            SignedEntry::decode(raw, usize::MAX).unwrap()
-        } else {
-            entry
-        });
-    }
-    out
+    Author::random(keys)
+        .forged_run(n, |seq| format!("#{seq}").into_bytes(), bad)
+        .unwrap()
 }
 
 /// The signature window on both sides of its limit over real iroh, with the run split over

@@ -1190,37 +1190,21 @@ fn lamport_bounds_on_both_sides() {
 // One verdict for every batching (PROTOCOL.md, "Validity rules", step 6)
 // ---------------------------------------------------------------------------------------------
 
-/// `n` entries of `secret`'s log in `group`, hash-linked as sent: the entries whose seq `bad`
-/// picks carry a corrupted signature, and the next entry links to that corrupted entry (its
-/// id as sent), as a member forging such a run would make it.
+/// `n` entries of `secret`'s log in `group` whose signatures are corrupted where `bad` says,
+/// each linking to the one before as sent (`Author::forged_run`).
 fn forged_run(
     secret: &SecretKey,
     group: Id32,
     n: u64,
     bad: impl Fn(u64) -> bool,
 ) -> Vec<SignedEntry> {
-    let mut out: Vec<SignedEntry> = Vec::new();
-    for seq in 1..=n {
-        let prev = out.last().map(|e| *e.id()).unwrap_or([0u8; 32]);
-        let entry = make_entry(
-            secret,
-            group,
-            seq,
-            prev,
-            seq,
-            0,
-            format!("forged #{seq}").as_bytes(),
-        );
-        out.push(if bad(seq) {
-            let raw = corrupt_signature(&entry);
-            let forged = SignedEntry::decode(raw, usize::MAX).expect("decodes");
-            assert!(forged.verify_signature().is_err());
-            forged
-        } else {
-            entry
-        });
+    let run = Author::new(secret.clone(), keys_of(group))
+        .forged_run(n, |seq| format!("forged #{seq}").into_bytes(), &bad)
+        .expect("forge");
+    for entry in run.iter().filter(|e| bad(e.header().seq)) {
+        assert!(entry.verify_signature().is_err());
     }
-    out
+    run
 }
 
 /// Ingests `run` in one session cut at the given boundaries; returns the seqs stored.
@@ -1306,17 +1290,13 @@ fn the_signature_window_holds_on_both_sides_of_its_byte_limit() {
         ..rules(g)
     };
     let run = |bad_until: u64| -> Vec<SignedEntry> {
-        let mut out: Vec<SignedEntry> = Vec::new();
-        for seq in 1..=bad_until + 1 {
-            let prev = out.last().map(|e| *e.id()).unwrap_or([0u8; 32]);
-            let entry = make_entry(&x, g, seq, prev, seq, 0, &vec![seq as u8; payload]);
-            out.push(if seq <= bad_until {
-                SignedEntry::decode(corrupt_signature(&entry), usize::MAX).expect("decodes")
-            } else {
-                entry
-            });
-        }
-        out
+        Author::new(x.clone(), keys_of(g))
+            .forged_run(
+                bad_until + 1,
+                |seq| vec![seq as u8; payload],
+                |seq| seq <= bad_until,
+            )
+            .expect("forge")
     };
     for (bad, want) in [(fits as u64, fits + 1), (fits as u64 + 1, 0)] {
         let entries = run(bad);

@@ -119,6 +119,33 @@ impl Author {
         SignedEntry::seal(header, &self.keys.content_key, &self.secret, payload)
     }
 
+    /// Seqs 1 to `n` of this author's log, lamport clock = seq, with `payload(seq)`, each
+    /// linking to the entry before as sent: the seqs `bad` picks carry a corrupted signature
+    /// (the last byte flipped), as a member forging a run with unsigned entries makes it.
+    pub fn forged_run(
+        &self,
+        n: u64,
+        payload: impl Fn(u64) -> Vec<u8>,
+        bad: impl Fn(u64) -> bool,
+    ) -> Result<Vec<SignedEntry>> {
+        let mut out: Vec<SignedEntry> = Vec::new();
+        for seq in 1..=n {
+            let prev = out.last().map(|e| *e.id()).unwrap_or([0u8; 32]);
+            let entry = self.seal(self.header_at(seq, prev, seq), &payload(seq))?;
+            out.push(if bad(seq) {
+                let mut raw = entry.into_raw();
+                if let Some(last) = raw.last_mut() {
+                    *last ^= 0x01;
+                }
+                SignedEntry::decode(raw, usize::MAX)
+                    .map_err(|e| crate::CoveyError::invalid(e.to_string()))?
+            } else {
+                entry
+            });
+        }
+        Ok(out)
+    }
+
     /// The next entry of the log, without advancing it (a candidate to tamper with).
     pub fn peek(&self, payload: &[u8]) -> Result<SignedEntry> {
         self.seal(self.header(self.seq + 1, self.prev), payload)

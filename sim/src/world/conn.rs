@@ -349,13 +349,9 @@ impl Sim {
         session
             .driver
             .on_unverified_dropped(session.unverified.len());
-        for action in session.driver.take_actions() {
-            match action {
-                Action::Count { counter, by } => self.nodes[node].counters.sync.add(counter, by),
-                Action::Warn { kind, .. } => self.warn(node, kind.as_str()),
-                _ => {}
-            }
-        }
+        // Only counts and a warning: nothing that needs the session just removed.
+        let actions = session.driver.take_actions();
+        self.perform(node, conn, actions);
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
