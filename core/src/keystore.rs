@@ -17,6 +17,11 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn load(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>>;
     /// Stores `secret` under `name`, replacing any previous value.
     fn store(&self, name: &str, secret: &[u8]) -> Result<()>;
+    /// Deletes the secret under `name` (leaving a group). The default overwrites it with an
+    /// empty value, which every reader treats as absent; a store that can delete should.
+    fn delete(&self, name: &str) -> Result<()> {
+        self.store(name, &[])
+    }
 }
 
 /// The default [`KeyStore`]: one file per secret under `<data_dir>/keys`, mode 0600.
@@ -107,6 +112,18 @@ impl KeyStore for FileKeyStore {
         fs::rename(&tmp, &path).map_err(io)?;
         Ok(())
     }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CoveyError::storage(format!(
+                "cannot delete key {}: {e}",
+                path.display()
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +146,9 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        ks.delete("device").unwrap();
+        assert!(ks.load("device").unwrap().is_none());
+        ks.delete("device").unwrap();
         assert!(ks.store("../evil", &[0]).is_err());
         assert!(ks.store("", &[0]).is_err());
     }

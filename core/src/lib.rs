@@ -53,7 +53,7 @@ pub use keystore::{FileKeyStore, KeyStore};
 pub use node::{DEFAULT_MAX_PAYLOAD, DHT_ALPN, FRAME_OVERHEAD, SYNC_ALPN};
 pub use node::{
     Delivery, DhtRecord, DhtSettings, DhtStatus, Entry, EntryId, EntryMeta, Event, GroupInfo,
-    Member, Node, NodeConfig, NodeStatus, Subscription, SyncCounters,
+    Invite, Member, Node, NodeConfig, NodeStatus, Role, Subscription, SyncCounters,
 };
 pub use store::Durability;
 pub use sync::{RateLimits, SyncState, Timers, WarnKind};

@@ -34,6 +34,8 @@ pub const LABEL_RENDEZVOUS: &str = "covey/v1/rendezvous";
 pub const LABEL_ENTRY_GROUP: &str = "covey/v2/entry-group";
 /// Label deriving the key of a group's membership proofs (protocol v2).
 pub const LABEL_MEMBERSHIP: &str = "covey/v2/membership";
+/// Label deriving the AEAD key of a managed group's control entries (protocol v2).
+pub const LABEL_CONTROL_KEY: &str = "covey/v2/control-key";
 
 /// The salt of a passphrase group: BLAKE3 of the salt label followed by the group name,
 /// so the same passphrase under two names gives two unrelated groups.

@@ -7,8 +7,13 @@ use crate::crypto::{Secret32, kdf};
 use crate::error::{CoveyError, Result};
 use crate::wire::entry::Id32;
 
+pub mod admission;
+pub mod control;
+pub mod invite;
+pub mod membership;
 mod passphrase;
 pub mod rendezvous;
+pub mod seal;
 
 pub use passphrase::{MIN_PASSPHRASE_SCORE, check_passphrase_strength};
 
@@ -49,7 +54,7 @@ pub fn parse_id32(s: &str, what: &str) -> Result<Id32> {
 pub enum GroupKind {
     /// Anyone with the passphrase and the name is a member.
     Passphrase,
-    /// Joined by invite; an admin manages members (a later release).
+    /// Joined by invite; an admin manages members.
     Managed,
 }
 
@@ -92,6 +97,9 @@ pub struct GroupKeys {
     pub entry_group: Id32,
     /// Keyed-hash key of the group's membership proofs ([`GroupKeys::pair`]).
     pub membership_key: Secret32,
+    /// AEAD key of a managed group's control entries: derived from the root secret, so every
+    /// member can read the whole membership history whichever epochs it holds.
+    pub control_key: Secret32,
 }
 
 /// What names and proves a group between one pair of nodes: the session tag frames carry,
@@ -179,6 +187,19 @@ impl GroupKeys {
             rendezvous_secret: kdf::derive(root, kdf::LABEL_RENDEZVOUS),
             entry_group: *kdf::derive(root, kdf::LABEL_ENTRY_GROUP).expose(),
             membership_key: kdf::derive(root, kdf::LABEL_MEMBERSHIP),
+            control_key: kdf::derive(root, kdf::LABEL_CONTROL_KEY),
+        }
+    }
+
+    /// These keys at epoch `epoch`, whose secret is `secret`: the content key and the
+    /// rendezvous key move with the epoch; everything derived from the root stays. Epoch 0's
+    /// secret is the root itself, so `from_root(r).at_epoch(0, &r)` is `from_root(r)`.
+    pub fn at_epoch(&self, epoch: u64, secret: &Secret32) -> Self {
+        Self {
+            epoch,
+            content_key: kdf::derive(secret, kdf::LABEL_CONTENT_KEY),
+            rendezvous_secret: kdf::derive(secret, kdf::LABEL_RENDEZVOUS),
+            ..self.clone()
         }
     }
 

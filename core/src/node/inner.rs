@@ -8,10 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 use tokio::sync::{Notify, broadcast, watch};
 
+use super::managed::ManagedState;
 use super::sync_driver::{self, Sessions};
 use super::types::{EntryId, Event, NodeConfig, SyncCounters};
 use crate::crypto::aead;
 use crate::error::{CoveyError, Result};
+use crate::group::admission::{EpochKeys, ManagedBatch, MemberContext};
+use crate::group::seal::DeviceKey;
 use crate::group::{GroupId, GroupKeys};
 use crate::keystore::KeyStore;
 use crate::store::{DirLock, GroupRow, Store};
@@ -75,18 +78,35 @@ impl Lifecycle {
 #[derive(Debug)]
 pub(super) struct GroupState {
     pub(super) row: GroupRow,
+    /// The keys of the current epoch (the one this node publishes in).
     pub(super) keys: GroupKeys,
     /// Highest lamport clock stored in the group, kept here so a publish needs no query.
     pub(super) max_lamport: AtomicU64,
+    /// The content key of every epoch this node holds, to read entries of any of them.
+    pub(super) epoch_keys: EpochKeys,
+    /// A managed group's membership and secrets; `None` for a passphrase group.
+    pub(super) managed: Option<ManagedState>,
 }
 
 impl GroupState {
+    /// A passphrase group's state: one epoch, no membership.
     pub(super) fn new(row: GroupRow, keys: GroupKeys, max_lamport: u64) -> Self {
+        let epoch_keys = EpochKeys::from([(0, vec![keys.content_key.clone()])]);
         Self {
             row,
             keys,
             max_lamport: AtomicU64::new(max_lamport),
+            epoch_keys,
+            managed: None,
         }
+    }
+
+    /// Whether `peer` may sync this group with this node: anyone holding a passphrase
+    /// group's keys; a member in the group now for a managed one.
+    pub(super) fn admits(&self, peer: &Id32) -> bool {
+        self.managed
+            .as_ref()
+            .is_none_or(|m| m.membership.is_active(peer))
     }
 }
 
@@ -147,6 +167,11 @@ pub(super) struct Inner {
     /// Where secrets live: the app's key store, or 0600 files in the data dir.
     pub(super) key_store: Arc<dyn KeyStore>,
     pub(super) secret: SecretKey,
+    /// This device's X25519 key: epoch secrets and invite welcomes are sealed to it.
+    pub(super) device: DeviceKey,
+    /// Short codes of the invites this node issued, by nameplate; in memory only, so a code
+    /// is answered only while this node runs.
+    pub(super) code_invites: Mutex<HashMap<String, super::invite::CodeInvite>>,
     pub(super) id: EndpointId,
     pub(super) store: Arc<Store>,
     pub(super) groups: RwLock<HashMap<Id32, Arc<GroupState>>>,
@@ -296,12 +321,31 @@ impl Inner {
         entries: Vec<Vec<u8>>,
     ) -> Result<verify::Prepared> {
         let (state, rules) = self.ingest_rules(group)?;
+        let inner = self.clone();
         blocking(move || {
-            Ok(verify::prepare(
-                &rules,
-                Some(&state.keys.content_key),
-                entries,
-            ))
+            let Some(managed) = &state.managed else {
+                return Ok(verify::prepare(
+                    &rules,
+                    Some(&state.keys.content_key),
+                    entries,
+                ));
+            };
+            // A managed group admits entries by membership, folded with the batch's own
+            // control entries, and opens each under its epoch's key.
+            let context = MemberContext {
+                keys: &state.keys,
+                creator: managed.creator,
+                stored: &managed.records,
+                epoch_keys: &state.epoch_keys,
+                device: &inner.device,
+                me: *inner.id.as_bytes(),
+            };
+            let batch = ManagedBatch::new(&context, &entries, rules.max_ciphertext);
+            let rules = verify::Rules {
+                epoch: batch.max_epoch(),
+                ..rules
+            };
+            Ok(verify::prepare_admitted(&rules, &batch, entries))
         })
         .await
     }
@@ -333,6 +377,15 @@ impl Inner {
         state
             .max_lamport
             .fetch_max(done.max_lamport, Ordering::AcqRel);
+        if state.managed.is_some()
+            && done
+                .outcome
+                .stored
+                .iter()
+                .any(|(_, e)| super::managed::is_control(e))
+        {
+            self.refresh_managed(group).await?;
+        }
         Ok(done)
     }
 

@@ -5,13 +5,15 @@ mod dht_api;
 mod dht_driver;
 mod events;
 mod inner;
+mod invite;
+mod managed;
 mod publish;
 mod rendezvous;
 mod setup;
 mod sync_driver;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -28,6 +30,7 @@ pub use types::*;
 
 use crate::crypto::{Secret32, kdf};
 use crate::error::{CoveyError, Result};
+use crate::group::invite::INVITE_ALPN;
 use crate::group::{GroupId, GroupKeys, GroupKind};
 use crate::keystore::{FileKeyStore, KeyStore};
 use crate::store::{self, DirLock, GroupRow, Store};
@@ -42,6 +45,16 @@ pub const SYNC_ALPN: &[u8] = b"covey/sync/1";
 const MAX_NAME_BYTES: usize = 256;
 const MAX_CLIENT_ID_BYTES: usize = 256;
 const MAX_PAGE: u32 = 10_000;
+
+/// Refuses a group name that is not 1 to [`MAX_NAME_BYTES`] bytes.
+fn check_group_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(CoveyError::invalid(format!(
+            "group name must be 1 to {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
 
 /// An embedded Covey node. Open one per data dir; call [`Node::shutdown`] when done.
 #[derive(Debug)]
@@ -68,18 +81,22 @@ impl Node {
             None => Arc::new(FileKeyStore::new(&dir)),
         };
         let durability = config.durability;
-        let (store, secret, groups, entry_count) = {
+        let (store, secret, device, groups, entry_count) = {
             let key_store = key_store.clone();
             let dir = dir.clone();
             blocking(move || {
                 let store = Store::open(&dir, durability)?;
                 let secret = load_or_create_identity(key_store.as_ref())?;
+                let device = managed::load_or_create_device_key(key_store.as_ref())?;
                 let mut groups = HashMap::new();
                 for row in store.read(store::groups)? {
                     let id = GroupId(row.group_id);
-                    let Some(bytes) = key_store.load(&group_key_name(&id))? else {
-                        log::warn!("group {id} has no secret in the key store; skipping it");
-                        continue;
+                    let bytes = match key_store.load(&group_key_name(&id))? {
+                        Some(bytes) if !bytes.is_empty() => bytes,
+                        _ => {
+                            log::warn!("group {id} has no secret in the key store; skipping it");
+                            continue;
+                        }
                     };
                     let root = Secret32::from_slice(&bytes).ok_or_else(|| {
                         CoveyError::crypto(format!("secret of group {id} is corrupt"))
@@ -91,10 +108,27 @@ impl Node {
                         )));
                     }
                     let lamport = store.read(|c| store::max_lamport(c, &row.group_id))?;
-                    groups.insert(row.group_id, Arc::new(GroupState::new(row, keys, lamport)));
+                    let state = if GroupKind::from_byte(row.kind)? == GroupKind::Managed {
+                        let gid = row.group_id;
+                        let (creator, raws) = store.read(|c| {
+                            Ok((store::creator(c, &gid)?, managed::stored_controls(c, &gid)?))
+                        })?;
+                        let creator = creator.ok_or_else(|| {
+                            CoveyError::storage(format!("managed group {id} has no creator"))
+                        })?;
+                        let holder = managed::Holder {
+                            key_store: key_store.as_ref(),
+                            device: &device,
+                            me: *secret.public().as_bytes(),
+                        };
+                        managed::build_managed(&holder, row, root, creator, raws, lamport)?
+                    } else {
+                        GroupState::new(row, keys, lamport)
+                    };
+                    groups.insert(state.row.group_id, Arc::new(state));
                 }
                 let count = store.read(store::entry_count)?;
-                Ok((Arc::new(store), secret, groups, count))
+                Ok((Arc::new(store), secret, device, groups, count))
             })
             .await?
         };
@@ -111,6 +145,8 @@ impl Node {
             id: secret.public(),
             started: std::time::Instant::now(),
             secret,
+            device,
+            code_invites: Mutex::new(HashMap::new()),
             store,
             groups: RwLock::new(groups),
             sessions: Sessions::default(),
@@ -134,6 +170,7 @@ impl Node {
         let router = Router::builder(endpoint)
             .accept(SYNC_ALPN, sync_driver::SyncHandler::new(&inner))
             .accept(DHT_ALPN, inner.dht.handler())
+            .accept(INVITE_ALPN, invite::InviteHandler::new(&inner))
             .spawn();
         let node = Node { inner, router };
         log::info!(
@@ -261,11 +298,7 @@ impl Node {
         if passphrase.is_empty() {
             return Err(CoveyError::invalid("passphrase must not be empty"));
         }
-        if name.is_empty() || name.len() > MAX_NAME_BYTES {
-            return Err(CoveyError::invalid(format!(
-                "group name must be 1 to {MAX_NAME_BYTES} bytes"
-            )));
-        }
+        check_group_name(name)?;
         let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
         let root = blocking({
             let name = name.to_owned();
@@ -316,23 +349,12 @@ impl Node {
 
     async fn group_info(&self, id: &GroupId) -> Result<GroupInfo> {
         let state = self.inner.group(id)?;
-        let gid = id.0;
-        let me = *self.inner.id.as_bytes();
-        let known = self
-            .inner
-            .store_read(move |c| {
-                let mut known: BTreeSet<Id32> = store::authors(c, &gid)?.into_iter().collect();
-                known.extend(store::peers_in_group(c, &gid)?);
-                Ok(known)
-            })
-            .await?;
-        let count = known.len() + usize::from(!known.contains(&me));
         Ok(GroupInfo {
             group_id: *id,
             name: state.row.name.clone(),
-            epoch: state.row.epoch,
+            epoch: state.keys.epoch,
             kind: GroupKind::from_byte(state.row.kind)?,
-            member_count: count as u32,
+            member_count: self.members(id).await?.len() as u32,
         })
     }
 
@@ -353,40 +375,46 @@ impl Node {
         Ok(out)
     }
 
-    /// Members of a group known to this node: every author seen, every peer that has
-    /// acknowledged entries of the group (see [`Node::delivery`]), and this node.
+    /// Members of a group. A managed group's are its members now, by its control entries,
+    /// each with its role. A passphrase group's are those known to this node: every author
+    /// seen, every peer that has acknowledged entries of the group (see [`Node::delivery`]),
+    /// and this node.
     pub async fn members(&self, group_id: &GroupId) -> Result<Vec<Member>> {
         self.check_open()?;
-        self.inner.group(group_id)?;
+        let state = self.inner.group(group_id)?;
         let gid = group_id.0;
         let (heads, peers) = self
             .inner
             .store_read(move |c| Ok((store::frontier(c, &gid)?, store::peers_in_group(c, &gid)?)))
             .await?;
         // Ordered by node id; a peer that authored nothing here has last_seq 0.
-        let mut known: BTreeMap<Id32, u64> = heads.iter().map(|h| (h.author, h.seq)).collect();
-        for peer in peers {
-            known.entry(peer).or_insert(0);
-        }
+        let seqs: BTreeMap<Id32, u64> = heads.iter().map(|h| (h.author, h.seq)).collect();
         let me = self.inner.id;
-        let mut out: Vec<Member> = known
+        let mut known: BTreeMap<Id32, Option<Role>> = BTreeMap::new();
+        match &state.managed {
+            Some(m) => {
+                for (id, member) in m.membership.active() {
+                    known.insert(*id, Some(member.role));
+                }
+            }
+            None => {
+                for id in seqs.keys().chain(peers.iter()) {
+                    known.insert(*id, None);
+                }
+                known.insert(*me.as_bytes(), None);
+            }
+        }
+        Ok(known
             .iter()
-            .filter_map(|(id, seq)| {
+            .filter_map(|(id, role)| {
                 iroh::PublicKey::from_bytes(id).ok().map(|node_id| Member {
                     node_id,
                     is_self: node_id == me,
-                    last_seq: *seq,
+                    last_seq: seqs.get(id).copied().unwrap_or(0),
+                    role: *role,
                 })
             })
-            .collect();
-        if !out.iter().any(|m| m.is_self) {
-            out.push(Member {
-                node_id: me,
-                is_self: true,
-                last_seq: 0,
-            });
-        }
-        Ok(out)
+            .collect())
     }
 
     /// Publishes `payload` to a group. Returns once the entry is durable locally; peers get it
@@ -414,6 +442,14 @@ impl Node {
             )));
         }
         let group = self.inner.group(group_id)?;
+        if !group.admits(self.inner.id.as_bytes()) {
+            return Err(CoveyError::new(
+                crate::error::ErrorKind::PermissionDenied,
+                format!(
+                    "this node was removed from group {group_id} (or left it) and can publish there no more"
+                ),
+            ));
+        }
         let inner = self.inner.clone();
         let payload = payload.to_vec();
         let client_id = client_id.map(str::to_owned);
@@ -458,9 +494,7 @@ impl Node {
             .inner
             .store_read(move |c| store::entries_after(c, &gid, after_cursor, limit))
             .await?;
-        rows.into_iter()
-            .map(|row| open_row(row, &group.keys))
-            .collect()
+        rows.into_iter().map(|row| open_row(row, &group)).collect()
     }
 
     /// One entry by id, or `None`.
@@ -472,7 +506,7 @@ impl Node {
             .inner
             .store_read(move |c| store::entry_by_id(c, &gid, &eid))
             .await?;
-        row.map(|r| open_row(r, &group.keys)).transpose()
+        row.map(|r| open_row(r, &group)).transpose()
     }
 
     /// Stops syncing (for an app going to the background): closes sessions, refuses new ones

@@ -8,7 +8,8 @@ use super::inner::{GroupState, Inner, now_ms};
 use super::types::{Entry, EntryId, EntryMeta};
 use crate::crypto::aead;
 use crate::error::{CoveyError, ErrorKind, Result};
-use crate::group::{GroupId, GroupKeys};
+use crate::group::GroupId;
+use crate::group::admission::open_payload;
 use crate::store;
 use crate::sync::engine;
 use crate::wire::entry::SignedEntry;
@@ -71,12 +72,13 @@ pub(super) fn meta_of(group: GroupId, cursor: u64, entry: &SignedEntry) -> Resul
     })
 }
 
-pub(super) fn open_row(row: store::StoredRow, keys: &GroupKeys) -> Result<Entry> {
+/// Reads a stored data entry of `group`, opening its payload under its epoch's key.
+pub(super) fn open_row(row: store::StoredRow, group: &GroupState) -> Result<Entry> {
     let entry = SignedEntry::decode(row.raw, usize::MAX)
         .map_err(|e| CoveyError::storage(format!("corrupt stored entry: {e}")))?;
-    let payload = entry.open(&keys.content_key)?;
+    let payload = open_payload(&entry, &group.epoch_keys)?;
     Ok(Entry {
-        meta: meta_of(keys.id, row.cursor, &entry)?,
+        meta: meta_of(group.keys.id, row.cursor, &entry)?,
         payload: payload.to_vec(),
     })
 }

@@ -279,10 +279,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Searches the announcements of `window` of the group of `keys` and dials the members found
-/// that this node is not talking to yet. A record that does not open is counted and
-/// skipped. Returns whether any other member is known now (found or connected).
-async fn search(inner: &Arc<Inner>, keys: &GroupKeys, window: u64) -> bool {
+/// The addresses announced in `window` under `keys`: the records found that open (one that
+/// does not is counted and skipped). `None` when the search itself failed.
+async fn found_in(inner: &Arc<Inner>, keys: &GroupKeys, window: u64) -> Option<Vec<EndpointAddr>> {
     let key = keys.rendezvous_key(window);
     inner
         .dht
@@ -295,23 +294,58 @@ async fn search(inner: &Arc<Inner>, keys: &GroupKeys, window: u64) -> bool {
         Ok(Outcome::Providers(p)) => p,
         Ok(other) => {
             log::debug!("rendezvous search ended with {other:?}");
-            return false;
+            return None;
         }
         Err(e) => {
             log::debug!("rendezvous search failed: {e}");
-            return false;
+            return None;
         }
     };
-    let mut met = false;
+    let mut out = Vec::new();
     for record in providers {
-        let addr = match open_announcement(keys, window, &record) {
-            Ok(addr) => addr,
+        match open_announcement(keys, window, &record) {
+            Ok(addr) => out.push(addr),
             Err(e) => {
                 inner.dht.count_unopened();
                 log::debug!("rendezvous record ignored: {e}");
-                continue;
             }
-        };
+        }
+    }
+    Some(out)
+}
+
+/// Announces this node under `keys` (a short code's nameplate) in the windows around now;
+/// returns how many nodes accepted the announcements.
+pub(super) async fn announce_around_now(inner: &Arc<Inner>, keys: &GroupKeys) -> Result<usize> {
+    let mut accepted = 0;
+    for window in announce_windows(now_ms()) {
+        accepted += announce(inner, keys, window).await?;
+    }
+    Ok(accepted)
+}
+
+/// The other nodes announced under `keys` in the windows around now, with their addresses.
+pub(super) async fn find_around_now(inner: &Arc<Inner>, keys: &GroupKeys) -> Vec<EndpointAddr> {
+    let mut out: Vec<EndpointAddr> = Vec::new();
+    for window in announce_windows(now_ms()) {
+        for addr in found_in(inner, keys, window).await.unwrap_or_default() {
+            if addr.id != inner.id && !out.iter().any(|a| a.id == addr.id) {
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
+/// Searches the announcements of `window` of the group of `keys` and dials the members found
+/// that this node is not talking to yet. A record that does not open is counted and
+/// skipped. Returns whether any other member is known now (found or connected).
+async fn search(inner: &Arc<Inner>, keys: &GroupKeys, window: u64) -> bool {
+    let Some(found) = found_in(inner, keys, window).await else {
+        return false;
+    };
+    let mut met = false;
+    for addr in found {
         let peer: EndpointId = addr.id;
         if peer == inner.id {
             continue;

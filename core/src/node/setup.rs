@@ -59,7 +59,11 @@ pub(super) async fn bind_endpoint(config: &NodeConfig, secret: SecretKey) -> Res
         .build();
     builder = builder
         .secret_key(secret)
-        .alpns(vec![SYNC_ALPN.to_vec(), DHT_ALPN.to_vec()])
+        .alpns(vec![
+            SYNC_ALPN.to_vec(),
+            DHT_ALPN.to_vec(),
+            crate::group::invite::INVITE_ALPN.to_vec(),
+        ])
         .transport_config(transport);
     builder = if config.relay_urls.is_empty() {
         builder.relay_mode(RelayMode::Disabled)

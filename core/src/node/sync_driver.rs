@@ -273,6 +273,8 @@ async fn run(inner: Arc<Inner>, conn: Connection, direction: Direction) {
     let pairs = match inner.groups_read() {
         Ok(groups) => groups
             .iter()
+            // A managed group is proved and synced only with its members now.
+            .filter(|(_, g)| g.admits(peer.as_bytes()))
             .map(|(id, g)| (*id, g.keys.pair(inner.id.as_bytes(), peer.as_bytes())))
             .collect::<Vec<_>>(),
         Err(_) => return,

@@ -9,6 +9,7 @@ use iroh::EndpointId;
 
 use crate::dht::{DhtConfig, DhtCounters, RecordQuotas};
 use crate::error::{CoveyError, Result};
+pub use crate::group::control::Role;
 use crate::group::{GroupId, GroupKind, parse_id32};
 use crate::keystore::KeyStore;
 use crate::store::Durability;
@@ -225,6 +226,28 @@ pub struct GroupInfo {
     pub member_count: u32,
 }
 
+/// An invite to a managed group ([`Node::create_invite`](super::Node::create_invite)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// The link, also the QR payload: the inviter's address, the invite id and a one-time
+    /// secret (never the group's secrets).
+    pub link: String,
+    /// The short code a person can read out (`xxxx-xxxx`), answered while the inviter runs,
+    /// for at most 10 minutes, with 3 attempts.
+    pub short_code: String,
+    /// When the invite stops being answered, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+impl std::fmt::Debug for Invite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The link and code are credentials: never printed.
+        f.debug_struct("Invite")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A member of a group as far as this node knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -234,6 +257,8 @@ pub struct Member {
     pub is_self: bool,
     /// Highest seq of theirs this node holds in the group.
     pub last_seq: u64,
+    /// Its role in a managed group; `None` in a passphrase group, which has no roles.
+    pub role: Option<Role>,
 }
 
 /// An entry's metadata.

@@ -129,7 +129,8 @@ fn stored_rows(
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Entries of a group after a local cursor, oldest first.
+/// Data entries of a group after a local cursor, oldest first (control entries are the
+/// group's own bookkeeping, not the app's).
 pub fn entries_after(
     conn: &Connection,
     group: &Id32,
@@ -138,7 +139,7 @@ pub fn entries_after(
 ) -> Result<Vec<StoredRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT cursor, raw FROM entries WHERE group_id = ?1 AND cursor > ?2
-         ORDER BY cursor LIMIT ?3",
+         AND substr(raw, 2, 1) = x'00' ORDER BY cursor LIMIT ?3",
     )?;
     stored_rows(&mut stmt, params![group, to_sql(after_cursor)?, limit])
 }
@@ -149,8 +150,10 @@ pub(crate) fn entry_by_id(
     group: &Id32,
     entry_id: &Id32,
 ) -> Result<Option<StoredRow>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT cursor, raw FROM entries WHERE group_id = ?1 AND entry_id = ?2")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT cursor, raw FROM entries WHERE group_id = ?1 AND entry_id = ?2
+         AND substr(raw, 2, 1) = x'00'",
+    )?;
     Ok(stored_rows(&mut stmt, params![group, entry_id])?.pop())
 }
 

@@ -50,3 +50,10 @@ pub(crate) fn groups(conn: &Connection) -> Result<Vec<GroupRow>> {
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
+
+/// Records the current epoch of a group.
+pub(crate) fn set_group_epoch(conn: &Connection, group: &Id32, epoch: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE groups SET epoch = ?2 WHERE group_id = ?1")?
+        .execute(params![group, to_sql(epoch)?])?;
+    Ok(())
+}

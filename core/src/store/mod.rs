@@ -20,6 +20,7 @@ mod dht_records;
 mod entries;
 mod groups;
 mod lock;
+mod managed;
 #[cfg(test)]
 mod migration_tests;
 mod peer_heads;
@@ -42,9 +43,14 @@ pub use entries::{
     max_lamport,
 };
 pub(crate) use entries::{authors, entry_by_id, entry_position, has_entry};
-pub(crate) use groups::groups;
+pub(crate) use groups::{groups, set_group_epoch};
 pub use groups::{GroupRow, insert_group};
 pub(crate) use lock::DirLock;
+pub use managed::InviteRow;
+pub(crate) use managed::{
+    control_entries, creator, delete_group, delete_past_cutoff, insert_invite, invite, set_creator,
+    use_invite, put_welcome_controls, welcome_controls,
+};
 pub use peer_heads::record_peer_heads;
 pub(crate) use peer_heads::{peer_heads_for, peers_in_group};
 pub(crate) use peers::{peers, put_peer};

@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_dht_records.sql"),
     include_str!("migrations/0004_dht_contacts.sql"),
     include_str!("migrations/0005_protocol_v2.sql"),
+    include_str!("migrations/0006_managed_groups.sql"),
 ];
 
 /// The schema version whose migration moves a database to protocol v2 entries.

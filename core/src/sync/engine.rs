@@ -220,12 +220,33 @@ pub fn append_own_entry(
     secret: &SecretKey,
     draft: Draft<'_>,
 ) -> Result<(u64, SignedEntry)> {
+    append_own(tx, keys, secret, draft, EntryKind::Data)
+}
+
+/// Like [`append_own_entry`] for a control entry of a managed group: kind 1, sealed under the
+/// group's control key (`group::control` is its payload).
+pub fn append_own_control(
+    tx: &Connection,
+    keys: &GroupKeys,
+    secret: &SecretKey,
+    draft: Draft<'_>,
+) -> Result<(u64, SignedEntry)> {
+    append_own(tx, keys, secret, draft, EntryKind::Control)
+}
+
+fn append_own(
+    tx: &Connection,
+    keys: &GroupKeys,
+    secret: &SecretKey,
+    draft: Draft<'_>,
+    kind: EntryKind,
+) -> Result<(u64, SignedEntry)> {
     let gid = keys.id.0;
     let me = *secret.public().as_bytes();
     let head = store::head(tx, &gid, &me)?.unwrap_or(store::LogHead::EMPTY);
     let header = EntryHeader {
         version: ENTRY_VERSION,
-        kind: EntryKind::Data,
+        kind,
         group_ref: keys.entry_group,
         author: me,
         seq: head.seq + 1,
@@ -235,7 +256,11 @@ pub fn append_own_entry(
         timestamp_ms: draft.timestamp_ms,
         nonce: draft.nonce,
     };
-    let entry = SignedEntry::seal(header, &keys.content_key, secret, draft.payload)?;
+    let key = match kind {
+        EntryKind::Data => &keys.content_key,
+        EntryKind::Control => &keys.control_key,
+    };
+    let entry = SignedEntry::seal(header, key, secret, draft.payload)?;
     let cursor = store::insert_entry(tx, &gid, &entry)?;
     Ok((cursor, entry))
 }

@@ -247,8 +247,45 @@ impl Prepared {
     }
 }
 
+/// What a node checks of each entry of a batch beyond [`Rules`], before the store: whether
+/// the group admits it (its kind, and in a managed group its author's membership), and
+/// whether its payload opens.
+pub trait Admission {
+    /// Why the group refuses `entry` (a short reason and a detail), or `None`.
+    fn refuse(&self, entry: &SignedEntry) -> Option<(&'static str, String)>;
+    /// Whether `entry`'s payload opens (always, for a node holding no key).
+    fn opens(&self, entry: &SignedEntry) -> bool;
+}
+
+/// The admission of a passphrase group (or of a node holding no key, when `None`): data
+/// entries only, each opening under the group's one content key.
+#[derive(Debug, Clone, Copy)]
+pub struct ContentKey<'a>(pub Option<&'a Secret32>);
+
+impl Admission for ContentKey<'_> {
+    fn refuse(&self, entry: &SignedEntry) -> Option<(&'static str, String)> {
+        // Control entries belong to managed groups; a passphrase group has no admin, so no
+        // node may store one and every node agrees on the log.
+        (entry.header().kind != EntryKind::Data).then(|| {
+            (
+                "malformed",
+                "a control entry (kind 1) in a passphrase group, which has none".to_owned(),
+            )
+        })
+    }
+
+    fn opens(&self, entry: &SignedEntry) -> bool {
+        self.0.is_none_or(|key| entry.open(key).is_ok())
+    }
+}
+
 /// The store-free half of [`ingest_as_member`]: see [`Prepared`].
 pub fn prepare(rules: &Rules, content_key: Option<&Secret32>, raws: Vec<Vec<u8>>) -> Prepared {
+    prepare_admitted(rules, &ContentKey(content_key), raws)
+}
+
+/// [`prepare`] under any [`Admission`] (a managed group's, `group::managed`).
+pub fn prepare_admitted(rules: &Rules, admission: &dyn Admission, raws: Vec<Vec<u8>>) -> Prepared {
     let mut out = Outcome::default();
     let mut unopenable = HashSet::new();
     let mut by_author: BTreeMap<Id32, Vec<SignedEntry>> = BTreeMap::new();
@@ -261,16 +298,6 @@ pub fn prepare(rules: &Rules, content_key: Option<&Secret32>, raws: Vec<Vec<u8>>
             }
         };
         let h = entry.header();
-        if h.kind != EntryKind::Data {
-            // Kind 1 is reserved for control entries, which a later protocol version defines;
-            // until then no node may store one, so every node agrees on the log.
-            reject(
-                &mut out,
-                "malformed",
-                "entry kind 1 (control) is reserved and refused".to_owned(),
-            );
-            continue;
-        }
         if h.group_ref != rules.group_ref {
             reject(
                 &mut out,
@@ -305,9 +332,11 @@ pub fn prepare(rules: &Rules, content_key: Option<&Secret32>, raws: Vec<Vec<u8>>
             );
             continue;
         }
-        if let Some(key) = content_key
-            && entry.open(key).is_err()
-        {
+        if let Some((reason, detail)) = admission.refuse(&entry) {
+            reject(&mut out, reason, detail);
+            continue;
+        }
+        if !admission.opens(&entry) {
             unopenable.insert(*entry.id());
         }
         by_author.entry(h.author).or_default().push(entry);

@@ -33,11 +33,14 @@ pub enum WarnKind {
     Storage,
     /// A peer's delivery receipts could not be recorded (advisory; nothing is lost).
     ReceiptNotRecorded,
+    /// An admin removed this node from a managed group: it keeps what it holds and can
+    /// publish there no more.
+    RemovedFromGroup,
 }
 
 impl WarnKind {
     /// Every kind, in declaration order.
-    pub const ALL: [WarnKind; 13] = [
+    pub const ALL: [WarnKind; 14] = [
         WarnKind::EventsDropped,
         WarnKind::HandshakeTimeout,
         WarnKind::PeerTimeout,
@@ -51,6 +54,7 @@ impl WarnKind {
         WarnKind::EntryTooLargeForPeer,
         WarnKind::Storage,
         WarnKind::ReceiptNotRecorded,
+        WarnKind::RemovedFromGroup,
     ];
 
     /// The stable name apps see as `Event::Warning.kind`.
@@ -69,6 +73,7 @@ impl WarnKind {
             WarnKind::EntryTooLargeForPeer => "entry-too-large-for-peer",
             WarnKind::Storage => "storage",
             WarnKind::ReceiptNotRecorded => "receipt-not-recorded",
+            WarnKind::RemovedFromGroup => "removed-from-group",
         }
     }
 

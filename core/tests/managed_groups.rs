@@ -1,0 +1,334 @@
+//! Managed groups over real iroh connections on loopback: create, invite by link and by
+//! short code, remove a member (a new epoch), leave, and the bad inputs around them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{all_entries, expect_err, open, wait_until};
+use covey_core::{ErrorKind, Event, GroupId, GroupKind, Node, NodeConfig, Role};
+
+/// A loopback node that knows `seed` as its DHT bootstrap (a short code is found through
+/// the DHT).
+async fn open_seeded(dir: &std::path::Path, seed: &Node) -> Node {
+    let mut config = NodeConfig::loopback(dir);
+    config.bootstrap = vec![seed.addr().await.expect("addr")];
+    Node::open(config).await.expect("open node")
+}
+
+async fn payloads(node: &Node, group: &GroupId) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = all_entries(node, group)
+        .await
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    out.sort();
+    out
+}
+
+async fn wait_payloads(node: &Node, group: &GroupId, want: &[&[u8]], what: &str) {
+    let mut want: Vec<Vec<u8>> = want.iter().map(|p| p.to_vec()).collect();
+    want.sort();
+    wait_until(20, what, || {
+        let want = want.clone();
+        async move { payloads(node, group).await == want }
+    })
+    .await;
+}
+
+async fn epoch_of(node: &Node, group: &GroupId) -> u64 {
+    node.groups()
+        .await
+        .expect("groups")
+        .into_iter()
+        .find(|g| &g.group_id == group)
+        .map(|g| g.epoch)
+        .expect("group joined")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_devices_create_invite_by_link_and_code_then_remove_one() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path()).await;
+    let b = open(dirs[1].path()).await;
+    let c = open_seeded(dirs[2].path(), &a).await;
+
+    let info = a.create_group("family").await.unwrap();
+    assert_eq!(info.kind, GroupKind::Managed);
+    assert_eq!(info.epoch, 0);
+    assert_eq!(info.member_count, 1);
+    let g = info.group_id;
+    let members = a.members(&g).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].role, Some(Role::Admin));
+
+    // B joins by link, C by short code.
+    let for_b = a.create_invite(&g, 3600, true).await.unwrap();
+    assert!(for_b.link.starts_with("covey:invite/"));
+    let joined = b.accept_invite(&for_b.link).await.unwrap();
+    assert_eq!(joined.group_id, g);
+    assert_eq!(joined.kind, GroupKind::Managed);
+    assert_eq!(joined.name, "family");
+    let for_c = a.create_invite(&g, 600, true).await.unwrap();
+    assert_eq!(for_c.short_code.len(), 9, "xxxx-xxxx");
+    let joined = c.accept_invite(&for_c.short_code).await.unwrap();
+    assert_eq!(joined.group_id, g);
+
+    a.publish(&g, b"from a", None).await.unwrap();
+    b.publish(&g, b"from b", None).await.unwrap();
+    c.publish(&g, b"from c", None).await.unwrap();
+    let all: &[&[u8]] = &[b"from a", b"from b", b"from c"];
+    for (node, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        wait_payloads(node, &g, all, &format!("{name} holds all three entries")).await;
+    }
+    let roles: Vec<Option<Role>> = a
+        .members(&g)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.role)
+        .collect();
+    assert_eq!(roles.len(), 3);
+    assert_eq!(roles.iter().filter(|r| **r == Some(Role::Admin)).count(), 1);
+    wait_until(20, "b knows all three members", || async {
+        b.members(&g).await.unwrap().len() == 3
+    })
+    .await;
+
+    // A removes C: one control entry, a new epoch; B follows it.
+    let mut b_events = b.subscribe();
+    a.remove_member(&g, &c.node_id()).await.unwrap();
+    assert_eq!(epoch_of(&a, &g).await, 1);
+    assert_eq!(a.members(&g).await.unwrap().len(), 2);
+    wait_until(20, "b reaches epoch 1", || async {
+        epoch_of(&b, &g).await == 1
+    })
+    .await;
+    common::wait_event(
+        &mut b_events,
+        10,
+        |e| matches!(e, Event::GroupChanged { group_id, epoch: 1 } if *group_id == g),
+    )
+    .await;
+
+    // What follows the removal reaches B, never C; what C publishes reaches nobody.
+    a.publish(&g, b"after", None).await.unwrap();
+    c.publish(&g, b"c after removal", None).await.unwrap();
+    wait_payloads(
+        &b,
+        &g,
+        &[b"from a", b"from b", b"from c", b"after"],
+        "b gets the post-removal entry",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!payloads(&c, &g).await.contains(&b"after".to_vec()));
+    assert!(
+        !payloads(&a, &g)
+            .await
+            .contains(&b"c after removal".to_vec())
+    );
+    assert!(
+        !payloads(&b, &g)
+            .await
+            .contains(&b"c after removal".to_vec())
+    );
+    // C still reads what it held, and is told nothing new.
+    assert_eq!(epoch_of(&c, &g).await, 0);
+
+    // Entries from before the removal stay readable on A and B.
+    assert!(payloads(&a, &g).await.contains(&b"from c".to_vec()));
+
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_calls_are_refused_to_members_and_passphrase_groups() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path()).await;
+    let b = open(dirs[1].path()).await;
+    let g = a.create_group("team").await.unwrap().group_id;
+    let invite = a.create_invite(&g, 60, false).await.unwrap();
+    b.accept_invite(&invite.link).await.unwrap();
+    expect_err(
+        b.remove_member(&g, &a.node_id()).await,
+        ErrorKind::PermissionDenied,
+        "a member removing an admin",
+    );
+    expect_err(
+        b.create_invite(&g, 60, true).await,
+        ErrorKind::PermissionDenied,
+        "a member inviting",
+    );
+    expect_err(
+        a.remove_member(&g, &a.node_id()).await,
+        ErrorKind::InvalidInput,
+        "an admin removing itself",
+    );
+    expect_err(
+        a.create_invite(&g, 0, true).await,
+        ErrorKind::InvalidInput,
+        "a zero ttl",
+    );
+    let pass = a
+        .join_passphrase("quartz ember lattice vole", "old-style")
+        .await
+        .unwrap();
+    let err = expect_err(
+        a.remove_member(&pass.group_id, &b.node_id()).await,
+        ErrorKind::InvalidInput,
+        "remove in a passphrase group",
+    );
+    assert!(
+        err.message().contains("passphrase groups have no admin"),
+        "{err}"
+    );
+    // A multi-use link admits a second joiner: accepting it again here is a no-op.
+    let again = b.accept_invite(&invite.link).await.unwrap();
+    assert_eq!(again.group_id, g);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_invites_are_refused_with_the_right_kind() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path()).await;
+    let b = open(dirs[1].path()).await;
+    let c = open_seeded(dirs[2].path(), &a).await;
+    let g = a.create_group("one").await.unwrap().group_id;
+    let other = a.create_group("two").await.unwrap().group_id;
+
+    // Reused single-use invite.
+    let once = a.create_invite(&g, 60, true).await.unwrap();
+    b.accept_invite(&once.link).await.unwrap();
+    expect_err(
+        c.accept_invite(&once.link).await,
+        ErrorKind::PermissionDenied,
+        "a used single-use link",
+    );
+    // Forged: the right id with another secret.
+    let real = a.create_invite(&g, 60, true).await.unwrap();
+    let mut forged = real.link.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    let err = expect_err(
+        c.accept_invite(&forged).await,
+        ErrorKind::PermissionDenied,
+        "a forged secret",
+    );
+    assert!(err.message().contains("not a valid invite"), "{err}");
+    // An invite for another group: the link's group tag swapped for another group's.
+    let for_other = a.create_invite(&other, 60, true).await.unwrap();
+    let tag_of = |link: &str| link.rsplit('/').nth(2).unwrap().to_owned();
+    let swapped = real
+        .link
+        .replace(&tag_of(&real.link), &tag_of(&for_other.link));
+    let err = expect_err(
+        c.accept_invite(&swapped).await,
+        ErrorKind::PermissionDenied,
+        "a link presented for another group",
+    );
+    assert!(err.message().contains("another group"), "{err}");
+    // Expired.
+    let short = a.create_invite(&g, 1, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let err = expect_err(
+        c.accept_invite(&short.link).await,
+        ErrorKind::PermissionDenied,
+        "an expired link",
+    );
+    assert!(err.message().contains("expired"), "{err}");
+    // Malformed.
+    expect_err(
+        c.accept_invite("covey:invite/x").await,
+        ErrorKind::InvalidInput,
+        "malformed link",
+    );
+    expect_err(
+        c.accept_invite("not a code!").await,
+        ErrorKind::InvalidInput,
+        "malformed code",
+    );
+    // Wrong short codes: three attempts, then the code is dead even for the right one.
+    let coded = a.create_invite(&g, 600, true).await.unwrap();
+    let right = coded.short_code.clone();
+    let wrong = {
+        let mut chars: Vec<char> = right.chars().collect();
+        let last = chars.len() - 1;
+        chars[last] = if chars[last] == '2' { '3' } else { '2' };
+        chars.into_iter().collect::<String>()
+    };
+    for attempt in 0..3 {
+        let err = expect_err(
+            c.accept_invite(&wrong).await,
+            ErrorKind::PermissionDenied,
+            &format!("wrong code, attempt {attempt}"),
+        );
+        assert!(err.message().contains("wrong short code"), "{err}");
+    }
+    let err = expect_err(
+        c.accept_invite(&right).await,
+        ErrorKind::NotFound,
+        "the right code after three wrong ones",
+    );
+    assert!(err.message().contains("no live short code"), "{err}");
+    // Nothing was joined by any of these.
+    assert!(c.groups().await.unwrap().is_empty());
+
+    // The inviter offline: a clear, retryable Network error.
+    let later = a.create_invite(&g, 600, true).await.unwrap();
+    a.shutdown().await.unwrap();
+    let err = expect_err(
+        c.accept_invite(&later.link).await,
+        ErrorKind::Network,
+        "a link whose inviter is offline",
+    );
+    assert!(err.message().contains("try again"), "{err}");
+    b.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaving_deletes_the_group_here_and_tells_the_others() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path()).await;
+    let b = open(dirs[1].path()).await;
+    let g = a.create_group("club").await.unwrap().group_id;
+    b.accept_invite(&a.create_invite(&g, 60, true).await.unwrap().link)
+        .await
+        .unwrap();
+    b.publish(&g, b"hello", None).await.unwrap();
+    wait_payloads(&a, &g, &[b"hello"], "a gets b's entry").await;
+    let keys_dir = dirs[1].path().join("keys");
+    let key_files = || std::fs::read_dir(&keys_dir).unwrap().count();
+    let before = key_files();
+
+    b.leave_group(&g).await.unwrap();
+    expect_err(
+        b.entries(&g, 0, 10).await,
+        ErrorKind::NotFound,
+        "entries after leaving",
+    );
+    assert!(b.groups().await.unwrap().is_empty());
+    assert_eq!(
+        key_files(),
+        before - 1,
+        "the group's root secret is deleted"
+    );
+    wait_until(20, "a sees b gone", || async {
+        a.members(&g).await.unwrap().len() == 1
+    })
+    .await;
+    // What B wrote before leaving stays with A.
+    assert_eq!(payloads(&a, &g).await, vec![b"hello".to_vec()]);
+    // B's leave moved the epoch (its secret reached someone no longer in the group).
+    wait_until(20, "a heals the epoch", || async {
+        epoch_of(&a, &g).await == 1
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
