@@ -60,6 +60,8 @@ use iroh::{EndpointAddr, SecretKey, TransportAddr};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[path = "protocol_vectors/managed.rs"]
+mod managed;
 #[path = "protocol_vectors/signatures.rs"]
 mod signatures;
 
@@ -434,6 +436,7 @@ fn expected_vectors() -> BTreeMap<String, Vec<u8>> {
         .map(|(name, _, m)| (name, encode(&m)))
         .collect();
     v.extend(frames);
+    v.extend(managed::managed_vectors());
     v.extend(dht_vectors());
     v.into_iter().map(|(k, b)| (k.to_owned(), b)).collect()
 }
@@ -470,6 +473,7 @@ fn expected_negatives() -> BTreeMap<String, Vec<u8>> {
     v.into_iter()
         .chain(dht_negatives())
         .chain(signatures::signature_negatives())
+        .chain(managed::managed_negatives())
         .map(|(k, b)| (k.to_owned(), b))
         .collect()
 }
@@ -642,6 +646,9 @@ fn negative_vectors_fail_to_decode() {
         }
         if name.starts_with("entry.") {
             continue; // signatures::the_documented_signature_edge_cases_are_refused
+        }
+        if name.starts_with("control.") {
+            continue; // managed::the_documented_control_payloads_decode_and_the_negatives_do_not
         }
         if name == "length-over-limit" {
             let prefix: [u8; LENGTH_PREFIX] = bytes.as_slice().try_into().expect("a bare prefix");

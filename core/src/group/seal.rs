@@ -52,7 +52,7 @@ impl DeviceKey {
 
     /// The key shared with `their` public key; refused when it is all zeros (a low-order
     /// point, which would make the seal readable by anyone).
-    fn shared(&self, their: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
+    pub fn shared(&self, their: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
         let shared = self.0.diffie_hellman(&PublicKey::from(*their));
         if !shared.was_contributory() {
             return Err(CoveyError::crypto(
@@ -65,7 +65,8 @@ impl DeviceKey {
 
 /// The context an epoch secret is sealed in: the group, the epoch, the ephemeral key, and the
 /// recipient (node id and X25519 key).
-fn epoch_context(
+/// The context (HKDF info and AEAD associated data) an epoch secret is sealed in.
+pub fn epoch_context(
     group_ref: &Id32,
     epoch: u64,
     ephemeral: &[u8; 32],
@@ -82,7 +83,9 @@ fn epoch_context(
     ctx
 }
 
-fn seal_key(shared: &[u8; 32], context: &[u8]) -> Result<Secret32> {
+/// The key a value is sealed under: HKDF-SHA256 of the X25519 shared secret, no salt, the
+/// whole context as info.
+pub fn seal_key(shared: &[u8; 32], context: &[u8]) -> Result<Secret32> {
     let mut key = Zeroizing::new([0u8; 32]);
     kdf::hkdf_sha256(None, shared, context, key.as_mut())?;
     Ok(Secret32::from_bytes(*key))
@@ -97,12 +100,23 @@ pub fn seal_epoch_secret(
     group_ref: &Id32,
     recipients: &[(Id32, [u8; 32])],
 ) -> Result<EpochBlock> {
+    seal_epoch_secret_with(&DeviceKey::random(), secret, epoch, group_ref, recipients)
+}
+
+/// [`seal_epoch_secret`] with a given ephemeral key (the protocol vectors fix it; a real
+/// block always uses a fresh one).
+pub fn seal_epoch_secret_with(
+    ephemeral: &DeviceKey,
+    secret: &Secret32,
+    epoch: u64,
+    group_ref: &Id32,
+    recipients: &[(Id32, [u8; 32])],
+) -> Result<EpochBlock> {
     if recipients.len() > MAX_MEMBERS {
         return Err(CoveyError::invalid(format!(
             "a group has at most {MAX_MEMBERS} members"
         )));
     }
-    let ephemeral = DeviceKey::random();
     let ephemeral_public = ephemeral.public();
     let mut sorted: Vec<&(Id32, [u8; 32])> = recipients.iter().collect();
     sorted.sort_by_key(|(id, _)| *id);
