@@ -97,6 +97,7 @@ async fn three_devices_create_invite_by_link_and_code_then_remove_one() {
 
     // A removes C: one control entry, a new epoch; B follows it.
     let mut b_events = b.subscribe();
+    let mut c_events = c.subscribe();
     a.remove_member(&g, &c.node_id()).await.unwrap();
     assert_eq!(epoch_of(&a, &g).await, 1);
     assert_eq!(a.members(&g).await.unwrap().len(), 2);
@@ -113,7 +114,13 @@ async fn three_devices_create_invite_by_link_and_code_then_remove_one() {
 
     // What follows the removal reaches B, never C; what C publishes reaches nobody.
     a.publish(&g, b"after", None).await.unwrap();
-    c.publish(&g, b"c after removal", None).await.unwrap();
+    // C was told (the removal reached it before its session ended): it cannot publish.
+    common::wait_warning(&mut c_events, 10, "removed-from-group").await;
+    expect_err(
+        c.publish(&g, b"c after removal", None).await,
+        ErrorKind::PermissionDenied,
+        "a removed member publishing",
+    );
     wait_payloads(
         &b,
         &g,
@@ -331,4 +338,248 @@ async fn leaving_deletes_the_group_here_and_tells_the_others() {
     .await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// A free UDP port on loopback, so a node can reopen at the address its peers remember.
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn open_at(dir: &std::path::Path, port: u16) -> Node {
+    let mut config = NodeConfig::loopback(dir);
+    config.bind_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    Node::open(config).await.expect("open node")
+}
+
+fn is_active(members: &[covey_core::Member], node: &Node) -> bool {
+    members.iter().any(|m| m.node_id == node.node_id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_publishing_through_a_lagging_member_is_refused_and_purged() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let a = open_at(dirs[0].path(), ports[0]).await;
+    let mut b = open_at(dirs[1].path(), ports[1]).await;
+    let mut c = open_at(dirs[2].path(), ports[2]).await;
+    let g = a.create_group("lagging").await.unwrap().group_id;
+    b.accept_invite(&a.create_invite(&g, 60, true).await.unwrap().link)
+        .await
+        .unwrap();
+    c.accept_invite(&a.create_invite(&g, 60, true).await.unwrap().link)
+        .await
+        .unwrap();
+    c.publish(&g, b"c before", None).await.unwrap();
+    for node in [&a, &b] {
+        wait_payloads(node, &g, &[b"c before"], "c's entry everywhere").await;
+    }
+    wait_until(20, "b knows c", || async {
+        is_active(&b.members(&g).await.unwrap(), &c)
+    })
+    .await;
+    let c_id = c.node_id();
+    // B and C go offline; A removes C and goes offline too.
+    b.shutdown().await.unwrap();
+    drop(b);
+    c.shutdown().await.unwrap();
+    drop(c);
+    a.remove_member(&g, &c_id).await.unwrap();
+    a.shutdown().await.unwrap();
+    drop(a);
+    // C comes back unaware, and keeps publishing: data, and a control entry making a
+    // stranger an admin.
+    c = open_at(dirs[2].path(), ports[2]).await;
+    c.publish(&g, b"c after removal", None).await.unwrap();
+    let stranger = iroh::SecretKey::from_bytes(&[0x42; 32]).public();
+    c.publish_control_unchecked(
+        &g,
+        covey_core::group::control::ControlOp::Add {
+            member: *stranger.as_bytes(),
+            role: Role::Admin,
+            x25519: [9; 32],
+        },
+    )
+    .await
+    .unwrap();
+    // B comes back first and, not knowing of the removal, takes them from C.
+    b = open_at(dirs[1].path(), ports[1]).await;
+    let mut b_events = b.subscribe();
+    wait_payloads(
+        &b,
+        &g,
+        &[b"c before", b"c after removal"],
+        "b takes c's late entry",
+    )
+    .await;
+    // Then A comes back: B learns the removal and drops what C wrote past its cutoff.
+    let a = open_at(dirs[0].path(), ports[0]).await;
+    wait_until(30, "b reaches epoch 1", || async {
+        epoch_of(&b, &g).await == 1
+    })
+    .await;
+    wait_payloads(&b, &g, &[b"c before"], "b drops c's late entry").await;
+    // (C's control entry was first reported as having no effect: C was never an admin.)
+    common::wait_event(&mut b_events, 10, |e| {
+        matches!(e, Event::Warning { kind, message }
+            if kind == "rejected-entry" && message.contains("removed members"))
+    })
+    .await;
+    assert!(common::counters(&b).await.rejected_entries >= 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(payloads(&a, &g).await, vec![b"c before".to_vec()]);
+    for node in [&a, &b] {
+        let members = node.members(&g).await.unwrap();
+        assert_eq!(members.len(), 2, "c gone and the stranger never added");
+        assert!(!members.iter().any(|m| m.node_id == stranger));
+    }
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_members_removal_of_an_admin_has_no_effect_and_is_reported() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path()).await;
+    let b = open(dirs[1].path()).await;
+    let g = a.create_group("coup").await.unwrap().group_id;
+    b.accept_invite(&a.create_invite(&g, 60, true).await.unwrap().link)
+        .await
+        .unwrap();
+    let mut a_events = a.subscribe();
+    // B, a plain member, sends what a modified client could: a removal of the admin.
+    let block = covey_core::group::seal::seal_epoch_secret(
+        &covey_core::crypto::Secret32::random(),
+        1,
+        &b.entry_group(&g).unwrap(),
+        &[(*b.node_id().as_bytes(), b.x25519_public())],
+    )
+    .unwrap();
+    b.publish_control_unchecked(
+        &g,
+        covey_core::group::control::ControlOp::Remove {
+            member: *a.node_id().as_bytes(),
+            cutoff: 0,
+            epoch: block,
+        },
+    )
+    .await
+    .unwrap();
+    let warning = common::wait_warning(&mut a_events, 20, "rejected-entry").await;
+    assert!(warning.contains("not-admin"), "{warning}");
+    for node in [&a, &b] {
+        assert_eq!(epoch_of(node, &g).await, 0);
+        let members = node.members(&g).await.unwrap();
+        assert!(is_active(&members, &a), "the admin is still in the group");
+    }
+    // A can still publish and B still reads it.
+    a.publish(&g, b"still here", None).await.unwrap();
+    wait_payloads(&b, &g, &[b"still here"], "b reads the admin's entry").await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_epoch_secret_sealed_to_another_key_is_refused() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path()).await;
+    let b = open(dirs[1].path()).await;
+    let g = a.create_group("wrong key").await.unwrap().group_id;
+    b.accept_invite(&a.create_invite(&g, 60, true).await.unwrap().link)
+        .await
+        .unwrap();
+    wait_until(20, "a knows b", || async {
+        a.members(&g).await.unwrap().len() == 2
+    })
+    .await;
+    let mut b_events = b.subscribe();
+    let before = common::counters(&b).await.rejected_entries;
+    // A rotate whose copy for B is sealed to some other X25519 key.
+    let other = covey_core::group::seal::DeviceKey::random();
+    let block = covey_core::group::seal::seal_epoch_secret(
+        &covey_core::crypto::Secret32::random(),
+        1,
+        &a.entry_group(&g).unwrap(),
+        &[
+            (*a.node_id().as_bytes(), a.x25519_public()),
+            (*b.node_id().as_bytes(), other.public()),
+        ],
+    )
+    .unwrap();
+    a.publish_control_unchecked(
+        &g,
+        covey_core::group::control::ControlOp::Rotate { epoch: block },
+    )
+    .await
+    .unwrap();
+    assert_eq!(epoch_of(&a, &g).await, 1);
+    let warning = common::wait_warning(&mut b_events, 20, "rejected-entry").await;
+    assert!(warning.contains("does not open"), "{warning}");
+    assert!(common::counters(&b).await.rejected_entries > before);
+    assert_eq!(
+        epoch_of(&b, &g).await,
+        0,
+        "b holds no secret it cannot open"
+    );
+    // B loses nothing it had, and its own entries still reach A.
+    b.publish(&g, b"b still writes", None).await.unwrap();
+    wait_payloads(&a, &g, &[b"b still writes"], "a gets b's entry").await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_removed_member_no_longer_finds_the_group_in_the_rendezvous() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path()).await;
+    let b = open_seeded(dirs[1].path(), &a).await;
+    let c = open_seeded(dirs[2].path(), &a).await;
+    let g = a.create_group("hide and seek").await.unwrap().group_id;
+    for joiner in [&b, &c] {
+        joiner
+            .accept_invite(&a.create_invite(&g, 60, true).await.unwrap().link)
+            .await
+            .unwrap();
+    }
+    // Windows ahead of the clock, so only what this test announces is there.
+    let now = covey_core::group::rendezvous_window(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let (before, after) = (now + 100, now + 101);
+    assert!(a.rendezvous_announce(&g, before).await.unwrap() >= 1);
+    wait_until(10, "c finds a while a member", || async {
+        c.rendezvous_find(&g, before)
+            .await
+            .unwrap()
+            .contains(&a.node_id())
+    })
+    .await;
+    a.remove_member(&g, &c.node_id()).await.unwrap();
+    wait_until(20, "b reaches epoch 1", || async {
+        epoch_of(&b, &g).await == 1
+    })
+    .await;
+    assert!(a.rendezvous_announce(&g, after).await.unwrap() >= 1);
+    assert!(b.rendezvous_announce(&g, after).await.unwrap() >= 1);
+    wait_until(10, "b finds a in the new epoch", || async {
+        b.rendezvous_find(&g, after)
+            .await
+            .unwrap()
+            .contains(&a.node_id())
+    })
+    .await;
+    // C, holding only epoch 0, searches the same window and finds nobody.
+    for _ in 0..5 {
+        assert!(c.rendezvous_find(&g, after).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
 }

@@ -84,6 +84,7 @@ impl ManagedBatch {
     pub fn new(ctx: &MemberContext<'_>, raws: &[Vec<u8>], max_ciphertext: usize) -> Self {
         let mut control = HashMap::new();
         let mut records = ctx.stored.to_vec();
+        let mut epoch_keys = ctx.epoch_keys.clone();
         for raw in raws.iter().filter(|r| r.get(1) == Some(&1)) {
             let Ok(entry) = SignedEntry::decode(raw.clone(), max_ciphertext) else {
                 continue;
@@ -91,22 +92,26 @@ impl ManagedBatch {
             if entry.header().kind != EntryKind::Control {
                 continue;
             }
-            let read = control_record(&entry, &ctx.keys.control_key).map_err(|e| e.to_string());
+            let read = control_record(&entry, &ctx.keys.control_key)
+                .and_then(|record| {
+                    // A copy of a new epoch secret addressed to this node must open: one that
+                    // does not (sealed to another key, or tampered with) is refused rather than
+                    // stored where it would leave this node without the epoch.
+                    if let Some(block) = record.op.epoch_block()
+                        && let Some(secret) =
+                            open_epoch_secret(ctx.device, &ctx.me, &ctx.keys.entry_group, block)?
+                    {
+                        add_epoch_key(&mut epoch_keys, block.epoch, &secret);
+                    }
+                    Ok(record)
+                })
+                .map_err(|e| e.to_string());
             if let Ok(record) = &read {
                 records.push(record.clone());
             }
             control.insert(*entry.id(), read);
         }
         let membership = Membership::fold(ctx.creator, &records);
-        let mut epoch_keys = ctx.epoch_keys.clone();
-        for record in records.iter().filter(|r| control.contains_key(&r.id)) {
-            if let Some(block) = record.op.epoch_block()
-                && let Ok(Some(secret)) =
-                    open_epoch_secret(ctx.device, &ctx.me, &ctx.keys.entry_group, block)
-            {
-                add_epoch_key(&mut epoch_keys, block.epoch, &secret);
-            }
-        }
         Self {
             membership,
             epoch_keys,

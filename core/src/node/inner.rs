@@ -389,6 +389,20 @@ impl Inner {
         Ok(done)
     }
 
+    /// Offers a group this node just joined to every live session whose peer the group
+    /// admits (each proves it and announces it, as far as the peer has proved it too).
+    pub(super) async fn offer_group(&self, group: Id32) -> Result<()> {
+        let view = self.snapshot(vec![group]).await?;
+        let me = *self.id.as_bytes();
+        let state = self.group(&GroupId(group))?;
+        self.sessions.each(|s, peer| {
+            if state.admits(peer.as_bytes()) {
+                s.on_group_joined(group, state.keys.pair(&me, peer.as_bytes()), &view);
+            }
+        });
+        Ok(())
+    }
+
     /// Raises `EntryReceived` for each entry a batch stored.
     pub(super) fn announce_received(&self, group: Id32, done: &engine::Ingested) {
         // Decompressing an Ed25519 point costs microseconds: once per author, not per entry.

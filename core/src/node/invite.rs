@@ -489,7 +489,10 @@ fn join_welcome(
         device: &inner.device,
         me,
     };
-    build_managed(&holder, row, root, welcome.creator, controls, 0).map(Some)
+    // This node's clock starts past every change it was handed, so its own entries (and any
+    // change it makes) sort after its own add.
+    let lamport = records.iter().map(|r| r.lamport).max().unwrap_or(0);
+    build_managed(&holder, row, root, welcome.creator, controls, lamport).map(Some)
 }
 
 impl Node {
@@ -671,6 +674,7 @@ impl Node {
                 // Already a member here: accepting again is a no-op.
                 None => return self.group_info(&welcome_group).await,
             };
+            self.inner.offer_group(id.0).await?;
             // Sync with the inviter at once, and remember it like an added peer.
             self.remember_peer(addr.clone()).await?;
             self.inner.dht.add_seed(addr.clone()).await;

@@ -117,8 +117,17 @@ pub(super) fn build_managed(
                     .find(|r| r.id == start.entry)
                     .and_then(|r| r.op.epoch_block());
                 let opened = match block {
+                    // Refused at ingest when it does not open; a stored one that does not
+                    // (a welcome's, or an older build's) leaves this node without the epoch.
                     Some(block) => {
-                        open_epoch_secret(holder.device, &holder.me, &base.entry_group, block)?
+                        match open_epoch_secret(holder.device, &holder.me, &base.entry_group, block)
+                        {
+                            Ok(opened) => opened,
+                            Err(e) => {
+                                log::warn!("epoch {} secret sealed to this node: {e}", start.epoch);
+                                None
+                            }
+                        }
                     }
                     None => None,
                 };
@@ -572,4 +581,24 @@ impl Node {
 /// Whether `entry` is a control entry.
 pub(super) fn is_control(entry: &SignedEntry) -> bool {
     entry.header().kind == EntryKind::Control
+}
+
+#[cfg(any(test, feature = "test-utils"))]
+impl Node {
+    /// Publishes `op` as this node's next control entry in `group` without the checks the
+    /// facade makes (admin, membership): what a modified client could send. Tests use it to
+    /// show what every other member does with such an entry.
+    pub async fn publish_control_unchecked(&self, group: &GroupId, op: ControlOp) -> Result<()> {
+        self.inner.publish_control(group.0, op).await.map(|_| ())
+    }
+
+    /// This node's X25519 public key (what an add names).
+    pub fn x25519_public(&self) -> [u8; 32] {
+        self.inner.device.public()
+    }
+
+    /// The entry reference of `group` (what sealed epoch secrets are bound to).
+    pub fn entry_group(&self, group: &GroupId) -> Result<Id32> {
+        Ok(self.inner.group(group)?.keys.entry_group)
+    }
 }

@@ -334,15 +334,8 @@ impl Node {
                 group_id: id,
                 epoch: 0,
             });
-            let inner = self.inner.clone();
-            let view = inner.snapshot(vec![id.0]).await?;
-            let me = *inner.id.as_bytes();
-            let joined = inner.group(&id)?;
-            inner.sessions.each(|s, peer| {
-                let keys = joined.keys.pair(&me, peer.as_bytes());
-                s.on_group_joined(id.0, keys, &view)
-            });
-            inner.rendezvous.notify_one();
+            self.inner.offer_group(id.0).await?;
+            self.inner.rendezvous.notify_one();
         }
         self.group_info(&id).await
     }

@@ -391,6 +391,23 @@ impl super::Node {
         announce(&self.inner, &keys, window).await
     }
 
+    /// The nodes this node finds in the rendezvous of `group` for `window`, under the keys of
+    /// the epoch it is in (tests search a window the clock has not reached).
+    pub async fn rendezvous_find(
+        &self,
+        group: &crate::GroupId,
+        window: u64,
+    ) -> Result<Vec<EndpointId>> {
+        let keys = self.inner.group(group)?.keys.clone();
+        Ok(found_in(&self.inner, &keys, window)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.id)
+            .filter(|id| *id != self.inner.id)
+            .collect())
+    }
+
     /// Rendezvous records this node found that did not open under its group's key or did not
     /// match the node they sealed, since it opened.
     pub fn rendezvous_unopened(&self) -> u64 {

@@ -108,7 +108,13 @@ pub(super) fn managed_vectors() -> Vec<(&'static str, Vec<u8>)> {
     let shared = DeviceKey::from_secret(&Secret32::from_bytes(EPHEMERAL))
         .shared(&m.xa.public())
         .expect("x25519");
-    let context = epoch_context(&m.keys.entry_group, 1, &ephemeral_public(), &m.a, &m.xa.public());
+    let context = epoch_context(
+        &m.keys.entry_group,
+        1,
+        &ephemeral_public(),
+        &m.a,
+        &m.xa.public(),
+    );
     let mut credential = INVITE_ID.to_vec();
     credential.extend_from_slice(&INVITE_SECRET);
     let t = transcript(&BINDING, &m.b, &m.a, &m.xb.public(), &credential);
@@ -133,11 +139,17 @@ pub(super) fn managed_vectors() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("control.remove", remove_b(&m).encode()),
         ("epoch.content-key-1", epoch_1.content_key.expose().to_vec()),
-        ("epoch.rendezvous-key-1", epoch_1.rendezvous_key(WINDOW).to_vec()),
+        (
+            "epoch.rendezvous-key-1",
+            epoch_1.rendezvous_key(WINDOW).to_vec(),
+        ),
         ("invite.group-tag", group_tag(&m.keys.id).to_vec()),
         ("invite.secret-hash", secret_hash(&INVITE_SECRET).to_vec()),
         ("invite.transcript", t.to_vec()),
-        ("invite.join-link", postcard::to_stdvec(&join).expect("postcard")),
+        (
+            "invite.join-link",
+            postcard::to_stdvec(&join).expect("postcard"),
+        ),
         ("invite.confirm-mac", confirm_mac(&SPAKE_KEY, &t).to_vec()),
     ]
 }
@@ -178,10 +190,20 @@ pub(super) fn managed_negatives() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn the_documented_control_payloads_decode_and_the_negatives_do_not() {
     let m = managed();
-    assert_eq!(ControlOp::decode(&doc_vector("control.add")).unwrap(), add_b(&m));
-    assert_eq!(ControlOp::decode(&doc_vector("control.remove")).unwrap(), remove_b(&m));
+    assert_eq!(
+        ControlOp::decode(&doc_vector("control.add")).unwrap(),
+        add_b(&m)
+    );
+    assert_eq!(
+        ControlOp::decode(&doc_vector("control.remove")).unwrap(),
+        remove_b(&m)
+    );
     for (name, bytes) in managed_negatives() {
-        assert_eq!(bytes, super::hex_blocks("negative")[name], "{name} is documented");
+        assert_eq!(
+            bytes,
+            super::hex_blocks("negative")[name],
+            "{name} is documented"
+        );
         assert!(ControlOp::decode(&bytes).is_err(), "{name} must be refused");
     }
 }
@@ -193,9 +215,14 @@ fn the_documented_control_entry_verifies_and_opens_under_the_control_key() {
     let entry = SignedEntry::decode(raw, usize::MAX).expect("decode");
     assert_eq!(entry.header().kind, EntryKind::Control);
     entry.verify_signature().expect("signature");
-    let payload = entry.open(&m.keys.control_key).expect("opens under the control key");
+    let payload = entry
+        .open(&m.keys.control_key)
+        .expect("opens under the control key");
     assert_eq!(&payload[..], &doc_vector("control.add")[..]);
-    assert!(entry.open(&m.keys.content_key).is_err(), "not under the content key");
+    assert!(
+        entry.open(&m.keys.content_key).is_err(),
+        "not under the content key"
+    );
 }
 
 #[test]
@@ -207,7 +234,10 @@ fn the_documented_epoch_secret_opens_for_its_recipient_only() {
     };
     let opened = open_epoch_secret(&m.xa, &m.a, &m.keys.entry_group, &epoch).unwrap();
     assert_eq!(opened, Some(Secret32::from_bytes(EPOCH_1)));
-    assert_eq!(open_epoch_secret(&m.xb, &m.b, &m.keys.entry_group, &epoch).unwrap(), None);
+    assert_eq!(
+        open_epoch_secret(&m.xb, &m.b, &m.keys.entry_group, &epoch).unwrap(),
+        None
+    );
     // The documented derivations, recomputed from their primitives.
     let shared = doc_vector("epoch.shared-a");
     assert_eq!(
