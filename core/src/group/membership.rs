@@ -266,6 +266,7 @@ impl Membership {
     }
 
     /// Every member the fold knows of, former ones included.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn members(&self) -> &BTreeMap<Id32, MemberState> {
         &self.members
     }
@@ -273,6 +274,14 @@ impl Membership {
     /// Members in the group now, with their X25519 keys where registered.
     pub fn active(&self) -> impl Iterator<Item = (&Id32, &MemberState)> {
         self.members.iter().filter(|(_, m)| m.active())
+    }
+
+    /// Each former member and its cutoff: its entries past it are invalid.
+    pub fn cutoffs(&self) -> Vec<(Id32, u64)> {
+        self.members
+            .iter()
+            .filter_map(|(id, m)| m.cutoff.map(|c| (*id, c)))
+            .collect()
     }
 
     /// The current epoch.

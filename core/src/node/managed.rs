@@ -219,31 +219,14 @@ impl Inner {
             let state = build_managed(&inner.holder(), row, root, creator, raws, lamport)?;
             // Entries a removed member wrote past its cutoff, stored before the removal was
             // known here: every member refuses them now, so they go.
-            let mut purged = 0;
-            if let Some(m) = &state.managed {
-                let cut: Vec<(Id32, u64)> = m
-                    .membership
-                    .members()
-                    .iter()
-                    .filter_map(|(id, s)| s.cutoff.map(|c| (*id, c)))
-                    .collect();
-                if !cut.is_empty() {
-                    purged = inner.store.write(|tx| {
-                        let mut n = 0;
-                        for (author, cutoff) in &cut {
-                            n += store::delete_past_cutoff(tx, &group, author, *cutoff)?;
-                        }
-                        if state.row.epoch != 0 {
-                            store::set_group_epoch(tx, &group, state.row.epoch)?;
-                        }
-                        Ok(n)
-                    })?;
-                } else if state.row.epoch != 0 {
-                    inner
-                        .store
-                        .write(|tx| store::set_group_epoch(tx, &group, state.row.epoch))?;
-                }
-            }
+            let purged = match &state.managed {
+                Some(m) => inner.store.write(|tx| {
+                    let n = engine::purge_past_cutoffs(tx, &group, &m.membership)?;
+                    store::set_group_epoch(tx, &group, state.row.epoch)?;
+                    Ok(n)
+                })?,
+                None => 0,
+            };
             Ok((state, purged))
         })
         .await?;

@@ -8,14 +8,14 @@ use crate::error::Result;
 use crate::wire::entry::Id32;
 
 /// Records `creator` as the first admin of managed group `group`.
-pub(crate) fn set_creator(conn: &Connection, group: &Id32, creator: &Id32) -> Result<()> {
+pub fn set_creator(conn: &Connection, group: &Id32, creator: &Id32) -> Result<()> {
     conn.prepare_cached("UPDATE groups SET creator = ?2 WHERE group_id = ?1")?
         .execute(params![group, creator])?;
     Ok(())
 }
 
 /// The creator of managed group `group` (`None` for a passphrase group).
-pub(crate) fn creator(conn: &Connection, group: &Id32) -> Result<Option<Id32>> {
+pub fn creator(conn: &Connection, group: &Id32) -> Result<Option<Id32>> {
     let bytes: Option<Option<Vec<u8>>> = conn
         .prepare_cached("SELECT creator FROM groups WHERE group_id = ?1")?
         .query_row(params![group], |r| r.get(0))
@@ -24,7 +24,7 @@ pub(crate) fn creator(conn: &Connection, group: &Id32) -> Result<Option<Id32>> {
 }
 
 /// The encodings of every control entry of `group`, in store order.
-pub(crate) fn control_entries(conn: &Connection, group: &Id32) -> Result<Vec<Vec<u8>>> {
+pub fn control_entries(conn: &Connection, group: &Id32) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(
         "SELECT raw FROM entries WHERE group_id = ?1 AND substr(raw, 2, 1) = x'01'
          ORDER BY cursor",
@@ -34,7 +34,7 @@ pub(crate) fn control_entries(conn: &Connection, group: &Id32) -> Result<Vec<Vec
 }
 
 /// Keeps the control entries an invite's welcome brought (already verified).
-pub(crate) fn put_welcome_controls(conn: &Connection, group: &Id32, raws: &[(Id32, Vec<u8>)]) -> Result<()> {
+pub fn put_welcome_controls(conn: &Connection, group: &Id32, raws: &[(Id32, Vec<u8>)]) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR IGNORE INTO welcome_controls (group_id, entry_id, raw) VALUES (?1, ?2, ?3)",
     )?;
@@ -45,7 +45,7 @@ pub(crate) fn put_welcome_controls(conn: &Connection, group: &Id32, raws: &[(Id3
 }
 
 /// The control entries of `group` an invite's welcome brought.
-pub(crate) fn welcome_controls(conn: &Connection, group: &Id32) -> Result<Vec<Vec<u8>>> {
+pub fn welcome_controls(conn: &Connection, group: &Id32) -> Result<Vec<Vec<u8>>> {
     let mut stmt =
         conn.prepare_cached("SELECT raw FROM welcome_controls WHERE group_id = ?1 ORDER BY entry_id")?;
     let rows = stmt.query_map(params![group], |r| r.get(0))?;
@@ -54,7 +54,7 @@ pub(crate) fn welcome_controls(conn: &Connection, group: &Id32) -> Result<Vec<Ve
 
 /// Deletes the entries of `author` in `group` past seq `cutoff` (a removed member's entries
 /// stored before its removal was known); returns how many.
-pub(crate) fn delete_past_cutoff(
+pub fn delete_past_cutoff(
     conn: &Connection,
     group: &Id32,
     author: &Id32,
@@ -68,7 +68,7 @@ pub(crate) fn delete_past_cutoff(
 
 /// Deletes `group` and everything stored of it (entries, client ids, receipts, invites);
 /// returns how many entries went.
-pub(crate) fn delete_group(conn: &Connection, group: &Id32) -> Result<u64> {
+pub fn delete_group(conn: &Connection, group: &Id32) -> Result<u64> {
     let entries = conn
         .prepare_cached("DELETE FROM entries WHERE group_id = ?1")?
         .execute(params![group])?;
@@ -105,7 +105,7 @@ pub struct InviteRow {
 }
 
 /// Remembers an issued invite.
-pub(crate) fn insert_invite(conn: &Connection, invite: &InviteRow) -> Result<()> {
+pub fn insert_invite(conn: &Connection, invite: &InviteRow) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO invites (invite_id, group_id, secret_hash, expires_ms, single_use, uses)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -122,7 +122,7 @@ pub(crate) fn insert_invite(conn: &Connection, invite: &InviteRow) -> Result<()>
 }
 
 /// The invite `invite_id` this node issued, if any.
-pub(crate) fn invite(conn: &Connection, invite_id: &[u8; 16]) -> Result<Option<InviteRow>> {
+pub fn invite(conn: &Connection, invite_id: &[u8; 16]) -> Result<Option<InviteRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT group_id, secret_hash, expires_ms, single_use, uses FROM invites
@@ -142,7 +142,7 @@ pub(crate) fn invite(conn: &Connection, invite_id: &[u8; 16]) -> Result<Option<I
 }
 
 /// Counts one use of an invite.
-pub(crate) fn use_invite(conn: &Connection, invite_id: &[u8; 16]) -> Result<()> {
+pub fn use_invite(conn: &Connection, invite_id: &[u8; 16]) -> Result<()> {
     conn.prepare_cached("UPDATE invites SET uses = uses + 1 WHERE invite_id = ?1")?
         .execute(params![invite_id])?;
     Ok(())

@@ -47,7 +47,7 @@ pub(crate) use groups::{groups, set_group_epoch};
 pub use groups::{GroupRow, insert_group};
 pub(crate) use lock::DirLock;
 pub use managed::InviteRow;
-pub(crate) use managed::{
+pub use managed::{
     control_entries, creator, delete_group, delete_past_cutoff, insert_invite, invite, set_creator,
     use_invite, put_welcome_controls, welcome_controls,
 };

@@ -223,6 +223,21 @@ pub fn append_own_entry(
     append_own(tx, keys, secret, draft, EntryKind::Data)
 }
 
+/// Deletes the entries of `group` that lie past their author's cutoff in `membership`: a
+/// removed member's entries stored before this node learnt of the removal, which every member
+/// refuses, so every member ends with the same logs. Returns how many.
+pub fn purge_past_cutoffs(
+    tx: &Connection,
+    group: &Id32,
+    membership: &crate::group::membership::Membership,
+) -> Result<u64> {
+    let mut purged = 0;
+    for (author, cutoff) in membership.cutoffs() {
+        purged += store::delete_past_cutoff(tx, group, &author, cutoff)?;
+    }
+    Ok(purged)
+}
+
 /// Like [`append_own_entry`] for a control entry of a managed group: kind 1, sealed under the
 /// group's control key (`group::control` is its payload).
 pub fn append_own_control(

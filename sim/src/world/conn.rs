@@ -228,6 +228,8 @@ impl Sim {
             self.nodes[node]
                 .groups
                 .iter()
+                // A managed group is synced only with its members now (the sync gate).
+                .filter(|(id, _)| self.admits(node, id, &them))
                 .map(|(id, keys)| (*id, keys.pair(&me, &them)))
                 .collect()
         };

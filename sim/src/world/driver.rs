@@ -312,26 +312,37 @@ impl Sim {
     ) -> Vec<Action> {
         let now = self.now;
         let max_ciphertext = self.config.max_payload_bytes + TAG_LEN;
+        // A managed group's batch is admitted by membership, as a node admits it.
+        let prepared = match self.groups.get(&group) {
+            Some(keys) => {
+                let rules = Rules::of(keys, max_ciphertext);
+                match self.managed_prepare(node, group, &rules, entries) {
+                    Ok(Ok(prepared)) => Ok(prepared),
+                    Ok(Err(entries)) => Ok(verify::prepare(
+                        &rules,
+                        self.nodes[node].groups.get(&group).map(|k| &k.content_key),
+                        entries,
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            None => Err(CoveyError::not_found("entries for a group this node left")),
+        };
         let n = &mut self.nodes[node];
-        let result = match (n.groups.get(&group), n.live.as_mut()) {
-            (Some(keys), Some(live)) => {
+        let result = match (prepared, n.groups.get(&group), n.live.as_mut()) {
+            (Ok(prepared), Some(keys), Some(live)) => {
                 let rules = Rules::of(keys, max_ciphertext);
                 let Live {
                     store, sessions, ..
                 } = live;
                 match sessions.get_mut(&conn) {
                     Some(session) => store.write(|tx| {
-                        engine::ingest_batch(
-                            tx,
-                            &rules,
-                            Some(&keys.content_key),
-                            &mut session.unverified,
-                            entries,
-                        )
+                        engine::ingest_prepared(tx, &rules, prepared, &mut session.unverified)
                     }),
                     None => Err(CoveyError::not_found("entries for a session that ended")),
                 }
             }
+            (Err(e), _, _) => Err(e),
             _ => Err(CoveyError::not_found("entries for a group this node left")),
         };
         let done = match result {
@@ -347,9 +358,19 @@ impl Sim {
             *lamport = (*lamport).max(done.max_lamport);
             *live.held.entry(group).or_insert(0) += done.outcome.stored.len() as u64;
         }
-        self.apply(node, conn, |d| d.on_ingested(now, group, &done))
+        let control = done
+            .outcome
+            .stored
+            .iter()
+            .any(|(_, e)| e.header().kind == covey_core::wire::entry::EntryKind::Control);
+        let actions = self
+            .apply(node, conn, |d| d.on_ingested(now, group, &done))
             .map(|(_, a)| a)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if control && let Err(e) = self.after_control(node, group) {
+            self.error(format!("node {node}: applying control entries: {e}"));
+        }
+        actions
     }
 
     pub(super) fn fan_out(&mut self, node: NodeIdx, conn: ConnId, group: Id32, head: Head) {

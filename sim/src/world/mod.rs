@@ -38,7 +38,7 @@ use covey_core::sync::driver::{
 use covey_core::sync::engine::{self, Draft};
 use covey_core::sync::limits::RateLimits;
 use covey_core::sync::session::Timers;
-use covey_core::sync::verify::{Rules, Unverified};
+use covey_core::sync::verify::{self, Rules, Unverified};
 use covey_core::wire::WireError;
 use covey_core::wire::entry::{Id32, SignedEntry};
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message};
@@ -51,6 +51,7 @@ use covey_core::testing::Rng;
 mod conn;
 mod driver;
 mod life;
+mod managed;
 mod script;
 
 /// A node's index in the simulation.
@@ -404,6 +405,10 @@ pub struct Sim {
     next_conn: ConnId,
     links: BTreeMap<(NodeIdx, NodeIdx), Link>,
     groups: BTreeMap<Id32, GroupKeys>,
+    /// Managed groups, by id: their creator.
+    managed: BTreeMap<Id32, Id32>,
+    /// The members of each managed group as each node last folded them.
+    folds: BTreeMap<(NodeIdx, Id32), BTreeSet<Id32>>,
     ledger: Ledger,
     trace: blake3::Hasher,
     stats: Stats,
@@ -431,6 +436,8 @@ impl Sim {
             next_conn: 1,
             links: BTreeMap::new(),
             groups: BTreeMap::new(),
+            managed: BTreeMap::new(),
+            folds: BTreeMap::new(),
             ledger: BTreeMap::new(),
             trace,
             stats: Stats::default(),
