@@ -24,10 +24,15 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for KeyStoreError {
     }
 }
 
-/// A store of named secrets the app implements: the device key (name `device`) and one root
-/// secret per group (`group-<hex id>`). Names are ASCII `[a-z0-9-]`; values are at most a few
+/// A store of named secrets the app implements: the device keys (names `device` and
+/// `device-x25519`), one root secret per group (`group-<hex id>`) and one secret per epoch of a
+/// managed group (`epoch-<64 hex>`). Names are ASCII `[a-z0-9-]`; values are at most a few
 /// hundred bytes. Implementations must keep values private and never log them. Calls come
 /// from a background thread.
+///
+/// There is no delete call: leaving a group deletes its secrets by storing an empty value
+/// under each name, which Covey reads back as no secret. An implementation may remove the
+/// item when it is given an empty value.
 #[uniffi::export(foreign)]
 pub trait KeyStore: Send + Sync {
     /// The secret stored under `name`, or `None` if there is none.
@@ -37,6 +42,8 @@ pub trait KeyStore: Send + Sync {
 }
 
 /// Adapts an app's [`KeyStore`] to the core's trait; failures become `Storage` errors.
+/// `delete` is the core's default, an empty value stored under the name, so the foreign
+/// interface stays load and store only.
 pub(crate) struct ForeignKeyStore {
     inner: Arc<dyn KeyStore>,
 }

@@ -25,7 +25,7 @@ pub use node::Node;
 pub use runtime::runtime;
 pub use types::{
     Delivery, DhtRecord, DhtStatus, Durability, Entry, EntryMeta, Event, GroupInfo, GroupKind,
-    Member, NodeConfig, NodeStatus, SyncCounters, SyncState,
+    Invite, Member, MemberRole, NodeConfig, NodeStatus, SyncCounters, SyncState,
 };
 
 uniffi::setup_scaffolding!();

@@ -10,7 +10,7 @@ use crate::error::CoveyError;
 use crate::events::{EventListener, Subscription};
 use crate::runtime::{run, runtime};
 use crate::types::{
-    Delivery, DhtRecord, Entry, EntryMeta, GroupInfo, Member, NodeConfig, NodeStatus,
+    Delivery, DhtRecord, Entry, EntryMeta, GroupInfo, Invite, Member, NodeConfig, NodeStatus,
 };
 
 /// An embedded Covey node. Open one per data dir with `Node.open`; call `shutdown` when done
@@ -114,6 +114,71 @@ impl Node {
         .await
     }
 
+    /// Creates a managed group named `name`, with this node its first admin: a random root
+    /// secret in the key store (the id does not depend on the name). Others join it with an
+    /// invite from `create_invite`. Fails with `InvalidInput` for a name that is not 1 to 256
+    /// bytes.
+    pub async fn create_group(&self, name: String) -> Result<GroupInfo, CoveyError> {
+        let core = self.core();
+        run(async move { core.create_group(&name).await.map(GroupInfo::from) }).await
+    }
+
+    /// Creates an invite to managed group `group_id` (admins only), answered for `ttl_secs`
+    /// (1 s to 30 days), once if `single_use`: a link (also the QR payload) and a short code
+    /// answered for at most 10 minutes while this node runs. Fails with `PermissionDenied`
+    /// for a non-admin, `InvalidInput` for a ttl out of range or a passphrase group,
+    /// `NotFound` for a group not joined here.
+    pub async fn create_invite(
+        &self,
+        group_id: String,
+        ttl_secs: u64,
+        single_use: bool,
+    ) -> Result<Invite, CoveyError> {
+        let gid = self::group_id(&group_id)?;
+        let core = self.core();
+        run(async move {
+            core.create_invite(&gid, ttl_secs, single_use)
+                .await
+                .map(Invite::from)
+        })
+        .await
+    }
+
+    /// Joins a managed group by `invite`: a link (`covey:invite/...`, or the QR payload) or a
+    /// short code (`xxxx-xxxx`, found through the DHT, so this node needs a DHT peer that
+    /// knows the inviter). Accepting an invite to a group already joined returns it again.
+    /// Fails with a retryable `Network` error when no inviter is reachable,
+    /// `PermissionDenied` for an invite that is expired, used, forged or for another group,
+    /// or a wrong code, `InvalidInput` for a malformed one.
+    pub async fn accept_invite(&self, invite: String) -> Result<GroupInfo, CoveyError> {
+        let core = self.core();
+        let invite = zeroize::Zeroizing::new(invite);
+        run(async move { core.accept_invite(&invite).await.map(GroupInfo::from) }).await
+    }
+
+    /// Removes `member` (a node id) from managed group `group_id` (admins only): a new epoch
+    /// whose secret only the remaining members get, so the removed node reads nothing
+    /// published after it and its later entries are refused. Fails with `PermissionDenied`
+    /// for a non-admin, `InvalidInput` for a passphrase group, a malformed node id or this
+    /// node itself (use `leave_group`), `NotFound` for a group not joined here or a node
+    /// that is not a member.
+    pub async fn remove_member(&self, group_id: String, member: String) -> Result<(), CoveyError> {
+        let gid = self::group_id(&group_id)?;
+        let member = self::node_id(&member)?;
+        let core = self.core();
+        run(async move { core.remove_member(&gid, &member).await }).await
+    }
+
+    /// Leaves group `group_id` and deletes what this node holds of it: its entries, receipts
+    /// and secrets (through the key store). In a managed group it first tells the other
+    /// members, waiting up to 5 s for a peer to take the news. Later calls on the group fail
+    /// with `NotFound`.
+    pub async fn leave_group(&self, group_id: String) -> Result<(), CoveyError> {
+        let gid = self::group_id(&group_id)?;
+        let core = self.core();
+        run(async move { core.leave_group(&gid).await }).await
+    }
+
     /// Every joined group.
     pub async fn groups(&self) -> Result<Vec<GroupInfo>, CoveyError> {
         let core = self.core();
@@ -125,8 +190,9 @@ impl Node {
         .await
     }
 
-    /// Members of a group known to this node: every author seen, every peer that has
-    /// acknowledged entries of the group, and this node.
+    /// Members of a group: a managed group's members now, each with its `role`; a passphrase
+    /// group's members known to this node (every author seen, every peer that has
+    /// acknowledged entries of the group, and this node), with no role.
     pub async fn members(&self, group_id: String) -> Result<Vec<Member>, CoveyError> {
         let gid = self::group_id(&group_id)?;
         let core = self.core();

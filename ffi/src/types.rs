@@ -125,7 +125,7 @@ impl TryFrom<NodeConfig> for covey_core::NodeConfig {
 pub enum GroupKind {
     /// Anyone with the passphrase and the name is a member.
     Passphrase,
-    /// Joined by invite; an admin manages members.
+    /// Created with `create_group` or joined by invite; an admin manages members.
     Managed,
 }
 
@@ -149,7 +149,8 @@ pub struct GroupInfo {
     pub epoch: u64,
     /// How members join.
     pub kind: GroupKind,
-    /// Members known to this node (authors seen, and this node).
+    /// Its members (managed group), or the members known to this node (passphrase group:
+    /// authors seen, peers that acknowledged entries, and this node); `members().len()`.
     pub member_count: u32,
 }
 
@@ -165,7 +166,26 @@ impl From<covey_core::GroupInfo> for GroupInfo {
     }
 }
 
-/// A member of a group as far as this node knows.
+/// What a member may do in a managed group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum MemberRole {
+    /// Reads and writes entries.
+    Member,
+    /// A member that may also invite and remove members.
+    Admin,
+}
+
+impl From<covey_core::Role> for MemberRole {
+    fn from(r: covey_core::Role) -> Self {
+        match r {
+            covey_core::Role::Member => Self::Member,
+            covey_core::Role::Admin => Self::Admin,
+        }
+    }
+}
+
+/// A member of a group: in a managed group, its members now (by its control entries); in a
+/// passphrase group, those known to this node.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Member {
     /// The member's node id.
@@ -174,6 +194,8 @@ pub struct Member {
     pub is_self: bool,
     /// Highest seq of theirs this node holds in the group.
     pub last_seq: u64,
+    /// Its role in a managed group; `None` in a passphrase group, which has no roles.
+    pub role: Option<MemberRole>,
 }
 
 impl From<covey_core::Member> for Member {
@@ -182,6 +204,40 @@ impl From<covey_core::Member> for Member {
             node_id: m.node_id.to_string(),
             is_self: m.is_self,
             last_seq: m.last_seq,
+            role: m.role.map(MemberRole::from),
+        }
+    }
+}
+
+/// An invite to a managed group, from `Node.create_invite`. The link and the short code are
+/// credentials: hand them only to the person invited (this record's Rust `Debug` leaves
+/// them out; foreign `toString`s do not, so do not log the record).
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Invite {
+    /// The link, also the QR payload (`covey:invite/...`): the inviter's address, an invite
+    /// id and a one-time secret, never the group's secrets.
+    pub link: String,
+    /// The short code a person can read out (`xxxx-xxxx`), answered while the inviter runs,
+    /// for at most 10 minutes, with 3 attempts. The joiner finds the inviter through the DHT.
+    pub short_code: String,
+    /// When the invite stops being answered, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+impl std::fmt::Debug for Invite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invite")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<covey_core::Invite> for Invite {
+    fn from(i: covey_core::Invite) -> Self {
+        Self {
+            link: i.link,
+            short_code: i.short_code,
+            expires_at_ms: i.expires_at_ms,
         }
     }
 }
@@ -472,7 +528,8 @@ pub enum Event {
         /// The peer.
         peer: String,
     },
-    /// A group was joined or changed epoch.
+    /// A group was joined or created, or changed epoch (a managed group's member was
+    /// removed or left).
     GroupChanged {
         /// The group.
         group_id: String,
@@ -489,7 +546,8 @@ pub enum Event {
     /// Something the app should know about (a rejected entry, a refused peer, dropped
     /// events), with why.
     Warning {
-        /// Stable kind, such as `rejected-entry`, `incompatible-version` or `events-dropped`.
+        /// Stable kind, such as `rejected-entry`, `incompatible-version`, `events-dropped` or
+        /// `removed-from-group` (an admin removed this node from a managed group).
         kind: String,
         /// Human detail.
         message: String,

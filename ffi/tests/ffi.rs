@@ -323,13 +323,16 @@ fn an_app_key_store_is_used_and_its_failures_are_storage_errors() {
         let a = Node::open(c).await.unwrap();
         let id = a.node_id();
         assert!(keys.secrets.lock().unwrap().contains_key("device"));
+        assert!(keys.secrets.lock().unwrap().contains_key("device-x25519"));
         a.shutdown().await.unwrap();
+        let stores = keys.stores.load(Ordering::SeqCst);
 
         let mut c = config(&tmp.path().join("a"));
         c.key_store = Some(keys.clone());
         let again = Node::open(c).await.unwrap();
         assert_eq!(again.node_id(), id);
-        assert_eq!(keys.stores.load(Ordering::SeqCst), 1);
+        // Loaded, not re-created.
+        assert_eq!(keys.stores.load(Ordering::SeqCst), stores);
         again.shutdown().await.unwrap();
 
         let mut c = config(&tmp.path().join("b"));
@@ -340,5 +343,125 @@ fn an_app_key_store_is_used_and_its_failures_are_storage_errors() {
             }
             other => panic!("expected Storage, got {:?}", other.map(|_| ())),
         }
+    });
+}
+
+#[test]
+fn managed_group_through_the_ffi_surface() {
+    use covey_ffi::{GroupKind, MemberRole};
+    let tmp = tempfile::tempdir().unwrap();
+    block_on(async {
+        let keys = Arc::new(MemKeys::default());
+        let a = Node::open(config(&tmp.path().join("a"))).await.unwrap();
+        let mut c = config(&tmp.path().join("b"));
+        c.key_store = Some(keys.clone());
+        let b = Node::open(c).await.unwrap();
+        assert!(keys.secrets.lock().unwrap().contains_key("device-x25519"));
+
+        let info = a.create_group("family".into()).await.unwrap();
+        assert_eq!(info.kind, GroupKind::Managed);
+        assert_eq!((info.epoch, info.member_count), (0, 1));
+        let g = info.group_id;
+        let members = a.members(g.clone()).await.unwrap();
+        assert_eq!(members[0].role, Some(MemberRole::Admin));
+
+        let invite = a.create_invite(g.clone(), 3600, true).await.unwrap();
+        assert!(invite.link.starts_with("covey:invite/"));
+        assert_eq!(invite.short_code.len(), 9);
+        assert!(invite.expires_at_ms > 0);
+        // The credentials never reach a log through Debug.
+        let shown = format!("{invite:?}");
+        assert!(!shown.contains(&invite.link) && !shown.contains(&invite.short_code));
+        let joined = b.accept_invite(invite.link.clone()).await.unwrap();
+        assert_eq!(
+            (joined.group_id.as_str(), joined.kind),
+            (g.as_str(), GroupKind::Managed)
+        );
+        assert!(
+            keys.secrets
+                .lock()
+                .unwrap()
+                .contains_key(&format!("group-{g}"))
+        );
+
+        b.publish(g.clone(), b"from b".to_vec(), None)
+            .await
+            .unwrap();
+        wait_until("a to get b's entry", || {
+            block_on(a.entries(g.clone(), 0, 10)).is_ok_and(|es| es.len() == 1)
+        });
+        let roles: Vec<_> = a
+            .members(g.clone())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.node_id == b.node_id(), m.role))
+            .collect();
+        assert!(
+            roles.contains(&(true, Some(MemberRole::Member))),
+            "{roles:?}"
+        );
+
+        // Bad input: a member removing, a malformed node id, the used link, a passphrase
+        // group, passphrase members with no role.
+        assert!(matches!(
+            b.remove_member(g.clone(), a.node_id()).await,
+            Err(CoveyError::PermissionDenied { .. })
+        ));
+        assert!(matches!(
+            b.create_invite(g.clone(), 60, true).await,
+            Err(CoveyError::PermissionDenied { .. })
+        ));
+        assert!(matches!(
+            a.remove_member(g.clone(), "not a node id".into()).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            a.remove_member("zz".into(), b.node_id()).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            a.create_invite(g.clone(), 0, true).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            a.accept_invite("covey:invite/x".into()).await,
+            Err(CoveyError::InvalidInput { .. })
+        ));
+        let pass = a.join_passphrase(PASS.into(), "old".into()).await.unwrap();
+        match a.remove_member(pass.group_id.clone(), b.node_id()).await {
+            Err(CoveyError::InvalidInput { message }) => {
+                assert!(
+                    message.contains("passphrase groups have no admin"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+        assert!(
+            a.members(pass.group_id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|m| m.role.is_none())
+        );
+
+        // B leaves: the group is gone there, and its secrets are emptied in the app's store
+        // (the foreign KeyStore has no delete; the adapter stores an empty value).
+        b.leave_group(g.clone()).await.unwrap();
+        assert!(matches!(
+            b.entries(g.clone(), 0, 10).await,
+            Err(CoveyError::NotFound { .. })
+        ));
+        assert_eq!(
+            keys.secrets.lock().unwrap().get(&format!("group-{g}")),
+            Some(&Vec::new())
+        );
+        assert!(matches!(
+            b.leave_group(g.clone()).await,
+            Err(CoveyError::NotFound { .. })
+        ));
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
     });
 }

@@ -15,6 +15,13 @@ re-exports it under stable names. Async methods are awaitables for asyncio::
 
     asyncio.run(main())
 
+Managed groups have an admin who invites and removes members::
+
+    group = await node.create_group("family")
+    invite = await node.create_invite(group.group_id, 3600, True)   # ttl_secs, single_use
+    joined = await other.accept_invite(invite.link)                  # or invite.short_code
+    await node.remove_member(group.group_id, other.node_id())
+
 Errors are subclasses of :class:`CoveyError`, one per kind (``CoveyError.InvalidInput``,
 ``CoveyError.NotFound``, …), each with a ``message``.
 """
@@ -31,6 +38,7 @@ from ._ffi.covey_ffi import (
     EventListener,
     GroupInfo,
     GroupKind,
+    Invite,
     KeyStore,
     KeyStoreError,
     ListenerError,
@@ -38,6 +46,7 @@ from ._ffi.covey_ffi import (
     LogLevel,
     LogRecord,
     Member,
+    MemberRole,
     Node,
     NodeConfig,
     NodeStatus,
@@ -59,6 +68,7 @@ __all__ = [
     "EventListener",
     "GroupInfo",
     "GroupKind",
+    "Invite",
     "KeyStore",
     "KeyStoreError",
     "ListenerError",
@@ -66,6 +76,7 @@ __all__ = [
     "LogRecord",
     "Logger",
     "Member",
+    "MemberRole",
     "Node",
     "NodeConfig",
     "NodeStatus",

@@ -399,6 +399,11 @@ void uniffi_covey_ffi_fn_free_node(uint64_t handle, RustCallStatus *_Nonnull out
 uint64_t uniffi_covey_ffi_fn_constructor_node_open(RustBuffer config
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ACCEPT_INVITE
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ACCEPT_INVITE
+uint64_t uniffi_covey_ffi_fn_method_node_accept_invite(uint64_t ptr, RustBuffer invite
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ADD_PEER
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ADD_PEER
 uint64_t uniffi_covey_ffi_fn_method_node_add_peer(uint64_t ptr, RustBuffer addr
@@ -407,6 +412,16 @@ uint64_t uniffi_covey_ffi_fn_method_node_add_peer(uint64_t ptr, RustBuffer addr
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ADDR
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_ADDR
 uint64_t uniffi_covey_ffi_fn_method_node_addr(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_CREATE_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_CREATE_GROUP
+uint64_t uniffi_covey_ffi_fn_method_node_create_group(uint64_t ptr, RustBuffer name
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_CREATE_INVITE
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_CREATE_INVITE
+uint64_t uniffi_covey_ffi_fn_method_node_create_invite(uint64_t ptr, RustBuffer group_id, uint64_t ttl_secs, int8_t single_use
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_DELIVERY
@@ -454,6 +469,11 @@ uint64_t uniffi_covey_ffi_fn_method_node_groups(uint64_t ptr
 uint64_t uniffi_covey_ffi_fn_method_node_join_passphrase(uint64_t ptr, RustBuffer passphrase, RustBuffer name
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_LEAVE_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_LEAVE_GROUP
+uint64_t uniffi_covey_ffi_fn_method_node_leave_group(uint64_t ptr, RustBuffer group_id
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_MEMBERS
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_MEMBERS
 uint64_t uniffi_covey_ffi_fn_method_node_members(uint64_t ptr, RustBuffer group_id
@@ -477,6 +497,11 @@ uint64_t uniffi_covey_ffi_fn_method_node_pause(uint64_t ptr
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_PUBLISH
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_PUBLISH
 uint64_t uniffi_covey_ffi_fn_method_node_publish(uint64_t ptr, RustBuffer group_id, RustBuffer payload, RustBuffer client_id
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_REMOVE_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_REMOVE_MEMBER
+uint64_t uniffi_covey_ffi_fn_method_node_remove_member(uint64_t ptr, RustBuffer group_id, RustBuffer member
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_FN_METHOD_NODE_RESUME
@@ -806,6 +831,12 @@ uint16_t uniffi_covey_ffi_checksum_method_logger_log(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ACCEPT_INVITE
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ACCEPT_INVITE
+uint16_t uniffi_covey_ffi_checksum_method_node_accept_invite(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ADD_PEER
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ADD_PEER
 uint16_t uniffi_covey_ffi_checksum_method_node_add_peer(void
@@ -815,6 +846,18 @@ uint16_t uniffi_covey_ffi_checksum_method_node_add_peer(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ADDR
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_ADDR
 uint16_t uniffi_covey_ffi_checksum_method_node_addr(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_CREATE_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_CREATE_GROUP
+uint16_t uniffi_covey_ffi_checksum_method_node_create_group(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_CREATE_INVITE
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_CREATE_INVITE
+uint16_t uniffi_covey_ffi_checksum_method_node_create_invite(void
     
 );
 #endif
@@ -872,6 +915,12 @@ uint16_t uniffi_covey_ffi_checksum_method_node_join_passphrase(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_LEAVE_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_LEAVE_GROUP
+uint16_t uniffi_covey_ffi_checksum_method_node_leave_group(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_MEMBERS
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_MEMBERS
 uint16_t uniffi_covey_ffi_checksum_method_node_members(void
@@ -899,6 +948,12 @@ uint16_t uniffi_covey_ffi_checksum_method_node_pause(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_PUBLISH
 #define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_PUBLISH
 uint16_t uniffi_covey_ffi_checksum_method_node_publish(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_REMOVE_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_COVEY_FFI_CHECKSUM_METHOD_NODE_REMOVE_MEMBER
+uint16_t uniffi_covey_ffi_checksum_method_node_remove_member(void
     
 );
 #endif

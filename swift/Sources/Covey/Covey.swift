@@ -807,10 +807,15 @@ public func FfiConverterTypeEventListener_lower(_ value: EventListener) -> UInt6
 
 
 /**
- * A store of named secrets the app implements: the device key (name `device`) and one root
- * secret per group (`group-<hex id>`). Names are ASCII `[a-z0-9-]`; values are at most a few
+ * A store of named secrets the app implements: the device keys (names `device` and
+ * `device-x25519`), one root secret per group (`group-<hex id>`) and one secret per epoch of a
+ * managed group (`epoch-<64 hex>`). Names are ASCII `[a-z0-9-]`; values are at most a few
  * hundred bytes. Implementations must keep values private and never log them. Calls come
  * from a background thread.
+ *
+ * There is no delete call: leaving a group deletes its secrets by storing an empty value
+ * under each name, which Covey reads back as no secret. An implementation may remove the
+ * item when it is given an empty value.
  */
 public protocol KeyStore: AnyObject, Sendable {
     
@@ -826,10 +831,15 @@ public protocol KeyStore: AnyObject, Sendable {
     
 }
 /**
- * A store of named secrets the app implements: the device key (name `device`) and one root
- * secret per group (`group-<hex id>`). Names are ASCII `[a-z0-9-]`; values are at most a few
+ * A store of named secrets the app implements: the device keys (names `device` and
+ * `device-x25519`), one root secret per group (`group-<hex id>`) and one secret per epoch of a
+ * managed group (`epoch-<64 hex>`). Names are ASCII `[a-z0-9-]`; values are at most a few
  * hundred bytes. Implementations must keep values private and never log them. Calls come
  * from a background thread.
+ *
+ * There is no delete call: leaving a group deletes its secrets by storing an empty value
+ * under each name, which Covey reads back as no secret. An implementation may remove the
+ * item when it is given an empty value.
  */
 open class KeyStoreImpl: KeyStore, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1291,6 +1301,16 @@ public func FfiConverterTypeLogger_lower(_ value: Logger) -> UInt64 {
 public protocol NodeProtocol: AnyObject, Sendable {
     
     /**
+     * Joins a managed group by `invite`: a link (`covey:invite/...`, or the QR payload) or a
+     * short code (`xxxx-xxxx`, found through the DHT, so this node needs a DHT peer that
+     * knows the inviter). Accepting an invite to a group already joined returns it again.
+     * Fails with a retryable `Network` error when no inviter is reachable,
+     * `PermissionDenied` for an invite that is expired, used, forged or for another group,
+     * or a wrong code, `InvalidInput` for a malformed one.
+     */
+    func acceptInvite(invite: String) async throws  -> GroupInfo
+    
+    /**
      * Connects to a peer by address ticket and remembers it for redial after restarts.
      */
     func addPeer(addr: String) async throws 
@@ -1299,6 +1319,23 @@ public protocol NodeProtocol: AnyObject, Sendable {
      * An address ticket (an iroh `EndpointTicket`) that others pass to `add_peer`.
      */
     func addr() async throws  -> String
+    
+    /**
+     * Creates a managed group named `name`, with this node its first admin: a random root
+     * secret in the key store (the id does not depend on the name). Others join it with an
+     * invite from `create_invite`. Fails with `InvalidInput` for a name that is not 1 to 256
+     * bytes.
+     */
+    func createGroup(name: String) async throws  -> GroupInfo
+    
+    /**
+     * Creates an invite to managed group `group_id` (admins only), answered for `ttl_secs`
+     * (1 s to 30 days), once if `single_use`: a link (also the QR payload) and a short code
+     * answered for at most 10 minutes while this node runs. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a ttl out of range or a passphrase group,
+     * `NotFound` for a group not joined here.
+     */
+    func createInvite(groupId: String, ttlSecs: UInt64, singleUse: Bool) async throws  -> Invite
     
     /**
      * Delivery receipt of one entry: the peers known to hold it and whether every member this
@@ -1356,8 +1393,17 @@ public protocol NodeProtocol: AnyObject, Sendable {
     func joinPassphrase(passphrase: String, name: String) async throws  -> GroupInfo
     
     /**
-     * Members of a group known to this node: every author seen, every peer that has
-     * acknowledged entries of the group, and this node.
+     * Leaves group `group_id` and deletes what this node holds of it: its entries, receipts
+     * and secrets (through the key store). In a managed group it first tells the other
+     * members, waiting up to 5 s for a peer to take the news. Later calls on the group fail
+     * with `NotFound`.
+     */
+    func leaveGroup(groupId: String) async throws 
+    
+    /**
+     * Members of a group: a managed group's members now, each with its `role`; a passphrase
+     * group's members known to this node (every author seen, every peer that has
+     * acknowledged entries of the group, and this node), with no role.
      */
     func members(groupId: String) async throws  -> [Member]
     
@@ -1382,6 +1428,16 @@ public protocol NodeProtocol: AnyObject, Sendable {
      * `client_id` with a different payload fails with `IdempotencyConflict`.
      */
     func publish(groupId: String, payload: Data, clientId: String?) async throws  -> EntryMeta
+    
+    /**
+     * Removes `member` (a node id) from managed group `group_id` (admins only): a new epoch
+     * whose secret only the remaining members get, so the removed node reads nothing
+     * published after it and its later entries are refused. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a passphrase group, a malformed node id or this
+     * node itself (use `leave_group`), `NotFound` for a group not joined here or a node
+     * that is not a member.
+     */
+    func removeMember(groupId: String, member: String) async throws 
     
     /**
      * Resumes syncing after `pause`.
@@ -1484,6 +1540,30 @@ public static func `open`(config: NodeConfig)async throws  -> Node  {
 
     
     /**
+     * Joins a managed group by `invite`: a link (`covey:invite/...`, or the QR payload) or a
+     * short code (`xxxx-xxxx`, found through the DHT, so this node needs a DHT peer that
+     * knows the inviter). Accepting an invite to a group already joined returns it again.
+     * Fails with a retryable `Network` error when no inviter is reachable,
+     * `PermissionDenied` for an invite that is expired, used, forged or for another group,
+     * or a wrong code, `InvalidInput` for a malformed one.
+     */
+open func acceptInvite(invite: String)async throws  -> GroupInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_accept_invite(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(invite)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeGroupInfo_lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
      * Connects to a peer by address ticket and remembers it for redial after restarts.
      */
 open func addPeer(addr: String)async throws   {
@@ -1517,6 +1597,51 @@ open func addr()async throws  -> String  {
             completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * Creates a managed group named `name`, with this node its first admin: a random root
+     * secret in the key store (the id does not depend on the name). Others join it with an
+     * invite from `create_invite`. Fails with `InvalidInput` for a name that is not 1 to 256
+     * bytes.
+     */
+open func createGroup(name: String)async throws  -> GroupInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_create_group(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeGroupInfo_lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * Creates an invite to managed group `group_id` (admins only), answered for `ttl_secs`
+     * (1 s to 30 days), once if `single_use`: a link (also the QR payload) and a short code
+     * answered for at most 10 minutes while this node runs. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a ttl out of range or a passphrase group,
+     * `NotFound` for a group not joined here.
+     */
+open func createInvite(groupId: String, ttlSecs: UInt64, singleUse: Bool)async throws  -> Invite  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_create_invite(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(groupId),FfiConverterUInt64.lower(ttlSecs),FfiConverterBool.lower(singleUse)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeInvite_lift,
             errorHandler: FfiConverterTypeCoveyError_lift
         )
 }
@@ -1703,8 +1828,31 @@ open func joinPassphrase(passphrase: String, name: String)async throws  -> Group
 }
     
     /**
-     * Members of a group known to this node: every author seen, every peer that has
-     * acknowledged entries of the group, and this node.
+     * Leaves group `group_id` and deletes what this node holds of it: its entries, receipts
+     * and secrets (through the key store). In a managed group it first tells the other
+     * members, waiting up to 5 s for a peer to take the news. Later calls on the group fail
+     * with `NotFound`.
+     */
+open func leaveGroup(groupId: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_leave_group(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(groupId)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_void,
+            completeFunc: ffi_covey_ffi_rust_future_complete_void,
+            freeFunc: ffi_covey_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * Members of a group: a managed group's members now, each with its `role`; a passphrase
+     * group's members known to this node (every author seen, every peer that has
+     * acknowledged entries of the group, and this node), with no role.
      */
 open func members(groupId: String)async throws  -> [Member]  {
     return
@@ -1789,6 +1937,30 @@ open func publish(groupId: String, payload: Data, clientId: String? = nil)async 
             completeFunc: ffi_covey_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_covey_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeEntryMeta_lift,
+            errorHandler: FfiConverterTypeCoveyError_lift
+        )
+}
+    
+    /**
+     * Removes `member` (a node id) from managed group `group_id` (admins only): a new epoch
+     * whose secret only the remaining members get, so the removed node reads nothing
+     * published after it and its later entries are refused. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a passphrase group, a malformed node id or this
+     * node itself (use `leave_group`), `NotFound` for a group not joined here or a node
+     * that is not a member.
+     */
+open func removeMember(groupId: String, member: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_covey_ffi_fn_method_node_remove_member(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(groupId),FfiConverterString.lower(member)
+                )
+            },
+            pollFunc: ffi_covey_ffi_rust_future_poll_void,
+            completeFunc: ffi_covey_ffi_rust_future_complete_void,
+            freeFunc: ffi_covey_ffi_rust_future_free_void,
+            liftFunc: { $0 },
             errorHandler: FfiConverterTypeCoveyError_lift
         )
 }
@@ -2673,7 +2845,8 @@ public struct GroupInfo: Equatable, Hashable {
      */
     public var kind: GroupKind
     /**
-     * Members known to this node (authors seen, and this node).
+     * Its members (managed group), or the members known to this node (passphrase group:
+     * authors seen, peers that acknowledged entries, and this node); `members().len()`.
      */
     public var memberCount: UInt32
 
@@ -2693,7 +2866,8 @@ public struct GroupInfo: Equatable, Hashable {
          * How members join.
          */kind: GroupKind, 
         /**
-         * Members known to this node (authors seen, and this node).
+         * Its members (managed group), or the members known to this node (passphrase group:
+         * authors seen, peers that acknowledged entries, and this node); `members().len()`.
          */memberCount: UInt32) {
         self.groupId = groupId
         self.name = name
@@ -2748,6 +2922,91 @@ public func FfiConverterTypeGroupInfo_lift(_ buf: RustBuffer) throws -> GroupInf
 #endif
 public func FfiConverterTypeGroupInfo_lower(_ value: GroupInfo) -> RustBuffer {
     return FfiConverterTypeGroupInfo.lower(value)
+}
+
+
+/**
+ * An invite to a managed group, from `Node.create_invite`. The link and the short code are
+ * credentials: hand them only to the person invited (this record's Rust `Debug` leaves
+ * them out; foreign `toString`s do not, so do not log the record).
+ */
+public struct Invite: Equatable, Hashable {
+    /**
+     * The link, also the QR payload (`covey:invite/...`): the inviter's address, an invite
+     * id and a one-time secret, never the group's secrets.
+     */
+    public var link: String
+    /**
+     * The short code a person can read out (`xxxx-xxxx`), answered while the inviter runs,
+     * for at most 10 minutes, with 3 attempts. The joiner finds the inviter through the DHT.
+     */
+    public var shortCode: String
+    /**
+     * When the invite stops being answered, ms since the Unix epoch.
+     */
+    public var expiresAtMs: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The link, also the QR payload (`covey:invite/...`): the inviter's address, an invite
+         * id and a one-time secret, never the group's secrets.
+         */link: String, 
+        /**
+         * The short code a person can read out (`xxxx-xxxx`), answered while the inviter runs,
+         * for at most 10 minutes, with 3 attempts. The joiner finds the inviter through the DHT.
+         */shortCode: String, 
+        /**
+         * When the invite stops being answered, ms since the Unix epoch.
+         */expiresAtMs: UInt64) {
+        self.link = link
+        self.shortCode = shortCode
+        self.expiresAtMs = expiresAtMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Invite: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeInvite: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Invite {
+        return
+            try Invite(
+                link: FfiConverterString.read(from: &buf), 
+                shortCode: FfiConverterString.read(from: &buf), 
+                expiresAtMs: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Invite, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.link, into: &buf)
+        FfiConverterString.write(value.shortCode, into: &buf)
+        FfiConverterUInt64.write(value.expiresAtMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeInvite_lift(_ buf: RustBuffer) throws -> Invite {
+    return try FfiConverterTypeInvite.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeInvite_lower(_ value: Invite) -> RustBuffer {
+    return FfiConverterTypeInvite.lower(value)
 }
 
 
@@ -2831,7 +3090,8 @@ public func FfiConverterTypeLogRecord_lower(_ value: LogRecord) -> RustBuffer {
 
 
 /**
- * A member of a group as far as this node knows.
+ * A member of a group: in a managed group, its members now (by its control entries); in a
+ * passphrase group, those known to this node.
  */
 public struct Member: Equatable, Hashable {
     /**
@@ -2846,6 +3106,10 @@ public struct Member: Equatable, Hashable {
      * Highest seq of theirs this node holds in the group.
      */
     public var lastSeq: UInt64
+    /**
+     * Its role in a managed group; `None` in a passphrase group, which has no roles.
+     */
+    public var role: MemberRole?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2858,10 +3122,14 @@ public struct Member: Equatable, Hashable {
          */isSelf: Bool, 
         /**
          * Highest seq of theirs this node holds in the group.
-         */lastSeq: UInt64) {
+         */lastSeq: UInt64, 
+        /**
+         * Its role in a managed group; `None` in a passphrase group, which has no roles.
+         */role: MemberRole?) {
         self.nodeId = nodeId
         self.isSelf = isSelf
         self.lastSeq = lastSeq
+        self.role = role
     }
 
     
@@ -2882,7 +3150,8 @@ public struct FfiConverterTypeMember: FfiConverterRustBuffer {
             try Member(
                 nodeId: FfiConverterString.read(from: &buf), 
                 isSelf: FfiConverterBool.read(from: &buf), 
-                lastSeq: FfiConverterUInt64.read(from: &buf)
+                lastSeq: FfiConverterUInt64.read(from: &buf), 
+                role: FfiConverterOptionTypeMemberRole.read(from: &buf)
         )
     }
 
@@ -2890,6 +3159,7 @@ public struct FfiConverterTypeMember: FfiConverterRustBuffer {
         FfiConverterString.write(value.nodeId, into: &buf)
         FfiConverterBool.write(value.isSelf, into: &buf)
         FfiConverterUInt64.write(value.lastSeq, into: &buf)
+        FfiConverterOptionTypeMemberRole.write(value.role, into: &buf)
     }
 }
 
@@ -3731,7 +4001,8 @@ public enum Event: Equatable, Hashable {
          */peer: String
     )
     /**
-     * A group was joined or changed epoch.
+     * A group was joined or created, or changed epoch (a managed group's member was
+     * removed or left).
      */
     case groupChanged(
         /**
@@ -3758,7 +4029,8 @@ public enum Event: Equatable, Hashable {
      */
     case warning(
         /**
-         * Stable kind, such as `rejected-entry`, `incompatible-version` or `events-dropped`.
+         * Stable kind, such as `rejected-entry`, `incompatible-version`, `events-dropped` or
+         * `removed-from-group` (an admin removed this node from a managed group).
          */kind: String, 
         /**
          * Human detail.
@@ -3878,7 +4150,7 @@ public enum GroupKind: Equatable, Hashable {
      */
     case passphrase
     /**
-     * Joined by invite; an admin manages members.
+     * Created with `create_group` or joined by invite; an admin manages members.
      */
     case managed
 
@@ -4218,6 +4490,81 @@ public func FfiConverterTypeLogLevel_lower(_ value: LogLevel) -> RustBuffer {
 
 
 /**
+ * What a member may do in a managed group.
+ */
+
+public enum MemberRole: Equatable, Hashable {
+    
+    /**
+     * Reads and writes entries.
+     */
+    case member
+    /**
+     * A member that may also invite and remove members.
+     */
+    case admin
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension MemberRole: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMemberRole: FfiConverterRustBuffer {
+    typealias SwiftType = MemberRole
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MemberRole {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .member
+        
+        case 2: return .admin
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: MemberRole, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .member:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .admin:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberRole_lift(_ buf: RustBuffer) throws -> MemberRole {
+    return try FfiConverterTypeMemberRole.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberRole_lower(_ value: MemberRole) -> RustBuffer {
+    return FfiConverterTypeMemberRole.lower(value)
+}
+
+
+
+/**
  * A group's sync state with a peer.
  */
 
@@ -4486,6 +4833,30 @@ fileprivate struct FfiConverterOptionTypeDurability: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeMemberRole: FfiConverterRustBuffer {
+    typealias SwiftType = MemberRole?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeMemberRole.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeMemberRole.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     typealias SwiftType = [String]
 
@@ -4681,10 +5052,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_covey_ffi_checksum_method_logger_log() != 25890) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_covey_ffi_checksum_method_node_accept_invite() != 646) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_covey_ffi_checksum_method_node_add_peer() != 29456) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_addr() != 9850) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_create_group() != 332) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_create_invite() != 59382) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_delivery() != 65432) {
@@ -4714,7 +5094,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_covey_ffi_checksum_method_node_join_passphrase() != 40279) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_covey_ffi_checksum_method_node_members() != 18242) {
+    if (uniffi_covey_ffi_checksum_method_node_leave_group() != 35966) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_members() != 13441) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_network_changed() != 10396) {
@@ -4727,6 +5110,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_publish() != 47303) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_covey_ffi_checksum_method_node_remove_member() != 45274) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_covey_ffi_checksum_method_node_resume() != 9169) {

@@ -214,6 +214,13 @@ final class Recorder: EventListener, @unchecked Sendable {
         }
     }
 
+    var warningKinds: [String] {
+        events.compactMap {
+            if case let .warning(kind, _) = $0 { return kind }
+            return nil
+        }
+    }
+
     var peersConnected: [String] {
         events.compactMap {
             if case let .peerConnected(peer) = $0 { return peer }
@@ -353,7 +360,8 @@ final class Nodes: @unchecked Sendable {
         maxPayloadBytes: UInt64? = nil,
         durability: Durability? = nil,
         dhtRendezvous: Bool? = nil,
-        dhtMaxValueBytes: UInt64? = nil
+        dhtMaxValueBytes: UInt64? = nil,
+        bootstrap: [String] = []
     ) async throws -> Node {
         let node = try await Node.open(
             config: config(
@@ -361,6 +369,7 @@ final class Nodes: @unchecked Sendable {
                 keyStore: keyStore,
                 durability: durability,
                 maxPayloadBytes: maxPayloadBytes,
+                bootstrap: bootstrap,
                 dhtRendezvous: dhtRendezvous,
                 dhtMaxValueBytes: dhtMaxValueBytes
             )
@@ -845,6 +854,150 @@ final class ErrorTests: CoveyTestCase {
             await expectError("Closed", "resume") { try await a.resume() }
             await expectError("Closed", "networkChanged") { try await a.networkChanged() }
             await expectError("Closed", "subscribe") { try a.subscribe(listener: Recorder()) }
+        }
+    }
+}
+
+// MARK: - Managed groups (python/tests/test_managed.py)
+
+/// The payloads a node holds in a group.
+func payloads(_ node: Node, _ groupId: String) async throws -> Set<Data> {
+    Set(try await entriesOf(node, groupId).map { $0.payload })
+}
+
+/// A group's epoch on a node.
+func epochOf(_ node: Node, _ groupId: String) async throws -> UInt64? {
+    try await node.groups().first(where: { $0.groupId == groupId })?.epoch
+}
+
+final class ManagedGroupTests: CoveyTestCase {
+    func testCreateInviteByLinkAndCodeRemoveAndLeave() async throws {
+        try await coveyTest { nodes in
+            let a = try await nodes.open()
+            let b = try await nodes.open()
+            // A short code is found through the DHT: C knows A as its bootstrap.
+            let ticket = try await a.addr()
+            let c = try await nodes.open(bootstrap: [ticket])
+
+            let info = try await a.createGroup(name: "family")
+            XCTAssertEqual(info.kind, .managed)
+            XCTAssertEqual(info.epoch, 0)
+            XCTAssertEqual(info.memberCount, 1)
+            let g = info.groupId
+            let me = try await a.members(groupId: g)
+            XCTAssertEqual(me.count, 1)
+            XCTAssertEqual(me.first?.isSelf, true)
+            XCTAssertEqual(me.first?.role, .admin)
+
+            // B joins by link, C by short code.
+            let forB = try await a.createInvite(groupId: g, ttlSecs: 3600, singleUse: true)
+            XCTAssertTrue(forB.link.hasPrefix("covey:invite/"))
+            XCTAssertTrue(forB.expiresAtMs > 0)
+            let joined = try await b.acceptInvite(invite: forB.link)
+            XCTAssertEqual(joined.groupId, g)
+            XCTAssertEqual(joined.kind, .managed)
+            XCTAssertEqual(joined.name, "family")
+            let forC = try await a.createInvite(groupId: g, ttlSecs: 600, singleUse: true)
+            XCTAssertEqual(forC.shortCode.count, 9)
+            let joinedC = try await c.acceptInvite(invite: forC.shortCode)
+            XCTAssertEqual(joinedC.groupId, g)
+
+            // Everyone publishes; everyone converges.
+            _ = try await a.publish(groupId: g, payload: Data("from a".utf8))
+            _ = try await b.publish(groupId: g, payload: Data("from b".utf8))
+            _ = try await c.publish(groupId: g, payload: Data("from c".utf8))
+            let all: Set<Data> = [Data("from a".utf8), Data("from b".utf8), Data("from c".utf8)]
+            for (i, n) in [a, b, c].enumerated() {
+                _ = try await eventually("all three entries on node \(i)") { () async throws -> Bool? in
+                    try await payloads(n, g) == all ? true : nil
+                }
+            }
+            let members = try await a.members(groupId: g)
+            XCTAssertEqual(members.count, 3)
+            XCTAssertEqual(members.filter { $0.role == .admin }.map { $0.nodeId }, [a.nodeId()])
+            XCTAssertEqual(members.first(where: { $0.nodeId == c.nodeId() })?.role, .member)
+            _ = try await eventually("b to know all three members") { () async throws -> Bool? in
+                try await b.members(groupId: g).count == 3 ? true : nil
+            }
+
+            // A member may not remove or invite; a malformed node id is invalid input.
+            await expectError("PermissionDenied", "a member removing the admin") {
+                try await b.removeMember(groupId: g, member: a.nodeId())
+            }
+            await expectError("PermissionDenied", "a member inviting") {
+                try await b.createInvite(groupId: g, ttlSecs: 60, singleUse: true)
+            }
+            await expectError("InvalidInput", "a malformed node id") {
+                try await a.removeMember(groupId: g, member: "not a node id")
+            }
+
+            // A removes C: a new epoch, which B follows.
+            let seen = Recorder()
+            let seenByC = Recorder()
+            _ = try nodes.subscribe(b, seen)
+            _ = try nodes.subscribe(c, seenByC)
+            try await a.removeMember(groupId: g, member: c.nodeId())
+            let epochA = try await epochOf(a, g)
+            XCTAssertEqual(epochA, 1)
+            _ = try await eventually("b to reach epoch 1") { () async throws -> Bool? in
+                try await epochOf(b, g) == 1 ? true : nil
+            }
+            try await waitUntil("a GroupChanged event at epoch 1 on b") {
+                seen.groupsChanged.contains(where: { $0.groupId == g && $0.epoch == 1 })
+            }
+
+            // What A publishes after the removal reaches B, never C. C is told (the removal
+            // reaches it before its session ends) and can publish no more.
+            _ = try await a.publish(groupId: g, payload: Data("after".utf8))
+            try await waitUntil("a removed-from-group warning on c") {
+                seenByC.warningKinds.contains("removed-from-group")
+            }
+            await expectError("PermissionDenied", "a removed member publishing") {
+                try await c.publish(groupId: g, payload: Data("c after removal".utf8))
+            }
+            var withAfter = all
+            withAfter.insert(Data("after".utf8))
+            let want = withAfter
+            _ = try await eventually("b to get the post-removal entry") { () async throws -> Bool? in
+                try await payloads(b, g) == want ? true : nil
+            }
+            try await Task.sleep(nanoseconds: 2_000_000_000)
+            let onC = try await payloads(c, g)
+            XCTAssertFalse(onC.contains(Data("after".utf8)))
+            let onA = try await payloads(a, g)
+            XCTAssertFalse(onA.contains(Data("c after removal".utf8)))
+            let epochC = try await epochOf(c, g)
+            XCTAssertEqual(epochC, 0)
+
+            // B leaves: the group is gone there; A keeps it.
+            try await b.leaveGroup(groupId: g)
+            await expectError("NotFound", "entries after leaving") {
+                try await b.entries(groupId: g, afterCursor: 0, limit: 10)
+            }
+            let left = try await b.groups()
+            XCTAssertTrue(left.isEmpty)
+        }
+    }
+
+    func testAUsedLinkAndAPassphraseGroupAreRefused() async throws {
+        try await coveyTest { nodes in
+            let a = try await nodes.open()
+            let b = try await nodes.open()
+            let c = try await nodes.open()
+            let g = try await a.createGroup(name: "team").groupId
+            let once = try await a.createInvite(groupId: g, ttlSecs: 60, singleUse: true)
+            _ = try await b.acceptInvite(invite: once.link)
+            await expectError("PermissionDenied", "a used single-use link") {
+                try await c.acceptInvite(invite: once.link)
+            }
+            // A passphrase group has no admin, and its members no role.
+            let p = try await a.joinPassphrase(passphrase: pass, name: "old-style")
+            let msg = await expectError("InvalidInput", "remove in a passphrase group") {
+                try await a.removeMember(groupId: p.groupId, member: b.nodeId())
+            }
+            XCTAssertTrue(msg.contains("passphrase groups have no admin"), msg)
+            let members = try await a.members(groupId: p.groupId)
+            XCTAssertTrue(members.allSatisfy { $0.role == nil })
         }
     }
 }

@@ -768,9 +768,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_covey_ffi_checksum_method_logger_log(
     ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_accept_invite(
+    ): Int
     external fun uniffi_covey_ffi_checksum_method_node_add_peer(
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_addr(
+    ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_create_group(
+    ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_create_invite(
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_delivery(
     ): Int
@@ -790,6 +796,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_join_passphrase(
     ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_leave_group(
+    ): Int
     external fun uniffi_covey_ffi_checksum_method_node_members(
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_network_changed(
@@ -799,6 +807,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_covey_ffi_checksum_method_node_pause(
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_publish(
+    ): Int
+    external fun uniffi_covey_ffi_checksum_method_node_remove_member(
     ): Int
     external fun uniffi_covey_ffi_checksum_method_node_resume(
     ): Int
@@ -873,9 +883,15 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_covey_ffi_fn_constructor_node_open(`config`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_covey_ffi_fn_method_node_accept_invite(`ptr`: Long,`invite`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_covey_ffi_fn_method_node_add_peer(`ptr`: Long,`addr`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_addr(`ptr`: Long,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_create_group(`ptr`: Long,`name`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_create_invite(`ptr`: Long,`groupId`: RustBuffer.ByValue,`ttlSecs`: Long,`singleUse`: Byte,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_delivery(`ptr`: Long,`groupId`: RustBuffer.ByValue,`entryId`: RustBuffer.ByValue,
     ): Long
@@ -895,6 +911,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_join_passphrase(`ptr`: Long,`passphrase`: RustBuffer.ByValue,`name`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_covey_ffi_fn_method_node_leave_group(`ptr`: Long,`groupId`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_covey_ffi_fn_method_node_members(`ptr`: Long,`groupId`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_network_changed(`ptr`: Long,
@@ -904,6 +922,8 @@ internal object UniffiLib {
     external fun uniffi_covey_ffi_fn_method_node_pause(`ptr`: Long,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_publish(`ptr`: Long,`groupId`: RustBuffer.ByValue,`payload`: RustBuffer.ByValue,`clientId`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_covey_ffi_fn_method_node_remove_member(`ptr`: Long,`groupId`: RustBuffer.ByValue,`member`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_covey_ffi_fn_method_node_resume(`ptr`: Long,
     ): Long
@@ -1055,10 +1075,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_covey_ffi_checksum_method_logger_log() and 0xFFFF) != 25890) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_accept_invite() and 0xFFFF) != 646) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_covey_ffi_checksum_method_node_add_peer() and 0xFFFF) != 29456) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_addr() and 0xFFFF) != 9850) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_create_group() and 0xFFFF) != 332) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_create_invite() and 0xFFFF) != 59382) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_delivery() and 0xFFFF) != 65432) {
@@ -1088,7 +1117,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_covey_ffi_checksum_method_node_join_passphrase() and 0xFFFF) != 40279) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_covey_ffi_checksum_method_node_members() and 0xFFFF) != 18242) {
+    if ((lib.uniffi_covey_ffi_checksum_method_node_leave_group() and 0xFFFF) != 35966) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_members() and 0xFFFF) != 13441) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_network_changed() and 0xFFFF) != 10396) {
@@ -1101,6 +1133,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_publish() and 0xFFFF) != 47303) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_covey_ffi_checksum_method_node_remove_member() and 0xFFFF) != 45274) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_covey_ffi_checksum_method_node_resume() and 0xFFFF) != 9169) {
@@ -1921,10 +1956,15 @@ public object FfiConverterTypeEventListener: FfiConverter<EventListener, Long> {
 
 
 /**
- * A store of named secrets the app implements: the device key (name `device`) and one root
- * secret per group (`group-<hex id>`). Names are ASCII `[a-z0-9-]`; values are at most a few
+ * A store of named secrets the app implements: the device keys (names `device` and
+ * `device-x25519`), one root secret per group (`group-<hex id>`) and one secret per epoch of a
+ * managed group (`epoch-<64 hex>`). Names are ASCII `[a-z0-9-]`; values are at most a few
  * hundred bytes. Implementations must keep values private and never log them. Calls come
  * from a background thread.
+ *
+ * There is no delete call: leaving a group deletes its secrets by storing an empty value
+ * under each name, which Covey reads back as no secret. An implementation may remove the
+ * item when it is given an empty value.
  */
 public interface KeyStore {
     
@@ -1942,10 +1982,15 @@ public interface KeyStore {
 }
 
 /**
- * A store of named secrets the app implements: the device key (name `device`) and one root
- * secret per group (`group-<hex id>`). Names are ASCII `[a-z0-9-]`; values are at most a few
+ * A store of named secrets the app implements: the device keys (names `device` and
+ * `device-x25519`), one root secret per group (`group-<hex id>`) and one secret per epoch of a
+ * managed group (`epoch-<64 hex>`). Names are ASCII `[a-z0-9-]`; values are at most a few
  * hundred bytes. Implementations must keep values private and never log them. Calls come
  * from a background thread.
+ *
+ * There is no delete call: leaving a group deletes its secrets by storing an empty value
+ * under each name, which Covey reads back as no secret. An implementation may remove the
+ * item when it is given an empty value.
  */
 open class KeyStoreImpl: Disposable, AutoCloseable, KeyStore
 {
@@ -2638,6 +2683,16 @@ public object FfiConverterTypeLogger: FfiConverter<Logger, Long> {
 public interface NodeInterface {
     
     /**
+     * Joins a managed group by `invite`: a link (`covey:invite/...`, or the QR payload) or a
+     * short code (`xxxx-xxxx`, found through the DHT, so this node needs a DHT peer that
+     * knows the inviter). Accepting an invite to a group already joined returns it again.
+     * Fails with a retryable `Network` error when no inviter is reachable,
+     * `PermissionDenied` for an invite that is expired, used, forged or for another group,
+     * or a wrong code, `InvalidInput` for a malformed one.
+     */
+    suspend fun `acceptInvite`(`invite`: kotlin.String): GroupInfo
+    
+    /**
      * Connects to a peer by address ticket and remembers it for redial after restarts.
      */
     suspend fun `addPeer`(`addr`: kotlin.String)
@@ -2646,6 +2701,23 @@ public interface NodeInterface {
      * An address ticket (an iroh `EndpointTicket`) that others pass to `add_peer`.
      */
     suspend fun `addr`(): kotlin.String
+    
+    /**
+     * Creates a managed group named `name`, with this node its first admin: a random root
+     * secret in the key store (the id does not depend on the name). Others join it with an
+     * invite from `create_invite`. Fails with `InvalidInput` for a name that is not 1 to 256
+     * bytes.
+     */
+    suspend fun `createGroup`(`name`: kotlin.String): GroupInfo
+    
+    /**
+     * Creates an invite to managed group `group_id` (admins only), answered for `ttl_secs`
+     * (1 s to 30 days), once if `single_use`: a link (also the QR payload) and a short code
+     * answered for at most 10 minutes while this node runs. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a ttl out of range or a passphrase group,
+     * `NotFound` for a group not joined here.
+     */
+    suspend fun `createInvite`(`groupId`: kotlin.String, `ttlSecs`: kotlin.ULong, `singleUse`: kotlin.Boolean): Invite
     
     /**
      * Delivery receipt of one entry: the peers known to hold it and whether every member this
@@ -2703,8 +2775,17 @@ public interface NodeInterface {
     suspend fun `joinPassphrase`(`passphrase`: kotlin.String, `name`: kotlin.String): GroupInfo
     
     /**
-     * Members of a group known to this node: every author seen, every peer that has
-     * acknowledged entries of the group, and this node.
+     * Leaves group `group_id` and deletes what this node holds of it: its entries, receipts
+     * and secrets (through the key store). In a managed group it first tells the other
+     * members, waiting up to 5 s for a peer to take the news. Later calls on the group fail
+     * with `NotFound`.
+     */
+    suspend fun `leaveGroup`(`groupId`: kotlin.String)
+    
+    /**
+     * Members of a group: a managed group's members now, each with its `role`; a passphrase
+     * group's members known to this node (every author seen, every peer that has
+     * acknowledged entries of the group, and this node), with no role.
      */
     suspend fun `members`(`groupId`: kotlin.String): List<Member>
     
@@ -2729,6 +2810,16 @@ public interface NodeInterface {
      * `client_id` with a different payload fails with `IdempotencyConflict`.
      */
     suspend fun `publish`(`groupId`: kotlin.String, `payload`: kotlin.ByteArray, `clientId`: kotlin.String? = null): EntryMeta
+    
+    /**
+     * Removes `member` (a node id) from managed group `group_id` (admins only): a new epoch
+     * whose secret only the remaining members get, so the removed node reads nothing
+     * published after it and its later entries are refused. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a passphrase group, a malformed node id or this
+     * node itself (use `leave_group`), `NotFound` for a group not joined here or a node
+     * that is not a member.
+     */
+    suspend fun `removeMember`(`groupId`: kotlin.String, `member`: kotlin.String)
     
     /**
      * Resumes syncing after `pause`.
@@ -2862,6 +2953,36 @@ open class Node: Disposable, AutoCloseable, NodeInterface
 
     
     /**
+     * Joins a managed group by `invite`: a link (`covey:invite/...`, or the QR payload) or a
+     * short code (`xxxx-xxxx`, found through the DHT, so this node needs a DHT peer that
+     * knows the inviter). Accepting an invite to a group already joined returns it again.
+     * Fails with a retryable `Network` error when no inviter is reachable,
+     * `PermissionDenied` for an invite that is expired, used, forged or for another group,
+     * or a wrong code, `InvalidInput` for a malformed one.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `acceptInvite`(`invite`: kotlin.String) : GroupInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_accept_invite(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`invite`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeGroupInfo.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Connects to a peer by address ticket and remembers it for redial after restarts.
      */
     @Throws(CoveyException::class)
@@ -2905,6 +3026,65 @@ open class Node: Disposable, AutoCloseable, NodeInterface
         { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterString.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Creates a managed group named `name`, with this node its first admin: a random root
+     * secret in the key store (the id does not depend on the name). Others join it with an
+     * invite from `create_invite`. Fails with `InvalidInput` for a name that is not 1 to 256
+     * bytes.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `createGroup`(`name`: kotlin.String) : GroupInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_create_group(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`name`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeGroupInfo.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Creates an invite to managed group `group_id` (admins only), answered for `ttl_secs`
+     * (1 s to 30 days), once if `single_use`: a link (also the QR payload) and a short code
+     * answered for at most 10 minutes while this node runs. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a ttl out of range or a passphrase group,
+     * `NotFound` for a group not joined here.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `createInvite`(`groupId`: kotlin.String, `ttlSecs`: kotlin.ULong, `singleUse`: kotlin.Boolean) : Invite {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_create_invite(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`groupId`),
+        FfiConverterULong.lower(`ttlSecs`),
+        FfiConverterBoolean.lower(`singleUse`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeInvite.lift(it) },
         // Error FFI converter
         CoveyException.ErrorHandler,
     )
@@ -3157,8 +3337,38 @@ open class Node: Disposable, AutoCloseable, NodeInterface
 
     
     /**
-     * Members of a group known to this node: every author seen, every peer that has
-     * acknowledged entries of the group, and this node.
+     * Leaves group `group_id` and deletes what this node holds of it: its entries, receipts
+     * and secrets (through the key store). In a managed group it first tells the other
+     * members, waiting up to 5 s for a peer to take the news. Later calls on the group fail
+     * with `NotFound`.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `leaveGroup`(`groupId`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_leave_group(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`groupId`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Members of a group: a managed group's members now, each with its `role`; a passphrase
+     * group's members known to this node (every author seen, every peer that has
+     * acknowledged entries of the group, and this node), with no role.
      */
     @Throws(CoveyException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -3271,6 +3481,38 @@ open class Node: Disposable, AutoCloseable, NodeInterface
         { future -> UniffiLib.ffi_covey_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterTypeEntryMeta.lift(it) },
+        // Error FFI converter
+        CoveyException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Removes `member` (a node id) from managed group `group_id` (admins only): a new epoch
+     * whose secret only the remaining members get, so the removed node reads nothing
+     * published after it and its later entries are refused. Fails with `PermissionDenied`
+     * for a non-admin, `InvalidInput` for a passphrase group, a malformed node id or this
+     * node itself (use `leave_group`), `NotFound` for a group not joined here or a node
+     * that is not a member.
+     */
+    @Throws(CoveyException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `removeMember`(`groupId`: kotlin.String, `member`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_covey_ffi_fn_method_node_remove_member(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`groupId`),
+        FfiConverterString.lower(`member`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_covey_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_covey_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_covey_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
         // Error FFI converter
         CoveyException.ErrorHandler,
     )
@@ -4176,7 +4418,8 @@ data class GroupInfo (
     var `kind`: GroupKind
     , 
     /**
-     * Members known to this node (authors seen, and this node).
+     * Its members (managed group), or the members known to this node (passphrase group:
+     * authors seen, peers that acknowledged entries, and this node); `members().len()`.
      */
     var `memberCount`: kotlin.UInt
     
@@ -4217,6 +4460,65 @@ public object FfiConverterTypeGroupInfo: FfiConverterRustBuffer<GroupInfo> {
             FfiConverterULong.write(value.`epoch`, buf)
             FfiConverterTypeGroupKind.write(value.`kind`, buf)
             FfiConverterUInt.write(value.`memberCount`, buf)
+    }
+}
+
+
+
+/**
+ * An invite to a managed group, from `Node.create_invite`. The link and the short code are
+ * credentials: hand them only to the person invited (this record's Rust `Debug` leaves
+ * them out; foreign `toString`s do not, so do not log the record).
+ */
+data class Invite (
+    /**
+     * The link, also the QR payload (`covey:invite/...`): the inviter's address, an invite
+     * id and a one-time secret, never the group's secrets.
+     */
+    var `link`: kotlin.String
+    , 
+    /**
+     * The short code a person can read out (`xxxx-xxxx`), answered while the inviter runs,
+     * for at most 10 minutes, with 3 attempts. The joiner finds the inviter through the DHT.
+     */
+    var `shortCode`: kotlin.String
+    , 
+    /**
+     * When the invite stops being answered, ms since the Unix epoch.
+     */
+    var `expiresAtMs`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeInvite: FfiConverterRustBuffer<Invite> {
+    override fun read(buf: ByteBuffer): Invite {
+        return Invite(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Invite) = (
+            FfiConverterString.allocationSize(value.`link`) +
+            FfiConverterString.allocationSize(value.`shortCode`) +
+            FfiConverterULong.allocationSize(value.`expiresAtMs`)
+    )
+
+    override fun write(value: Invite, buf: ByteBuffer) {
+            FfiConverterString.write(value.`link`, buf)
+            FfiConverterString.write(value.`shortCode`, buf)
+            FfiConverterULong.write(value.`expiresAtMs`, buf)
     }
 }
 
@@ -4278,7 +4580,8 @@ public object FfiConverterTypeLogRecord: FfiConverterRustBuffer<LogRecord> {
 
 
 /**
- * A member of a group as far as this node knows.
+ * A member of a group: in a managed group, its members now (by its control entries); in a
+ * passphrase group, those known to this node.
  */
 data class Member (
     /**
@@ -4295,6 +4598,11 @@ data class Member (
      * Highest seq of theirs this node holds in the group.
      */
     var `lastSeq`: kotlin.ULong
+    , 
+    /**
+     * Its role in a managed group; `None` in a passphrase group, which has no roles.
+     */
+    var `role`: MemberRole?
     
 ){
     
@@ -4314,19 +4622,22 @@ public object FfiConverterTypeMember: FfiConverterRustBuffer<Member> {
             FfiConverterString.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalTypeMemberRole.read(buf),
         )
     }
 
     override fun allocationSize(value: Member) = (
             FfiConverterString.allocationSize(value.`nodeId`) +
             FfiConverterBoolean.allocationSize(value.`isSelf`) +
-            FfiConverterULong.allocationSize(value.`lastSeq`)
+            FfiConverterULong.allocationSize(value.`lastSeq`) +
+            FfiConverterOptionalTypeMemberRole.allocationSize(value.`role`)
     )
 
     override fun write(value: Member, buf: ByteBuffer) {
             FfiConverterString.write(value.`nodeId`, buf)
             FfiConverterBoolean.write(value.`isSelf`, buf)
             FfiConverterULong.write(value.`lastSeq`, buf)
+            FfiConverterOptionalTypeMemberRole.write(value.`role`, buf)
     }
 }
 
@@ -5153,7 +5464,8 @@ sealed class Event {
     }
     
     /**
-     * A group was joined or changed epoch.
+     * A group was joined or created, or changed epoch (a managed group's member was
+     * removed or left).
      */
     data class GroupChanged(
         /**
@@ -5196,7 +5508,8 @@ sealed class Event {
      */
     data class Warning(
         /**
-         * Stable kind, such as `rejected-entry`, `incompatible-version` or `events-dropped`.
+         * Stable kind, such as `rejected-entry`, `incompatible-version`, `events-dropped` or
+         * `removed-from-group` (an admin removed this node from a managed group).
          */
         val `kind`: kotlin.String, 
         /**
@@ -5362,7 +5675,7 @@ enum class GroupKind {
      */
     PASSPHRASE,
     /**
-     * Joined by invite; an admin manages members.
+     * Created with `create_group` or joined by invite; an admin manages members.
      */
     MANAGED;
 
@@ -5585,6 +5898,49 @@ public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
     override fun allocationSize(value: LogLevel) = 4UL
 
     override fun write(value: LogLevel, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What a member may do in a managed group.
+ */
+
+enum class MemberRole {
+    
+    /**
+     * Reads and writes entries.
+     */
+    MEMBER,
+    /**
+     * A member that may also invite and remove members.
+     */
+    ADMIN;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMemberRole: FfiConverterRustBuffer<MemberRole> {
+    override fun read(buf: ByteBuffer) = try {
+        MemberRole.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: MemberRole) = 4UL
+
+    override fun write(value: MemberRole, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -5886,6 +6242,38 @@ public object FfiConverterOptionalTypeDurability: FfiConverterRustBuffer<Durabil
         } else {
             buf.put(1)
             FfiConverterTypeDurability.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeMemberRole: FfiConverterRustBuffer<MemberRole?> {
+    override fun read(buf: ByteBuffer): MemberRole? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeMemberRole.read(buf)
+    }
+
+    override fun allocationSize(value: MemberRole?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeMemberRole.allocationSize(value)
+        }
+    }
+
+    override fun write(value: MemberRole?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeMemberRole.write(value, buf)
         }
     }
 }

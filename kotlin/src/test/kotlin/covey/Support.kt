@@ -110,6 +110,7 @@ class Nodes(private val root: Path) {
         durability: Durability? = null,
         dhtRendezvous: Boolean? = null,
         dhtMaxValueBytes: ULong? = null,
+        bootstrap: List<String> = listOf(),
     ): Node {
         val node = Node.open(
             config(
@@ -117,6 +118,7 @@ class Nodes(private val root: Path) {
                 keyStore = keyStore,
                 maxPayloadBytes = maxPayloadBytes,
                 durability = durability,
+                bootstrap = bootstrap,
                 dhtRendezvous = dhtRendezvous,
                 dhtMaxValueBytes = dhtMaxValueBytes,
             ),
