@@ -36,6 +36,19 @@ async fn wait_payloads(node: &Node, group: &GroupId, want: &[&[u8]], what: &str)
     .await;
 }
 
+/// The secrets in a data dir's default key store, by name.
+fn key_store_secrets(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_dir(dir.join("keys"))
+        .unwrap()
+        .map(|f| {
+            let path = f.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .filter(|(_, secret)| secret.len() == 32)
+        .collect()
+}
+
 async fn epoch_of(node: &Node, group: &GroupId) -> u64 {
     node.groups()
         .await
@@ -145,6 +158,31 @@ async fn three_devices_create_invite_by_link_and_code_then_remove_one() {
 
     // Entries from before the removal stay readable on A and B.
     assert!(payloads(&a, &g).await.contains(&b"from c".to_vec()));
+
+    // Every secret lives in the key store, none in the SQLite files: the root, the epoch-1
+    // secret, and the X25519 device key.
+    let secrets = key_store_secrets(dirs[0].path());
+    assert!(
+        secrets.len() >= 4,
+        "device, x25519, root and epoch keys: {}",
+        secrets.len()
+    );
+    let names: Vec<&String> = secrets.iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n.starts_with("epoch-")), "{names:?}");
+    for file in std::fs::read_dir(dirs[0].path()).unwrap() {
+        let path = file.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for (name, secret) in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "{} holds the secret {name}",
+                path.display()
+            );
+        }
+    }
 
     for n in [a, b, c] {
         n.shutdown().await.unwrap();

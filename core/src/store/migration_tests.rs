@@ -252,6 +252,39 @@ fn migration_5_refuses_protocol_v1_entries_and_keeps_them() {
 }
 
 #[test]
+fn migration_6_adds_managed_group_tables_keeping_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = database_at(dir.path(), 5);
+    put_version_1_rows(&conn);
+    step_to(&mut conn, 6);
+    assert_version_1_rows(&conn);
+    // An existing group is a passphrase group: no creator.
+    assert_eq!(super::creator(&conn, &[7; 32]).unwrap(), None);
+    // The new columns and tables work against the rows that were there.
+    super::set_creator(&conn, &[7; 32], &[3; 32]).unwrap();
+    assert_eq!(super::creator(&conn, &[7; 32]).unwrap(), Some([3; 32]));
+    let invite = super::InviteRow {
+        invite_id: [1; 16],
+        group_id: [7; 32],
+        secret_hash: [2; 32],
+        expires_ms: 10,
+        single_use: true,
+        uses: 0,
+    };
+    super::insert_invite(&conn, &invite).unwrap();
+    super::use_invite(&conn, &[1; 16]).unwrap();
+    assert_eq!(super::invite(&conn, &[1; 16]).unwrap().map(|r| r.uses), Some(1));
+    super::put_welcome_controls(&conn, &[7; 32], &[([5; 32], vec![2, 1, 0])]).unwrap();
+    assert_eq!(super::welcome_controls(&conn, &[7; 32]).unwrap(), vec![vec![2, 1, 0]]);
+    // Control entries are found by their kind byte, data entries are not among them.
+    assert!(super::control_entries(&conn, &[7; 32]).unwrap().is_empty());
+    // Deleting the group takes its invites and welcome entries with it.
+    super::delete_group(&conn, &[7; 32]).unwrap();
+    assert_eq!(super::invite(&conn, &[1; 16]).unwrap(), None);
+    assert!(super::welcome_controls(&conn, &[7; 32]).unwrap().is_empty());
+}
+
+#[test]
 fn there_is_one_migration_test_per_migration() {
     // Adding a migration file without a `migration_N_...` test above fails here.
     let source = include_str!("migration_tests.rs");
