@@ -12,6 +12,8 @@ use covey_core::{CoveyError, Entry, EntryId, ErrorKind, GroupId, Node, NodeConfi
 
 use crate::outln;
 
+mod managed;
+
 /// The demo group's name.
 const GROUP: &str = "covey-demo";
 /// The demo group's passphrase (the nodes are throwaway and loopback-only).
@@ -50,9 +52,17 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = Topology::Ring)]
     topology: Topology,
     /// Give up (and exit 1) if the nodes have not converged this many seconds after
-    /// publishing starts.
+    /// publishing starts (with --managed: bounds each wait of the story).
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     timeout_secs: u64,
+    /// Run the managed-group story instead: three nodes A, B and C; A creates a group, B
+    /// joins by link, C by short code, all publish, A removes C, and the demo checks that
+    /// A's next entry reaches B but not C and that C's later entries reach nobody.
+    #[arg(
+        long,
+        conflicts_with_all = ["nodes", "entries", "payload_bytes", "topology"]
+    )]
+    managed: bool,
 }
 
 impl DemoArgs {
@@ -120,6 +130,9 @@ fn ms(d: Duration) -> u128 {
 /// Runs the demo; an error means it did not converge (or could not run).
 pub async fn run(args: &DemoArgs) -> Result<()> {
     args.validate()?;
+    if args.managed {
+        return managed::run(Duration::from_secs(args.timeout_secs)).await;
+    }
     let mut dirs = Vec::with_capacity(args.nodes);
     for _ in 0..args.nodes {
         let dir = tempfile::Builder::new()
@@ -307,7 +320,7 @@ async fn wait_for_counts(
 }
 
 /// Every entry of `group` on `node`, in cursor order.
-async fn all_entries(node: &Node, group: &GroupId) -> Result<Vec<Entry>> {
+pub(crate) async fn all_entries(node: &Node, group: &GroupId) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut cursor = 0;
     loop {
@@ -394,6 +407,7 @@ mod tests {
             payload_bytes: 1,
             topology: Topology::Ring,
             timeout_secs: 1,
+            managed: false,
         };
         assert_eq!(args.links(), vec![(0, 1), (1, 2), (2, 0)]);
         args.topology = Topology::Line;

@@ -9,6 +9,7 @@
 
 mod demo;
 mod input;
+mod managed;
 mod render;
 
 use std::io::Write;
@@ -59,6 +60,13 @@ struct Global {
     /// no relay, no NAT traversal), or a fixed port for a ticket that stays valid across runs.
     #[arg(long, global = true, value_name = "ADDR")]
     bind: Option<SocketAddr>,
+    /// Address ticket of a node to join the DHT through (repeatable); remembered as a peer.
+    ///
+    /// Group members find each other through the DHT, and `invite accept` finds a short code's
+    /// inviter there: give the ticket `covey run` or `covey invite create` prints on the
+    /// inviter, or of any node that knows it.
+    #[arg(long, global = true, value_name = "TICKET")]
+    bootstrap: Vec<String>,
 }
 
 /// The commands.
@@ -75,9 +83,12 @@ enum Command {
     /// Manage remembered peers.
     #[command(subcommand)]
     Peer(PeerCommand),
-    /// Join and list groups.
+    /// Create, join, list and manage groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Invite devices into a managed group, or join one by invite.
+    #[command(subcommand)]
+    Invite(managed::InviteCommand),
     /// Publish one entry to a group and print its entry id, seq and cursor.
     ///
     /// The entry is stored (encrypted) locally at once and reaches peers while `covey run` is
@@ -144,7 +155,9 @@ enum Command {
     /// Each node gets its own temp dir; all join one passphrase group, link up in a ring (or
     /// line), publish concurrently, and must end up holding every entry in the same order with
     /// every payload decrypting to what was published. Exits 1 if they do not converge before
-    /// the timeout. Ignores --data-dir and --bind.
+    /// the timeout. With --managed, three nodes run a managed group instead: A creates it, B
+    /// joins by link, C by short code, all publish, A removes C, and the demo checks that what
+    /// follows reaches B and never C. Ignores --data-dir, --bind and --bootstrap.
     Demo(demo::DemoArgs),
 }
 
@@ -211,15 +224,66 @@ enum GroupCommand {
         /// The group's name (part of the key derivation: it must match on every device).
         name: String,
     },
+    /// Create a managed group NAME, with this node its admin, and print its id.
+    ///
+    /// Others join it by invite (`covey invite create`), never by passphrase; its id and keys
+    /// are random, not derived from the name.
+    Create {
+        /// The group's name, shown to every member (1 to 256 bytes).
+        name: String,
+        /// Print the group as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List joined groups: id, name, epoch, members known here.
     List {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
-    /// List a group's members as far as this node knows (authors seen, and this node).
+    /// List a group's members: node id, role (managed groups), last seq held here.
+    ///
+    /// A managed group's members are its members now, by its control entries; a passphrase
+    /// group's are those this node knows of (authors seen, peers that acknowledged entries,
+    /// and this node).
     Members {
         /// The group: its 64-hex id, or the name of a joined group.
+        #[arg(
+            long,
+            short,
+            value_name = "GROUP",
+            required_unless_present = "group_arg",
+            conflicts_with = "group_arg"
+        )]
+        group: Option<String>,
+        /// The group as a positional argument (the older spelling of --group).
+        #[arg(value_name = "GROUP", hide = true)]
+        group_arg: Option<String>,
+        /// One JSON object per line: node_id, role (null in a passphrase group), is_self,
+        /// last_seq.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member from a managed group (admins only); starts a new epoch.
+    ///
+    /// The removed node reads nothing published after this and its later entries are refused
+    /// by every member. Stored here at once; the other members learn it when they next sync
+    /// with this node (`covey run`) or with one that holds it.
+    Remove {
+        /// The group: its 64-hex id, or the name of a joined group.
+        #[arg(long, short)]
+        group: String,
+        /// The member's node id (as `covey group members` prints it).
+        #[arg(value_name = "NODE_ID")]
+        member: String,
+    },
+    /// Leave a group and delete what this node holds of it (entries and secrets).
+    ///
+    /// In a managed group this node first publishes its leave and waits up to 5 s for a peer
+    /// to acknowledge it, so the others learn of it.
+    Leave {
+        /// The group: its 64-hex id, or the name of a joined group.
+        #[arg(long, short)]
         group: String,
     },
 }
@@ -278,6 +342,11 @@ async fn open(global: &Global) -> Result<Node> {
     if let Some(addr) = global.bind {
         config.bind_addr = Some(addr);
     }
+    config.bootstrap = global
+        .bootstrap
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .collect();
     Node::open(config).await
 }
 
@@ -287,13 +356,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
         return demo::run(args).await;
     }
     let node = open(&cli.global).await?;
-    let result = command(&node, cli.command).await;
+    // A link stays answerable across runs only when the node binds the same port every time.
+    let fixed_port = cli.global.bind.is_some_and(|a| a.port() != 0);
+    let result = command(&node, cli.command, fixed_port).await;
     let closed = node.shutdown().await;
     result.and(closed)
 }
 
-/// The work of each command that uses the node in the data dir.
-async fn command(node: &Node, command: Command) -> Result<()> {
+/// The work of each command that uses the node in the data dir; `fixed_port` says whether
+/// `--bind` named a port.
+async fn command(node: &Node, command: Command, fixed_port: bool) -> Result<()> {
     match command {
         Command::Init => outln!("{}", node.node_id()),
         Command::Addr => outln!("{}", node.addr().await?),
@@ -310,15 +382,23 @@ async fn command(node: &Node, command: Command) -> Result<()> {
             let info = node.join_passphrase(&pass, &name).await?;
             outln!("{}", info.group_id)
         }
-        Command::Group(GroupCommand::List { json }) => group_list(node, json).await,
-        Command::Group(GroupCommand::Members { group }) => {
-            let gid = resolve_group(node, &group).await?;
-            for m in node.members(&gid).await? {
-                let me = if m.is_self { "  (this node)" } else { "" };
-                outln!("{}  last seq {}{me}", m.node_id, m.last_seq)?;
-            }
-            Ok(())
+        Command::Group(GroupCommand::Create { name, json }) => {
+            managed::group_create(node, &name, json).await
         }
+        Command::Group(GroupCommand::List { json }) => group_list(node, json).await,
+        Command::Group(GroupCommand::Members {
+            group,
+            group_arg,
+            json,
+        }) => {
+            let group = group.or(group_arg).unwrap_or_default();
+            managed::members(node, &group, json).await
+        }
+        Command::Group(GroupCommand::Remove { group, member }) => {
+            managed::remove(node, &group, &member).await
+        }
+        Command::Group(GroupCommand::Leave { group }) => managed::leave(node, &group).await,
+        Command::Invite(cmd) => managed::invite(node, cmd, fixed_port).await,
         Command::Publish {
             group,
             client_id,
@@ -427,16 +507,7 @@ async fn dht(node: &Node, cmd: DhtCommand) -> Result<()> {
 async fn group_list(node: &Node, json: bool) -> Result<()> {
     for g in node.groups().await? {
         if json {
-            outln!(
-                "{}",
-                json!({
-                    "group_id": g.group_id.to_string(),
-                    "name": g.name,
-                    "epoch": g.epoch,
-                    "kind": format!("{:?}", g.kind).to_lowercase(),
-                    "member_count": g.member_count,
-                })
-            )?;
+            outln!("{}", render::group_json(&g))?;
         } else {
             outln!(
                 "{}  {}  epoch {}  members {}",
@@ -451,7 +522,7 @@ async fn group_list(node: &Node, json: bool) -> Result<()> {
 }
 
 /// Finds a joined group by 64-hex id or by name.
-async fn resolve_group(node: &Node, key: &str) -> Result<GroupId> {
+pub(crate) async fn resolve_group(node: &Node, key: &str) -> Result<GroupId> {
     let groups = node.groups().await?;
     if let Ok(id) = key.parse::<GroupId>()
         && groups.iter().any(|g| g.group_id == id)
@@ -505,8 +576,8 @@ async fn entries(
     Ok(())
 }
 
-/// The signals that end `covey run`.
-struct StopSignals {
+/// The signals that end `covey run` (and `covey invite create`'s wait).
+pub(crate) struct StopSignals {
     /// SIGINT (Ctrl-C).
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
@@ -517,7 +588,7 @@ struct StopSignals {
 
 impl StopSignals {
     /// Installs the handlers (from then on these signals no longer kill the process).
-    fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -534,7 +605,7 @@ impl StopSignals {
     }
 
     /// Waits for the next stop signal and names it.
-    async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {

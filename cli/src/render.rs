@@ -4,7 +4,9 @@
 use std::fmt;
 use std::io::Write;
 
-use covey_core::{CoveyError, Entry, EntryMeta, ErrorKind, GroupId, NodeStatus, Result};
+use covey_core::{
+    CoveyError, Entry, EntryMeta, ErrorKind, GroupId, GroupInfo, Member, NodeStatus, Result,
+};
 use serde_json::{Value, json};
 
 /// Writes one line to stdout and flushes it, so a reader piped to `covey run` sees each event
@@ -93,6 +95,37 @@ pub fn meta_json(m: &EntryMeta) -> Value {
         "lamport": m.lamport,
         "timestamp_ms": m.timestamp_ms,
     })
+}
+
+/// A group as a JSON object (`covey group list --json` and friends).
+pub fn group_json(g: &GroupInfo) -> Value {
+    json!({
+        "group_id": g.group_id.to_string(),
+        "name": g.name,
+        "epoch": g.epoch,
+        "kind": format!("{:?}", g.kind).to_lowercase(),
+        "member_count": g.member_count,
+    })
+}
+
+/// A group member as a JSON object; `role` is null in a passphrase group.
+pub fn member_json(m: &Member) -> Value {
+    json!({
+        "node_id": m.node_id.to_string(),
+        "role": m.role.map(|r| r.as_str()),
+        "is_self": m.is_self,
+        "last_seq": m.last_seq,
+    })
+}
+
+/// A group member as a line of text: node id, role (in a managed group), last seq.
+pub fn member_text(m: &Member) -> String {
+    let role = m
+        .role
+        .map(|r| format!("{:<6}  ", r.as_str()))
+        .unwrap_or_default();
+    let me = if m.is_self { "  (this node)" } else { "" };
+    format!("{}  {role}last seq {}{me}", m.node_id, m.last_seq)
 }
 
 /// The node status as JSON.

@@ -47,6 +47,7 @@ pub mod testing;
 
 pub use dht::{DhtConfig, DhtCounters, RecordLimits, RecordQuotas};
 pub use error::{CoveyError, ErrorKind, Result};
+pub use group::invite::{MAX_CODE_TTL_MS, is_link as is_invite_link};
 pub use group::{GroupId, GroupKind, MIN_PASSPHRASE_SCORE};
 pub use iroh::EndpointId;
 pub use keystore::{FileKeyStore, KeyStore};

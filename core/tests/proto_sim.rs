@@ -924,10 +924,10 @@ fn wrong_group_is_rejected() {
     assert_eq!(db.frontier(&g1), vec![head(&x, 4)]);
 }
 
-/// Kind 1 is reserved for control entries until a protocol version defines them: refused as
+/// Kind 1 (control) exists only in managed groups: in a passphrase group it is refused as
 /// malformed (and the data entry before it stored), so every node holds the same log.
 #[test]
-fn control_entries_are_reserved_and_refused() {
+fn control_entries_are_refused_in_passphrase_groups() {
     let g = gid(1);
     let mut db = Db::new(&[g]);
     let author = Author::new(author_key(1), keys_of(g));
@@ -941,7 +941,7 @@ fn control_entries_are_reserved_and_refused() {
     assert_eq!(stored_seqs(&outcome), vec![1]);
     assert_eq!(reasons(&outcome), BTreeMap::from([("malformed", 1)]));
     assert!(
-        outcome.rejected[0].detail.contains("reserved"),
+        outcome.rejected[0].detail.contains("passphrase group"),
         "{:?}",
         outcome.rejected
     );
