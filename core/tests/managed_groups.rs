@@ -351,7 +351,17 @@ async fn leaving_deletes_the_group_here_and_tells_the_others() {
     let key_files = || std::fs::read_dir(&keys_dir).unwrap().count();
     let before = key_files();
 
+    let mut b_events = b.subscribe();
     b.leave_group(&g).await.unwrap();
+    // Leaving is not being removed: no such warning.
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), b_events.recv()).await
+    {
+        assert!(
+            !matches!(&event, Event::Warning { kind, .. } if kind == "removed-from-group"),
+            "{event:?}"
+        );
+    }
     expect_err(
         b.entries(&g, 0, 10).await,
         ErrorKind::NotFound,

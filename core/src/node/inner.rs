@@ -172,6 +172,9 @@ pub(super) struct Inner {
     /// Short codes of the invites this node issued, by nameplate; in memory only, so a code
     /// is answered only while this node runs.
     pub(super) code_invites: Mutex<HashMap<String, super::invite::CodeInvite>>,
+    /// Managed groups this node is leaving (its own `leave` published, its data not yet
+    /// deleted).
+    pub(super) leaving: Mutex<HashSet<Id32>>,
     pub(super) id: EndpointId,
     pub(super) store: Arc<Store>,
     pub(super) groups: RwLock<HashMap<Id32, Arc<GroupState>>>,

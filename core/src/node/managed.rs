@@ -269,7 +269,14 @@ impl Inner {
         let state = Arc::new(state);
         let (old_epoch, new_epoch) = (old.keys.epoch, state.keys.epoch);
         let me = *self.id.as_bytes();
-        let (was_active, now_active) = (old.admits(&me), state.admits(&me));
+        // A node that leaves ends itself: that is no removal to report, and its sessions must
+        // stay up to hand the leave to a peer.
+        let leaving = self
+            .leaving
+            .lock()
+            .map(|l| l.contains(&group))
+            .unwrap_or(false);
+        let (was_active, now_active) = (old.admits(&me), state.admits(&me) || leaving);
         let old_members: BTreeSet<Id32> =
             old_managed.membership.active().map(|(id, _)| *id).collect();
         let new_members: BTreeSet<Id32> = state
@@ -513,7 +520,16 @@ impl Node {
         let gid = group_id.0;
         let me = *self.inner.id.as_bytes();
         if state.managed.is_some() && state.admits(&me) {
-            let entry = self.inner.publish_control(gid, ControlOp::Leave).await?;
+            if let Ok(mut leaving) = self.inner.leaving.lock() {
+                leaving.insert(gid);
+            }
+            let published = self.inner.publish_control(gid, ControlOp::Leave).await;
+            if published.is_err()
+                && let Ok(mut leaving) = self.inner.leaving.lock()
+            {
+                leaving.remove(&gid);
+            }
+            let entry = published?;
             let seq = entry.header().seq;
             let deadline = now_ms().saturating_add(LEAVE_ACK_WAIT_MS);
             loop {
@@ -542,6 +558,9 @@ impl Node {
             .map(|m| m.secrets.iter().map(|(_, id, _)| *id).collect())
             .unwrap_or_default();
         self.inner.groups_write()?.remove(&gid);
+        if let Ok(mut leaving) = self.inner.leaving.lock() {
+            leaving.remove(&gid);
+        }
         let inner = self.inner.clone();
         let id = *group_id;
         let deleted = blocking(move || {

@@ -147,6 +147,7 @@ impl Node {
             secret,
             device,
             code_invites: Mutex::new(HashMap::new()),
+            leaving: Mutex::new(HashSet::new()),
             store,
             groups: RwLock::new(groups),
             sessions: Sessions::default(),
