@@ -153,8 +153,24 @@ async fn three_devices_create_invite_by_link_and_code_then_remove_one() {
             .await
             .contains(&b"c after removal".to_vec())
     );
-    // C still reads what it held, and is told nothing new.
+    // C still reads what it held, and holds no key of the new epoch: A and B have the epoch-1
+    // secret in their key stores, C has none.
     assert_eq!(epoch_of(&c, &g).await, 0);
+    let epoch_keys = |dir: &std::path::Path| {
+        key_store_secrets(dir)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("epoch-"))
+            .map(|(_, secret)| secret)
+            .collect::<Vec<_>>()
+    };
+    let (at_a, at_b, at_c) = (
+        epoch_keys(dirs[0].path()),
+        epoch_keys(dirs[1].path()),
+        epoch_keys(dirs[2].path()),
+    );
+    assert_eq!(at_a.len(), 1);
+    assert_eq!(at_a, at_b, "a and b hold the same epoch-1 secret");
+    assert!(at_c.is_empty(), "c holds no epoch secret");
 
     // Entries from before the removal stay readable on A and B.
     assert!(payloads(&a, &g).await.contains(&b"from c".to_vec()));
