@@ -15,14 +15,19 @@
 //! - `catchup`: a stale node in one child process catches up on a backlog served by another
 //!   (the harness re-executes itself), at two backlog sizes: MB/s against a raw iroh transfer,
 //!   and both processes' peak RSS, which must not grow with the backlog (see [`catchup`]).
+//! - `managed`: managed groups (see [`managed`]): building a removal's control entry at 100
+//!   members against the bare sealing operations it consists of; `remove_member` end to end;
+//!   a removal's new epoch reaching every member of a 30-node loopback group (as a star, and
+//!   in the default configuration) against an ordinary publish reaching them; and invite
+//!   accept by link and by short code against a plain `add_peer` and first sync.
 //!
 //! Next to each goal the report prints diagnostics that say where the time goes (the
 //! `spawn_blocking` hop, catch-up stages timed alone, the arrival timeline of batches), so a
 //! missed goal comes with its cause.
 //!
 //! This file holds the command line and the dispatch; each part lives in its own module
-//! ([`publish`], [`sync`], [`latency`], [`verify`], [`catchup`]) with its result type, its
-//! section of the text report and its goals. [`report`] assembles and prints the report,
+//! ([`publish`], [`sync`], [`latency`], [`verify`], [`catchup`], [`managed`]) with its result
+//! type, its section of the text report and its goals. [`report`] assembles and prints the report,
 //! [`sysinfo`] reads the machine's load, CPU and memory, and [`harness`], [`nodes`] and
 //! [`raw_iroh`] hold what several parts use.
 //!
@@ -45,6 +50,7 @@ use crate::report::{Report, RunInfo, size};
 mod catchup;
 mod harness;
 mod latency;
+mod managed;
 mod nodes;
 mod publish;
 mod raw_iroh;
@@ -67,6 +73,8 @@ enum Part {
     Verify,
     /// Stale-node catch-up between two child processes: MB/s and both processes' peak RSS.
     Catchup,
+    /// Managed groups: removal cost, epoch propagation in a loopback group, invite accept.
+    Managed,
 }
 
 /// Command line of `covey-bench`.
@@ -124,6 +132,23 @@ struct Args {
     /// Payload bytes per entry in the catchup part.
     #[arg(long, default_value_t = 1024)]
     catchup_payload: usize,
+    /// Members of the group whose removal the managed part builds and calls.
+    #[arg(long, default_value_t = 100)]
+    managed_members: usize,
+    /// Removal entries built per round in the managed part, each alternated with one batch of
+    /// bare sealing operations (default 100); 0 skips it.
+    #[arg(long)]
+    managed_builds: Option<usize>,
+    /// `remove_member` calls per round on a --managed-members group (default 10); 0 skips it.
+    #[arg(long)]
+    managed_removes: Option<usize>,
+    /// Nodes of the loopback group a removal propagates through (default 30; under --quick
+    /// 10); 0 skips it.
+    #[arg(long)]
+    managed_nodes: Option<usize>,
+    /// Skip the managed part's invite accept measurement.
+    #[arg(long)]
+    managed_no_invites: bool,
 }
 
 impl Args {
@@ -148,7 +173,7 @@ impl Args {
                 (1024, self.count(self.sync_small, 10_000)),
                 (64 * 1024, self.count(self.sync_large, 1_000)),
             ],
-            Part::Latency | Part::Verify | Part::Catchup => return Vec::new(),
+            Part::Latency | Part::Verify | Part::Catchup | Part::Managed => return Vec::new(),
         };
         if !selected.contains(&part) {
             return Vec::new();
@@ -169,6 +194,7 @@ async fn run(args: &Args) -> Result<Report> {
             Part::Latency,
             Part::Verify,
             Part::Catchup,
+            Part::Managed,
         ]
     } else {
         args.parts.clone()
@@ -191,6 +217,7 @@ async fn run(args: &Args) -> Result<Report> {
         latency: None,
         verify: None,
         catchup: None,
+        managed: None,
         goals: Vec::new(),
     };
     for (len, n) in args.sizes(Part::Publish, &parts) {
@@ -248,6 +275,21 @@ async fn run(args: &Args) -> Result<Report> {
             report.goals.extend(catchup::goals(&c));
             report.catchup = Some(c);
         }
+    }
+    if parts.contains(&Part::Managed) {
+        let plan = managed::ManagedPlan {
+            members: args.managed_members,
+            builds: args.count(args.managed_builds, 100),
+            removes: args.count(args.managed_removes, 10),
+            nodes: args
+                .managed_nodes
+                .unwrap_or(if args.quick { 10 } else { 30 }),
+            invites: !args.managed_no_invites,
+            rounds,
+        };
+        let m = managed::bench(plan).await.context("managed benchmark")?;
+        report.goals.extend(managed::goals(&m));
+        report.managed = Some(m);
     }
     report.run.load_end = sysinfo::load_average();
     report.run.wall_s = started.elapsed().as_secs_f64();

@@ -166,3 +166,29 @@ pub(crate) async fn raw_rtt(n: usize, len: usize) -> Result<Vec<Duration>> {
     pair.close().await;
     Ok(out)
 }
+
+/// Raw iroh, cold: a fresh client endpoint dials a fresh server, opens a bi-stream and makes
+/// one round trip of a `len`-byte message. The time from the dial until the echo is read:
+/// the least a joiner's first exchange with an inviter it never talked to can cost.
+pub(crate) async fn raw_connect_rtt(len: usize) -> Result<Duration> {
+    let mut pair = RawPair::start(move |conn, mut send, mut recv| async move {
+        let mut buf = vec![0u8; len];
+        recv.read_exact(&mut buf).await.context("echo read")?;
+        send.write_all(&buf).await.context("echo write")?;
+        let _ = send.finish();
+        conn.closed().await;
+        Ok(())
+    })
+    .await?;
+    let msg = random_bytes(len);
+    let mut back = vec![0u8; len];
+    let t = Instant::now();
+    let (conn, mut send, mut recv) = pair.connect().await?;
+    send.write_all(&msg).await.context("ping write")?;
+    recv.read_exact(&mut back).await.context("pong read")?;
+    let took = t.elapsed();
+    conn.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut pair.served).await;
+    pair.close().await;
+    Ok(took)
+}

@@ -12,10 +12,11 @@ use serde::Serialize;
 
 use crate::catchup::CatchupReport;
 use crate::latency::LatencyResult;
+use crate::managed::ManagedResult;
 use crate::publish::PublishResult;
 use crate::sync::SyncResult;
 use crate::verify::VerifyResult;
-use crate::{catchup, latency, publish, sync, verify};
+use crate::{catchup, latency, managed, publish, sync, verify};
 
 /// Where and how the run happened.
 #[derive(Debug, Serialize)]
@@ -55,6 +56,8 @@ pub(crate) struct Report {
     pub(crate) verify: Option<VerifyResult>,
     /// Stale-node catch-up between two child processes.
     pub(crate) catchup: Option<CatchupReport>,
+    /// Managed groups: removal cost, epoch propagation, invite accept.
+    pub(crate) managed: Option<ManagedResult>,
     /// Goals and whether they were met.
     pub(crate) goals: Vec<Goal>,
 }
@@ -206,6 +209,9 @@ fn render(report: &Report) -> String {
     }
     if let Some(c) = &report.catchup {
         catchup::render(&mut s, c);
+    }
+    if let Some(m) = &report.managed {
+        managed::render(&mut s, m);
     }
     if !report.goals.is_empty() {
         let _ = writeln!(s, "\ngoals");
