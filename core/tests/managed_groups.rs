@@ -404,18 +404,15 @@ async fn leaving_deletes_the_group_here_and_tells_the_others() {
     b.shutdown().await.unwrap();
 }
 
-/// A free UDP port on loopback, so a node can reopen at the address its peers remember.
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
+/// A loopback node bound to `port` (see `common::free_port`), so it can reopen at the address
+/// its peers remember.
 async fn open_at(dir: &std::path::Path, port: u16) -> Node {
-    let mut config = NodeConfig::loopback(dir);
-    config.bind_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    Node::open(config).await.expect("open node")
+    common::open_retrying(|| {
+        let mut config = NodeConfig::loopback(dir);
+        config.bind_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        config
+    })
+    .await
 }
 
 fn is_active(members: &[covey_core::Member], node: &Node) -> bool {
@@ -425,7 +422,7 @@ fn is_active(members: &[covey_core::Member], node: &Node) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_removed_member_publishing_through_a_lagging_member_is_refused_and_purged() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let a = open_at(dirs[0].path(), ports[0]).await;
     let mut b = open_at(dirs[1].path(), ports[1]).await;
     let mut c = open_at(dirs[2].path(), ports[2]).await;

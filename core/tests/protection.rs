@@ -23,7 +23,7 @@ use covey_core::testing::{
     Author, Incoming, RECV_TIMEOUT, RawPeer, dial, dial_ticket, hello_message, raws,
 };
 use covey_core::wire::frame::{self, Head, LENGTH_PREFIX, Message, RefuseCode};
-use covey_core::{Entry, ErrorKind, Event, Node, NodeConfig, SyncCounters, SyncState};
+use covey_core::{Entry, Event, Node, NodeConfig, SyncCounters, SyncState};
 use iroh::{Endpoint, EndpointId, SecretKey};
 use iroh_tickets::endpoint::EndpointTicket;
 
@@ -957,26 +957,10 @@ async fn a_peer_without_keepalive_is_neither_pinged_nor_timed_out() {
 // 11. Redial after a peer comes back
 // ---------------------------------------------------------------------------------------------
 
-/// A loopback UDP port free right now, outside the ephemeral range: while B is down, no
-/// endpoint another test binds to port 0 can be handed B's port.
-fn free_port() -> u16 {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let low = 10_000u16.min(ephemeral_low / 2);
-    let span = u64::from(ephemeral_low - low);
-    let seed = now_ms() ^ u64::from(std::process::id());
-    (0..1000u64)
-        .map(|i| low + ((seed + i * 7919) % span) as u16)
-        .find(|&port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
-        .expect("a free loopback port below the ephemeral range")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialer_reconnects_by_itself_when_its_peer_returns() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let port = free_port();
+    let port = common::free_port();
     // B takes no part in rendezvous: it must not learn A's address there (it would remember
     // it and could dial A itself), so a session after B returns is A's own redial.
     let b_config = || {
@@ -1015,23 +999,7 @@ async fn a_dialer_reconnects_by_itself_when_its_peer_returns() {
 
     // B returns on the same port; A was never told, so any session is A's own redial
     // (B does not know A's address: only A added a peer).
-    // The old endpoint's UDP socket is released when its last handle drops, which can be a
-    // moment after `shutdown` returns: retry the bind briefly, as an app reopening on a fixed
-    // port would.
-    let mut reopened = None;
-    for _ in 0..50 {
-        match Node::open(b_config()).await {
-            Ok(node) => {
-                reopened = Some(node);
-                break;
-            }
-            Err(e) if e.kind() == ErrorKind::Network => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("reopen B: {e:?}"),
-        }
-    }
-    let b = reopened.expect("reopen B on its port within 5 s");
+    let b = common::open_retrying(b_config).await;
     assert_eq!(b.node_id(), b_id);
     assert_eq!(b.status().await.unwrap().known_peers, 0);
     for i in 0..3 {

@@ -137,3 +137,39 @@ pub async fn loopback_endpoint(secret: iroh::SecretKey) -> iroh::Endpoint {
         .await
         .expect("bind raw endpoint")
 }
+
+/// A loopback UDP port free right now, outside the ephemeral range: while a node that owns it
+/// is down, no endpoint another test binds to port 0 can be handed its port.
+pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(ephemeral_low / 2);
+    let span = u64::from(ephemeral_low - low);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seed = now ^ u64::from(std::process::id());
+    (0..1000u64)
+        .map(|i| low + ((seed + i * 7919) % span) as u16)
+        .find(|&port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
+}
+
+/// Opens a node from `config()`, retrying for up to 5 s while its fixed port is still held:
+/// the old endpoint's UDP socket is released when its last handle drops, which can be a
+/// moment after `shutdown` returns (as an app reopening on a fixed port would retry).
+pub async fn open_retrying(config: impl Fn() -> NodeConfig) -> Node {
+    for _ in 0..50 {
+        match Node::open(config()).await {
+            Ok(node) => return node,
+            Err(e) if e.kind() == covey_core::ErrorKind::Network => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("open node: {e:?}"),
+        }
+    }
+    panic!("the node's port stayed taken for 5 s")
+}

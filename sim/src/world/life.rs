@@ -1,5 +1,7 @@
 //! Node life cycle, groups and publishing.
 
+use covey_core::wire::entry::EntryKind;
+
 use super::*;
 
 impl Sim {
@@ -165,6 +167,33 @@ impl Sim {
     /// its log with lamport = highest seen + 1, sealed, signed and stored in one transaction,
     /// then offered to every session. Returns the entry id, or `None` when the node is down.
     pub fn publish(&mut self, node: NodeIdx, group: Id32, payload: &[u8]) -> Result<Option<Id32>> {
+        let Some(entry) = self.append(node, group, payload, EntryKind::Data)? else {
+            return Ok(None);
+        };
+        let h = entry.header();
+        let id = *entry.id();
+        self.nodes[node].counters.sync.published += 1;
+        self.ledger.entry(group).or_default().insert(
+            (h.author, h.seq),
+            LedgerEntry {
+                id,
+                lamport: h.lamport,
+            },
+        );
+        self.last_publish_ms = self.now;
+        Ok(Some(id))
+    }
+
+    /// Appends the next entry of `node`'s log in `group`, data or control (`Node::publish`
+    /// and `Inner::publish_control`): lamport = highest seen + 1, sealed, signed and stored in
+    /// one transaction, then offered to every session. `None` when the node is down.
+    pub(super) fn append(
+        &mut self,
+        node: NodeIdx,
+        group: Id32,
+        payload: &[u8],
+        kind: EntryKind,
+    ) -> Result<Option<SignedEntry>> {
         let mut nonce = [0u8; 24];
         self.rng.fill(&mut nonce);
         let now = self.now;
@@ -176,30 +205,20 @@ impl Sim {
             .groups
             .get(&group)
             .ok_or_else(|| CoveyError::not_found("node is not in that group"))?;
-        let lamport = live.max_lamport.get(&group).copied().unwrap_or(0) + 1;
         let draft = Draft {
-            lamport,
+            lamport: live.max_lamport.get(&group).copied().unwrap_or(0) + 1,
             timestamp_ms: EPOCH_MS + now,
             nonce,
             payload,
         };
         let secret = &n.secret;
-        let (_, entry) = live
-            .store
-            .write(|tx| engine::append_own_entry(tx, keys, secret, draft))?;
-        let h = entry.header().clone();
-        let id = *entry.id();
+        let (_, entry) = live.store.write(|tx| match kind {
+            EntryKind::Data => engine::append_own_entry(tx, keys, secret, draft),
+            EntryKind::Control => engine::append_own_control(tx, keys, secret, draft),
+        })?;
+        let h = entry.header();
         live.max_lamport.insert(group, h.lamport);
         *live.held.entry(group).or_insert(0) += 1;
-        n.counters.sync.published += 1;
-        self.ledger.entry(group).or_default().insert(
-            (h.author, h.seq),
-            LedgerEntry {
-                id,
-                lamport: h.lamport,
-            },
-        );
-        self.last_publish_ms = now;
         let head = Head {
             author: h.author,
             seq: h.seq,
@@ -207,7 +226,7 @@ impl Sim {
         for conn in self.registered(node) {
             self.fan_out(node, conn, group, head);
         }
-        Ok(Some(id))
+        Ok(Some(entry))
     }
 
     /// Publishes `count` entries of `payload_bytes` each as `node` in one transaction (set-up

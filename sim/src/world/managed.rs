@@ -12,6 +12,7 @@ use covey_core::group::admission::{
 use covey_core::group::control::{ControlOp, Role};
 use covey_core::group::membership::{ControlRecord, Membership};
 use covey_core::group::seal::{DeviceKey, seal_epoch_secret};
+use covey_core::wire::entry::EntryKind;
 
 use super::*;
 
@@ -114,38 +115,8 @@ impl Sim {
     /// Appends a control entry to `node`'s log as `Inner::publish_control` does (no admin
     /// check: the fold decides what it does), stores it and offers it to every session.
     pub fn publish_control(&mut self, node: NodeIdx, group: Id32, op: ControlOp) -> Result<()> {
-        let mut nonce = [0u8; 24];
-        self.rng.fill(&mut nonce);
-        let now = self.now;
-        let n = &mut self.nodes[node];
-        let Some(live) = n.live.as_mut() else {
-            return Err(CoveyError::invalid("node is down"));
-        };
-        let keys = n
-            .groups
-            .get(&group)
-            .ok_or_else(|| CoveyError::not_found("node is not in that group"))?;
-        let payload = op.encode();
-        let draft = Draft {
-            lamport: live.max_lamport.get(&group).copied().unwrap_or(0) + 1,
-            timestamp_ms: EPOCH_MS + now,
-            nonce,
-            payload: &payload,
-        };
-        let secret = &n.secret;
-        let (_, entry) = live
-            .store
-            .write(|tx| engine::append_own_control(tx, keys, secret, draft))?;
-        let h = entry.header().clone();
-        live.max_lamport.insert(group, h.lamport);
-        *live.held.entry(group).or_insert(0) += 1;
-        let head = Head {
-            author: h.author,
-            seq: h.seq,
-        };
-        for conn in self.registered(node) {
-            self.fan_out(node, conn, group, head);
-        }
+        self.append(node, group, &op.encode(), EntryKind::Control)?
+            .ok_or_else(|| CoveyError::invalid("node is down"))?;
         self.after_control(node, group)
     }
 
