@@ -175,6 +175,8 @@ pub(super) struct Inner {
     /// Managed groups this node is leaving (its own `leave` published, its data not yet
     /// deleted).
     pub(super) leaving: Mutex<HashSet<Id32>>,
+    /// Managed groups whose epoch this node is healing (a `rotate` on its way).
+    pub(super) healing: Mutex<HashSet<Id32>>,
     pub(super) id: EndpointId,
     pub(super) store: Arc<Store>,
     pub(super) groups: RwLock<HashMap<Id32, Arc<GroupState>>>,

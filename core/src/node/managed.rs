@@ -327,14 +327,25 @@ impl Inner {
             && m.membership.healer() == Some(me)
         {
             // This node is the one admin the rule names to move the epoch past a secret that
-            // reached someone no longer in the group.
-            let inner = self.clone();
-            let task = tokio::spawn(async move {
-                if let Err(e) = inner.start_epoch(group, None).await {
-                    log::warn!("healing epoch of group {} failed: {e}", GroupId(group));
-                }
-            });
-            self.track(task);
+            // reached someone no longer in the group; one healing at a time, so a refresh
+            // while it runs does not start a second epoch.
+            let first = self
+                .healing
+                .lock()
+                .map(|mut h| h.insert(group))
+                .unwrap_or(false);
+            if first {
+                let inner = self.clone();
+                let task = tokio::spawn(async move {
+                    if let Err(e) = inner.start_epoch(group, None).await {
+                        log::warn!("healing epoch of group {} failed: {e}", GroupId(group));
+                    }
+                    if let Ok(mut healing) = inner.healing.lock() {
+                        healing.remove(&group);
+                    }
+                });
+                self.track(task);
+            }
         }
         Ok(())
     }

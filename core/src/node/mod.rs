@@ -148,6 +148,7 @@ impl Node {
             device,
             code_invites: Mutex::new(HashMap::new()),
             leaving: Mutex::new(HashSet::new()),
+            healing: Mutex::new(HashSet::new()),
             store,
             groups: RwLock::new(groups),
             sessions: Sessions::default(),
