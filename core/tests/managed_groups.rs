@@ -400,6 +400,9 @@ async fn leaving_deletes_the_group_here_and_tells_the_others() {
         epoch_of(&a, &g).await == 1
     })
     .await;
+    // Once: no second rotation follows.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(epoch_of(&a, &g).await, 1);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
