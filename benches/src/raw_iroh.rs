@@ -138,9 +138,9 @@ pub(crate) async fn raw_transfer(n: usize, len: usize) -> Result<(f64, f64, f64)
     ))
 }
 
-/// Raw iroh ping-pong: `n` round trips of a `len`-byte message on one bi-stream.
-pub(crate) async fn raw_rtt(n: usize, len: usize) -> Result<Vec<Duration>> {
-    let mut pair = RawPair::start(move |conn, mut send, mut recv| async move {
+/// A raw pair whose server echoes `n` messages of `len` bytes on one bi-stream.
+async fn echo_pair(n: usize, len: usize) -> Result<RawPair<()>> {
+    RawPair::start(move |conn, mut send, mut recv| async move {
         let mut buf = vec![0u8; len];
         for _ in 0..n {
             recv.read_exact(&mut buf).await.context("echo read")?;
@@ -150,7 +150,12 @@ pub(crate) async fn raw_rtt(n: usize, len: usize) -> Result<Vec<Duration>> {
         conn.closed().await;
         Ok(())
     })
-    .await?;
+    .await
+}
+
+/// Raw iroh ping-pong: `n` round trips of a `len`-byte message on one bi-stream.
+pub(crate) async fn raw_rtt(n: usize, len: usize) -> Result<Vec<Duration>> {
+    let mut pair = echo_pair(n, len).await?;
     let (conn, mut send, mut recv) = pair.connect().await?;
     let msg = random_bytes(len);
     let mut back = vec![0u8; len];
@@ -171,15 +176,7 @@ pub(crate) async fn raw_rtt(n: usize, len: usize) -> Result<Vec<Duration>> {
 /// one round trip of a `len`-byte message. The time from the dial until the echo is read:
 /// the least a joiner's first exchange with an inviter it never talked to can cost.
 pub(crate) async fn raw_connect_rtt(len: usize) -> Result<Duration> {
-    let mut pair = RawPair::start(move |conn, mut send, mut recv| async move {
-        let mut buf = vec![0u8; len];
-        recv.read_exact(&mut buf).await.context("echo read")?;
-        send.write_all(&buf).await.context("echo write")?;
-        let _ = send.finish();
-        conn.closed().await;
-        Ok(())
-    })
-    .await?;
+    let mut pair = echo_pair(1, len).await?;
     let msg = random_bytes(len);
     let mut back = vec![0u8; len];
     let t = Instant::now();

@@ -311,10 +311,7 @@ impl Inner {
             .get(&group)
             .cloned()
             .ok_or_else(|| CoveyError::not_found("entries for a group this node left"))?;
-        let rules = verify::Rules {
-            epoch: state.row.epoch,
-            ..verify::Rules::of(&state.keys, self.config.max_payload_bytes + aead::TAG_LEN)
-        };
+        let rules = verify::Rules::of(&state.keys, self.config.max_payload_bytes + aead::TAG_LEN);
         Ok((state, rules))
     }
 

@@ -272,11 +272,6 @@ impl Inner {
         link: Option<([u8; 8], Id32)>,
     ) -> Result<InviteRow> {
         let store = self.store.clone();
-        let tags: Vec<(Id32, [u8; 8])> = self
-            .groups_read()?
-            .keys()
-            .map(|g| (*g, group_tag(&GroupId(*g))))
-            .collect();
         blocking(move || {
             store.write(|tx| {
                 let invalid = || denied("not a valid invite for this node");
@@ -285,11 +280,7 @@ impl Inner {
                     if !bool::from(row.secret_hash.ct_eq(&hash)) {
                         return Err(invalid());
                     }
-                    let own = tags
-                        .iter()
-                        .find(|(g, _)| *g == row.group_id)
-                        .map(|(_, t)| *t);
-                    if own != Some(tag) {
+                    if group_tag(&GroupId(row.group_id)) != tag {
                         return Err(denied("this invite is for another group"));
                     }
                 }
